@@ -1,0 +1,7 @@
+"""``python -m otalib`` runs the otalab CLI."""
+
+import sys
+
+from otalib.cli import main
+
+sys.exit(main())
