@@ -1,0 +1,99 @@
+"""Lab MQTT brokers behind one interface: Mosquitto when installed, else embedded amqtt.
+
+    with start_broker(tls=True, users=[BrokerUser("deployer", "pw")]) as broker:
+        broker.url, broker.backend, broker.ca_path, broker.notes
+
+``backend="auto"`` picks Mosquitto whenever :func:`find_mosquitto` finds it (set
+``OTALAB_MOSQUITTO=none`` to pretend it is missing) and the embedded amqtt broker
+otherwise. Every broker listens on 127.0.0.1 and an ephemeral port by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from otalib.broker.base import Broker, BrokerUser, free_port, port_accepts
+from otalib.broker.embedded import EmbeddedBroker
+from otalib.broker.mosquitto import MosquittoBroker, find_mosquitto
+from otalib.errors import BrokerError, UsageError
+
+BACKENDS = ("auto", "mosquitto", "embedded")
+
+__all__ = [
+    "BACKENDS",
+    "Broker",
+    "BrokerUser",
+    "EmbeddedBroker",
+    "MosquittoBroker",
+    "find_mosquitto",
+    "free_port",
+    "make_broker",
+    "port_accepts",
+    "start_broker",
+]
+
+
+def make_broker(
+    backend: str = "auto",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: bool = False,
+    require_client_cert: bool = False,
+    users: Sequence[BrokerUser] = (),
+    max_packet_size: int | None = None,
+    workdir: Path | None = None,
+    server_names: Sequence[str] = (),
+) -> Broker:
+    """A configured but not yet started broker (see :func:`start_broker`)."""
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown broker backend {backend!r} (use {', '.join(BACKENDS)})")
+    kwargs = dict(
+        host=host,
+        port=port,
+        tls=tls,
+        require_client_cert=require_client_cert,
+        users=users,
+        max_packet_size=max_packet_size,
+        workdir=workdir,
+        server_names=server_names,
+    )
+    if backend == "auto":
+        backend = "mosquitto" if find_mosquitto() is not None else "embedded"
+    if backend == "mosquitto":
+        if find_mosquitto() is None:
+            raise BrokerError("mosquitto not found (install it, or use --backend embedded)")
+        return MosquittoBroker(**kwargs)  # type: ignore[arg-type]
+    return EmbeddedBroker(**kwargs)  # type: ignore[arg-type]
+
+
+def start_broker(
+    backend: str = "auto",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: bool = False,
+    require_client_cert: bool = False,
+    users: Sequence[BrokerUser] = (),
+    max_packet_size: int | None = None,
+    workdir: Path | None = None,
+    server_names: Sequence[str] = (),
+) -> Broker:
+    """Start a lab broker and return it running; use it as a context manager (``stop()`` is idempotent)."""
+    broker = make_broker(
+        backend,
+        host=host,
+        port=port,
+        tls=tls,
+        require_client_cert=require_client_cert,
+        users=users,
+        max_packet_size=max_packet_size,
+        workdir=workdir,
+        server_names=server_names,
+    )
+    try:
+        return broker.start()
+    except BaseException:
+        broker.stop()
+        raise
