@@ -53,6 +53,10 @@ class LabError(OtaLabError):
     """A trial or campaign could not be run or its data read."""
 
 
+class BuildError(OtaLabError):
+    """A firmware build could not be run (no toolchain, no project) or failed."""
+
+
 class DeviceErrorCode(str, Enum):
     """Error names of the device's OtaUpgrade stream (Sming ``OtaUpgrade::Error``)."""
 

@@ -1,0 +1,553 @@
+"""ESP firmware images through esptool's own classes.
+
+Inspect any image (chip, entry, segments, checksum and SHA-256), convert an ELF
+with esptool's ``elf2image`` and synthesise small *valid* demo images that carry
+a readable app id and version, so demos and the virtual board have real images
+without a toolchain.
+
+The demo marker is a segment placed first, right after the header::
+
+    b"OTALAB-APP\\0" + JSON {"app_id": ..., "version": ..., "chip": ...} + b"\\0"
+
+so :func:`read_app_info` finds it in the first bytes of a flash slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from otalib.errors import ImageError, UsageError
+from otalib.fileio import read_input, write_atomic
+
+#: First byte of every ESP image (ESP8266 v1, ESP32 family).
+ESP_IMAGE_MAGIC = 0xE9
+#: First byte of an ESP8266 "v2" image (irom0 segment before a second header).
+ESP8266_V2_MAGIC = 0xEA
+#: Starts the app marker of otalab demo images.
+APP_MARKER = b"OTALAB-APP\0"
+#: Chips whose demo images otalab can synthesise.
+DEMO_CHIPS = ("esp8266", "esp32")
+
+_CHECKSUM_MAGIC = 0xEF
+_SHA256_LEN = 32
+_MAX_SEGMENTS = 16
+_MARKER_SEARCH = 0x10000
+_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+_APP_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+# Load addresses of the demo segments (harmless RAM regions of each chip).
+_DEMO_LAYOUT = {
+    # chip: (entry, marker address, first padding address, padding address step)
+    "esp8266": (0x40100004, 0x3FFE8000, 0x40100000, 0x10000),
+    "esp32": (0x40080404, 0x3FFB0000, 0x40080000, 0x1000),
+}
+_DEMO_FLASH = {"esp8266": ("4MB", "40m", "dio"), "esp32": ("4MB", "40m", "dio")}
+_FLASH_MODES = {"qio": 0, "qout": 1, "dio": 2, "dout": 3}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an ESP image says about itself (as esptool reads it)."""
+
+    chip: str
+    image_version: int
+    entry: int
+    segments: tuple[tuple[int, int], ...]
+    checksum_valid: bool
+    sha256_valid: bool | None
+    size: int
+    app_id: str | None = None
+    app_version: str | None = None
+    checksum: int = 0
+    calculated_checksum: int = 0
+    sha256: str | None = None
+    flash_mode: str | None = None
+    flash_size: str | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def valid(self) -> bool:
+        """True when the checksum (and the SHA-256, where present) match."""
+        return self.checksum_valid and self.sha256_valid is not False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (addresses as ints, segments as lists)."""
+        data = asdict(self)
+        data["segments"] = [{"address": addr, "size": size} for addr, size in self.segments]
+        data["warnings"] = list(self.warnings)
+        data["valid"] = self.valid
+        return data
+
+
+# --------------------------------------------------------------------------- esptool plumbing
+
+
+_ESPTOOL_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _esptool_quiet() -> Iterator[list[str]]:
+    """Run esptool code without it printing; collect its warnings/errors instead."""
+    messages: list[str] = []
+    with _ESPTOOL_LOCK:
+        try:
+            from esp_pylib.logger import EspLog, EspLogBase
+        except ImportError:  # older esptool: it prints directly
+            sink = io.StringIO()
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                yield messages
+            messages.extend(line for line in sink.getvalue().splitlines() if "warning" in line.lower())
+            return
+
+        class _Collector(EspLogBase):  # type: ignore[misc, valid-type]
+            def print(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+            def err(self, *args: Any, suggestion: str | None = None) -> None:
+                messages.append(" ".join(str(a) for a in args))
+
+            def warn(self, *args: Any, suggestion: str | None = None) -> None:
+                messages.append(" ".join(str(a) for a in args))
+
+            def note(self, *args: Any) -> None:
+                pass
+
+            def hint(self, *args: Any) -> None:
+                pass
+
+            def debug(self, *args: Any) -> None:
+                pass
+
+            def stage(self, finish: bool = False) -> None:
+                pass
+
+            def set_verbosity(self, mode: int | str) -> None:
+                pass
+
+            def progress_bar(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        previous = EspLog.instance
+        EspLog.instance = _Collector()
+        try:
+            yield messages
+        finally:
+            EspLog.instance = previous
+
+
+def _xor_checksum(data: bytes, state: int = _CHECKSUM_MAGIC) -> int:
+    """The ROM's XOR checksum of ``data`` (same result as ``ESPLoader.checksum``, without a byte loop)."""
+    width = len(data)
+    if not width:
+        return state
+    value = int.from_bytes(data, "little")
+    while width > 1:
+        half = (width + 1) // 2
+        value = (value & ((1 << (8 * half)) - 1)) ^ (value >> (8 * half))
+        width = half
+    return state ^ value
+
+
+def _fast_checksum_class(base: type) -> type:
+    """``base`` (an esptool image class) whose ``save`` sums segments without a per-byte loop."""
+
+    class _Fast(base):  # type: ignore[misc, valid-type]
+        def save_segment(self, f, segment, checksum=None, segment_name=None):  # type: ignore[no-untyped-def]
+            start = f.tell()
+            super().save_segment(f, segment, None, segment_name)
+            if checksum is None:
+                return None
+            f.seek(start + self.SEG_HEADER_LEN)
+            written = f.read()
+            return _xor_checksum(written, checksum)
+
+    _Fast.__name__ = f"Fast{base.__name__}"
+    return _Fast
+
+
+def _image_class(chip: str) -> type:
+    """esptool's application image class for a chip of the ESP32 family."""
+    from esptool.targets import CHIP_DEFS
+
+    rom = CHIP_DEFS.get(chip)
+    image_class = getattr(rom, "BOOTLOADER_IMAGE", None)
+    if rom is None or image_class is None:
+        raise UsageError(f"unknown chip {chip!r} (choose from {', '.join(supported_chips())})")
+    return image_class
+
+
+def supported_chips() -> list[str]:
+    """Chip names esptool knows (``esp8266``, ``esp32``, ``esp32c3``...)."""
+    from esptool.targets import CHIP_LIST
+
+    return list(CHIP_LIST)
+
+
+def normalise_chip(chip: str) -> str:
+    """``"ESP32-C3"`` -> ``"esp32c3"``; :class:`UsageError` if esptool does not know it."""
+    name = re.sub(r"[-_() ]", "", str(chip).lower())
+    if name not in supported_chips():
+        raise UsageError(f"unknown chip {chip!r} (choose from {', '.join(supported_chips())})")
+    return name
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def is_esp_image(data: bytes) -> bool:
+    """Cheap check: does ``data`` start like an ESP application image?"""
+    if len(data) < 8:
+        return False
+    if data[0] == ESP_IMAGE_MAGIC:
+        return 1 <= data[1] <= _MAX_SEGMENTS
+    return data[0] == ESP8266_V2_MAGIC
+
+
+def _guess_chip(data: bytes) -> str:
+    """esptool's own rule: a known chip id in an extended header, else ESP8266."""
+    from esptool.targets import ROM_LIST
+
+    if data[0] != ESP_IMAGE_MAGIC or len(data) < 24 or data[23] not in (0, 1):
+        return "esp8266"
+    chip_id = data[12]
+    for rom in ROM_LIST:
+        if getattr(rom, "IMAGE_CHIP_ID", None) == chip_id:
+            return normalise_chip(rom.CHIP_NAME)
+    return "esp8266"
+
+
+def _load(chip: str, data: bytes) -> tuple[Any, int]:
+    """Load ``data`` with esptool's class for ``chip``; return (image, parsed length)."""
+    from esptool.bin_image import LoadFirmwareImage
+
+    stream_len = len(data)
+    image = LoadFirmwareImage(chip, data)
+    if chip != "esp8266" and image.append_digest:
+        if len(image.stored_digest) < _SHA256_LEN:
+            raise ImageError("truncated ESP image: SHA-256 digest missing at the end")
+        length = image.data_length + _SHA256_LEN
+    else:
+        length = _parsed_length(image, data)
+    if length > stream_len:
+        raise ImageError("truncated ESP image: checksum missing at the end")
+    return image, length
+
+
+def _parsed_length(image: Any, data: bytes) -> int:
+    """Length of an image without digest: end of the last segment, aligned to 16, plus the checksum."""
+    last = max((seg.file_offs + 8 + len(seg.data) for seg in image.segments if seg.file_offs is not None), default=8)
+    crc = 4 if getattr(image, "version", 1) == 2 else 0  # ESP8266 v2: CRC32 after the checksum
+    return (last // 16 + 1) * 16 + crc
+
+
+def _describe_load_error(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if "End of file" in text:
+        return f"truncated ESP image ({text.splitlines()[0][0].lower()}{text.splitlines()[0][1:]})"
+    if isinstance(exc, (struct.error, TypeError, IndexError)):
+        return "truncated ESP image"
+    return f"not a valid ESP image ({text.splitlines()[0]})"
+
+
+def inspect_image(data: bytes, chip: str | None = None) -> ImageInfo:
+    """Read an ESP image with esptool and report what it holds.
+
+    ``chip`` is detected from the header when not given. A bad checksum or
+    digest is reported in the result; data that is not an ESP image (or is
+    truncated) raises :class:`ImageError`.
+    """
+    data = bytes(data)
+    if not data:
+        raise ImageError("not an ESP image: empty data")
+    if data[0] not in (ESP_IMAGE_MAGIC, ESP8266_V2_MAGIC):
+        raise ImageError(f"not an ESP image: first byte is {data[0]:#04x}, expected 0xe9")
+    if len(data) < 8:
+        raise ImageError("truncated ESP image: shorter than its 8-byte header")
+    if chip is not None:
+        candidates = [normalise_chip(chip)]
+    else:
+        first = _guess_chip(data)
+        candidates = [first] + (["esp8266"] if first != "esp8266" else [])
+    loaded: list[tuple[str, Any, int, list[str]]] = []
+    first_error: Exception | None = None
+    for name in candidates:
+        try:
+            with _esptool_quiet() as messages:
+                image, length = _load(name, data)
+        except ImageError as exc:
+            first_error = first_error or exc
+            continue
+        except Exception as exc:  # esptool raises FatalError, struct.error, TypeError, RuntimeError...
+            first_error = first_error or ImageError(_describe_load_error(exc))
+            continue
+        loaded.append((name, image, length, messages))
+        if _checksum_of(image) == image.checksum:
+            break
+    if not loaded:
+        assert first_error is not None
+        raise first_error if isinstance(first_error, ImageError) else ImageError(str(first_error))
+    valid = [entry for entry in loaded if _checksum_of(entry[1]) == entry[1].checksum]
+    name, image, length, messages = (valid or loaded)[0]
+    return _info(name, image, data[:length], messages)
+
+
+def _checksum_of(image: Any) -> int:
+    state = _CHECKSUM_MAGIC
+    for seg in image.segments:
+        if seg.include_in_checksum:
+            state = _xor_checksum(seg.data, state)
+    return state
+
+
+def _info(chip: str, image: Any, data: bytes, messages: list[str]) -> ImageInfo:
+    from esptool.util import get_key_from_value
+
+    calculated = _checksum_of(image)
+    sha_valid: bool | None = None
+    sha_hex: str | None = None
+    if chip != "esp8266" and getattr(image, "append_digest", False):
+        sha_valid = image.stored_digest == image.calc_digest
+        sha_hex = image.stored_digest.hex()
+    flash_size = get_key_from_value(image.ROM_LOADER.FLASH_SIZES, image.flash_size_freq & 0xF0)
+    flash_mode = get_key_from_value(_FLASH_MODES, image.flash_mode)
+    app = read_app_info(data) or _idf_app_info(image)
+    return ImageInfo(
+        chip=chip,
+        image_version=int(getattr(image, "version", 1)),
+        entry=int(image.entrypoint),
+        segments=tuple((int(seg.addr), len(seg.data)) for seg in image.segments),
+        checksum_valid=calculated == image.checksum,
+        sha256_valid=sha_valid,
+        size=len(data),
+        app_id=app[0] if app else None,
+        app_version=app[1] if app else None,
+        checksum=int(image.checksum),
+        calculated_checksum=calculated,
+        sha256=sha_hex,
+        flash_mode=flash_mode,
+        flash_size=flash_size,
+        warnings=tuple(messages),
+    )
+
+
+def _idf_app_info(image: Any) -> tuple[str, str] | None:
+    """(project name, version) from an ESP-IDF ``esp_app_desc_t``, if the image has one."""
+    try:
+        from esptool.cmds import _parse_app_info
+    except ImportError:  # pragma: no cover - esptool internals moved
+        return None
+    for seg in image.segments:
+        if "DROM" in seg.get_memory_type(image):
+            try:
+                desc = _parse_app_info(seg.data)
+            except Exception:
+                return None
+            if desc:
+                return str(desc["project_name"]), str(desc["version"])
+            return None
+    return None
+
+
+def inspect_file(path: str | os.PathLike[str], chip: str | None = None) -> ImageInfo:
+    """:func:`inspect_image` of a file (missing/unreadable file -> :class:`InputError`)."""
+    return inspect_image(read_input(path, "image file"), chip)
+
+
+# --------------------------------------------------------------------------- app marker
+
+
+def app_marker(app_id: str, version: str, chip: str) -> bytes:
+    """The marker segment data of a demo image (4-byte aligned)."""
+    payload = json.dumps({"app_id": app_id, "version": version, "chip": chip}, separators=(",", ":"))
+    data = APP_MARKER + payload.encode() + b"\0"
+    return data + b"\0" * (-len(data) % 4)
+
+
+def read_app_info(data: bytes, search_limit: int = _MARKER_SEARCH) -> tuple[str, str] | None:
+    """(app_id, version) from an otalab app marker in the first ``search_limit`` bytes, else None.
+
+    Works on any prefix of an image (e.g. the first KB of a flash slot) that
+    holds the whole marker; needs no valid header.
+    """
+    window = bytes(data[: search_limit + 512])
+    start = window.find(APP_MARKER, 0, search_limit)
+    if start < 0:
+        return None
+    body_start = start + len(APP_MARKER)
+    end = window.find(b"\0", body_start)
+    if end < 0:
+        return None
+    try:
+        record = json.loads(window[body_start:end].decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    app_id, version = record.get("app_id"), record.get("version")
+    if not isinstance(app_id, str) or not isinstance(version, str):
+        return None
+    return app_id, version
+
+
+# --------------------------------------------------------------------------- demo images
+
+
+def check_version(version: str) -> str:
+    """``version`` if it is ``MAJOR.MINOR.PATCH`` (digits), else :class:`UsageError`."""
+    if not isinstance(version, str) or not _VERSION_RE.match(version):
+        raise UsageError(f"bad version {version!r}: expected MAJOR.MINOR.PATCH, e.g. 4.3.5")
+    return version
+
+
+def check_app_id(app_id: str) -> str:
+    """``app_id`` if it is 1..64 of ``[A-Za-z0-9_.-]`` (safe in an MQTT topic), else :class:`UsageError`."""
+    if not isinstance(app_id, str) or not _APP_ID_RE.match(app_id):
+        raise UsageError(f"bad app id {app_id!r}: use 1..64 letters, digits, '_', '.', '-'")
+    return app_id
+
+
+def _pseudo_random(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size) if size > 0 else b""
+
+
+def _padding_chunks(total: int, max_segments: int) -> list[int]:
+    """Split ``total`` bytes (a multiple of 4) into at most ``max_segments`` 4-aligned chunks."""
+    if total <= 0:
+        return []
+    chunk = max(0x10000, -(-total // max_segments))
+    chunk += -chunk % 4
+    sizes = []
+    while total > 0:
+        sizes.append(min(chunk, total))
+        total -= sizes[-1]
+    return sizes
+
+
+def _header_overhead(chip: str, segments: int) -> int:
+    return (24 if chip != "esp8266" else 8) + 8 * segments + 16 + (_SHA256_LEN if chip != "esp8266" else 0)
+
+
+def make_demo_image(chip: str, app_id: str, version: str, size: int | None = None, seed: int = 0) -> bytes:
+    """A valid ESP image (built by esptool's classes) that carries an app marker.
+
+    ``chip`` is ``esp8266`` (v1 image) or ``esp32`` (with appended SHA-256).
+    ``size`` pads the image with deterministic pseudo-random data (from
+    ``seed``) so it is about that many bytes (never smaller than the minimum).
+    """
+    chip = normalise_chip(chip)
+    if chip not in DEMO_CHIPS:
+        raise UsageError(f"demo images exist for {' and '.join(DEMO_CHIPS)}, not {chip}")
+    check_app_id(app_id)
+    check_version(version)
+    if size is not None and (not isinstance(size, int) or size < 0 or size > 64 * 1024 * 1024):
+        raise UsageError(f"bad image size {size!r}: expected 0..64 MiB")
+    from esptool.bin_image import ELFSection, ESP8266ROMFirmwareImage
+
+    entry, marker_addr, pad_addr, pad_step = _DEMO_LAYOUT[chip]
+    marker = app_marker(app_id, version, chip)
+    segments_data: list[tuple[int, bytes]] = [(marker_addr, marker)]
+    target = size or 0
+    chunks = _padding_chunks(max(target - _header_overhead(chip, 2) - len(marker), 16) // 4 * 4, _MAX_SEGMENTS - 1)
+    body = target - _header_overhead(chip, 1 + len(chunks)) - len(marker)
+    chunks = _padding_chunks(max(body, 16) // 4 * 4, _MAX_SEGMENTS - 1)
+    padding = _pseudo_random(seed, sum(chunks))
+    offset = 0
+    for index, chunk in enumerate(chunks):
+        segments_data.append((pad_addr + index * pad_step, padding[offset : offset + chunk]))
+        offset += chunk
+
+    flash_size, flash_freq, flash_mode = _DEMO_FLASH[chip]
+    with _esptool_quiet():
+        if chip == "esp8266":
+            image = _fast_checksum_class(ESP8266ROMFirmwareImage)()
+        else:
+            image = _fast_checksum_class(_image_class(chip))()
+            image.append_digest = True
+        image.entrypoint = entry
+        image.flash_mode = _FLASH_MODES[flash_mode]
+        image.flash_size_freq = image.ROM_LOADER.parse_flash_size_arg(flash_size)
+        image.flash_size_freq += image.ROM_LOADER.parse_flash_freq_arg(flash_freq)
+        image.segments = [
+            ELFSection(b".otalab.app" if i == 0 else b".otalab.pad%d" % i, addr, data, flags=0)
+            for i, (addr, data) in enumerate(segments_data)
+        ]
+        image.verify()
+        saved = image.save(None)
+    return saved[1] if isinstance(saved, tuple) else saved
+
+
+# --------------------------------------------------------------------------- elf2image
+
+
+def elf2image(
+    elf_path: str | os.PathLike[str],
+    chip: str,
+    output: str | os.PathLike[str],
+    version: int = 1,
+    *,
+    flash_mode: str = "dio",
+    flash_size: str = "4MB",
+    flash_freq: str | None = None,
+) -> Path:
+    """Convert an ELF into a flashable image with esptool's ``elf2image``; return the image path.
+
+    ESP8266 ``version`` 1 gives esptool's split form: the image at ``output``
+    and, if the ELF has an irom0 section, its data beside it as
+    ``<output stem>-0xNNNNN.bin`` (NNNNN = flash offset); version 2 gives one
+    file. Other chips ignore ``version``.
+    """
+    from esptool.cmds import elf2image as esptool_elf2image
+
+    chip = normalise_chip(chip)
+    if chip == "esp8266" and version not in (1, 2):
+        raise UsageError(f"bad ESP8266 image version {version!r}: expected 1 or 2")
+    if flash_mode not in _FLASH_MODES:
+        raise UsageError(f"bad flash mode {flash_mode!r}: expected one of {', '.join(_FLASH_MODES)}")
+    elf = read_input(elf_path, "ELF file")
+    if elf[:4] != b"\x7fELF":
+        raise ImageError(f"not an ELF file: {elf_path}")
+    out = Path(output)
+    try:
+        with _esptool_quiet():
+            result = esptool_elf2image(
+                elf,
+                chip,
+                None,
+                flash_freq=flash_freq,
+                flash_mode=flash_mode,
+                flash_size=flash_size,
+                version=str(version),  # esptool compares the version as a string
+            )
+    except Exception as exc:  # FatalError and friends from esptool
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImageError(f"elf2image failed: {text}") from None
+    if isinstance(result, tuple):
+        irom, main = result
+        if irom:
+            from esptool.targets import ESP8266ROM
+
+            with _esptool_quiet():
+                from esptool.bin_image import ELFFile
+
+                sections = ELFFile(elf).sections
+            irom_addr = next(s.addr for s in sections if ESP8266ROM.IROM_MAP_START <= s.addr < ESP8266ROM.IROM_MAP_END)
+            offset = irom_addr - ESP8266ROM.IROM_MAP_START
+            write_atomic(out.with_name(f"{out.stem}-{offset:#07x}.bin"), irom)
+        data = main
+    else:
+        data = result
+    if not data:
+        raise ImageError("elf2image produced no image")
+    return write_atomic(out, data)
