@@ -25,6 +25,12 @@ class OtalabGroup(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+            click.echo(f"otalab: error: {exc.format_message()}{hint}", err=True)
+            ctx.exit(2)
         except OtaLabError as exc:
             click.echo(f"otalab: error: {exc}", err=True)
             ctx.exit(exc.exit_code)

@@ -1,0 +1,156 @@
+"""OTA key files: 64 random bytes as ASCII hex (Ed25519 seed + secretstream key).
+
+Layout as the framework's reference tool (``otatool.py genkey``/``mkbinkeys``):
+bytes 0..31 are the Ed25519 seed, bytes 32..63 the XChaCha20-Poly1305
+secretstream key. ``verify.key.bin`` (public key) and ``decrypt.key.bin``
+(secret) are what a firmware embeds.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from nacl import bindings as sodium
+
+from otalib.errors import KeyFileError
+from otalib.fileio import SECRET_MODE, read_input, write_atomic
+
+SEED_BYTES = sodium.crypto_sign_SEEDBYTES
+STREAM_KEY_BYTES = sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES
+KEY_FILE_BYTES = SEED_BYTES + STREAM_KEY_BYTES
+VERIFY_KEY_FILE = "verify.key.bin"
+DECRYPT_KEY_FILE = "decrypt.key.bin"
+
+
+@dataclass(frozen=True)
+class LabKey:
+    """The secret material of one OTA key file. Its repr never shows the secrets."""
+
+    seed: bytes = field(repr=False)
+    stream_key: bytes = field(repr=False)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.seed) != SEED_BYTES or len(self.stream_key) != STREAM_KEY_BYTES:
+            raise KeyFileError("bad key material: need a 32-byte seed and a 32-byte stream key")
+        pk, sk = sodium.crypto_sign_seed_keypair(self.seed)
+        object.__setattr__(self, "_pk", pk)
+        object.__setattr__(self, "_sk", sk)
+
+    @classmethod
+    def from_bytes(cls, material: bytes, source: str = "") -> LabKey:
+        """Key from the 64 raw bytes of a key file."""
+        if len(material) != KEY_FILE_BYTES:
+            raise KeyFileError(f"bad key {source or ''}: {len(material)} bytes, expected {KEY_FILE_BYTES}".strip())
+        return cls(material[:SEED_BYTES], material[SEED_BYTES:], source)
+
+    @classmethod
+    def generate(cls) -> LabKey:
+        """A fresh random key (libsodium's ``randombytes``)."""
+        return cls.from_bytes(sodium.randombytes(KEY_FILE_BYTES), "generated")
+
+    @property
+    def verify_key(self) -> bytes:
+        """The 32-byte Ed25519 public key (``verify.key.bin``)."""
+        return self._pk  # type: ignore[attr-defined]
+
+    @property
+    def signing_key(self) -> bytes:
+        """The 64-byte libsodium secret key (seed + public key)."""
+        return self._sk  # type: ignore[attr-defined]
+
+    @property
+    def decrypt_key(self) -> bytes:
+        """The 32-byte secretstream key (``decrypt.key.bin``; secret)."""
+        return self.stream_key
+
+    def to_hex(self) -> bytes:
+        """The key file's content."""
+        return binascii.hexlify(self.seed + self.stream_key)
+
+
+def load_key(path: str | os.PathLike[str]) -> LabKey:
+    """Read a hex key file; raise :class:`KeyFileError` with a clear reason."""
+    raw = read_input(path, "key file")
+    text = raw.strip()
+    try:
+        material = binascii.unhexlify(text)
+    except (binascii.Error, ValueError):
+        raise KeyFileError(f"bad key file {path}: not hex (expected {KEY_FILE_BYTES * 2} hex characters)") from None
+    if len(material) != KEY_FILE_BYTES:
+        raise KeyFileError(f"bad key file {path}: {len(text)} hex characters, expected {KEY_FILE_BYTES * 2}")
+    return LabKey.from_bytes(material, str(path))
+
+
+def backup_name(path: Path, now: datetime | None = None) -> Path:
+    """Backup name the reference tool uses: ``KEY.YYYYmmdd_HHMMSS.bak``."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
+    candidate = path.with_name(f"{path.name}.{stamp}.bak")
+    n = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.{stamp}.{n}.bak")
+        n += 1
+    return candidate
+
+
+def generate_key_file(path: str | os.PathLike[str], force: bool = False) -> tuple[LabKey, Path | None]:
+    """Create a new key file (0600). Refuses to overwrite unless ``force``.
+
+    With ``force`` an existing key is first copied to a backup (content and
+    permissions, as the reference tool does), so a key is never lost.
+    Returns the key and the backup path (or None).
+    """
+    target = Path(path)
+    backup: Path | None = None
+    if target.exists():
+        if not force:
+            raise KeyFileError(f"{target} exists: refusing to overwrite a key (use --force; a backup is kept)")
+        if target.is_dir():
+            raise KeyFileError(f"{target} is a directory")
+        backup = backup_name(target)
+        shutil.copy2(target, backup)
+        os.chmod(backup, SECRET_MODE)
+    key = LabKey.generate()
+    write_atomic(target, key.to_hex(), SECRET_MODE)
+    return LabKey(key.seed, key.stream_key, str(target)), backup
+
+
+def export_keys(key: LabKey, folder: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``verify.key.bin`` (0644) and ``decrypt.key.bin`` (0600) into ``folder``."""
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise KeyFileError(f"{out} is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    verify = write_atomic(out / VERIFY_KEY_FILE, key.verify_key, 0o644)
+    decrypt = write_atomic(out / DECRYPT_KEY_FILE, key.decrypt_key, SECRET_MODE)
+    return verify, decrypt
+
+
+def load_binary_key(path: str | os.PathLike[str], what: str) -> bytes:
+    """Read a 32-byte ``verify.key.bin`` / ``decrypt.key.bin``."""
+    data = read_input(path, what)
+    if len(data) != 32:
+        raise KeyFileError(f"bad {what} {path}: {len(data)} bytes, expected 32")
+    return data
+
+
+@dataclass(frozen=True)
+class DeviceKeys:
+    """The keys a device embeds: ``verify.key.bin`` and ``decrypt.key.bin`` (either may be absent)."""
+
+    verify: bytes | None = field(default=None, repr=False)
+    decrypt: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, key: LabKey | DeviceKeys | None) -> DeviceKeys:
+        """The device keys derived from a key file (or given as they are)."""
+        if key is None:
+            return cls()
+        if isinstance(key, DeviceKeys):
+            return key
+        return cls(key.verify_key, key.decrypt_key)
