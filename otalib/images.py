@@ -15,7 +15,6 @@ so :func:`read_app_info` finds it in the first bytes of a flash slot.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os

@@ -44,11 +44,11 @@ def minimal_elf(sections: list[tuple[str, int, bytes]], entry: int = 0x40100004)
     )
     phdrs = b"".join(
         struct.pack("<LLLLLLLL", 1, off, addr, addr, len(data), len(data), 5, 4)
-        for (_, addr, data), off in zip(sections, offsets)
+        for (_, addr, data), off in zip(sections, offsets, strict=True)
     )
     shdrs = b"\0" * shentsize
     name_off = 1
-    for (name, addr, data), off in zip(sections, offsets):
+    for (name, addr, data), off in zip(sections, offsets, strict=True):
         shdrs += struct.pack("<LLLLLLLLLL", name_off, SHT_PROGBITS, SHF_ALLOC_EXEC, addr, off, len(data), 0, 0, 4, 0)
         name_off += len(name) + 1
     shdrs += struct.pack("<LLLLLLLLLL", name_off, SHT_STRTAB, 0, 0, strtab_off, len(names), 0, 0, 1, 0)
