@@ -1,0 +1,73 @@
+"""``otalab campaign`` and ``otalab report``: run a trial grid, chart its results."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import click
+
+from otalib.errors import LabError
+
+
+def _trial_runner():
+    """``otalib.lab.trial.run_trial``, imported only when a campaign runs."""
+    name = "otalib.lab.trial"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            raise LabError("trial runner not available yet") from None
+        raise
+    runner = getattr(module, "run_trial", None)
+    if runner is None:
+        raise LabError("trial runner not available yet")
+    return runner
+
+
+@click.command("campaign")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory (e.g. data/runs/NAME).",
+)
+@click.option("--no-resume", is_flag=True, help="Start over: discard the trials already in the run directory.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def campaign_cmd(config: Path, out_dir: Path, no_resume: bool, no_progress: bool) -> None:
+    """Run the campaign CONFIG (YAML/JSON grid × repeats) into a run directory."""
+    from otalib.lab.campaign import CampaignSpec, run_campaign
+
+    spec = CampaignSpec.load(config)
+    runner = _trial_runner()
+    df = run_campaign(spec, out_dir, runner, progress=not no_progress, resume=not no_resume)
+    counts = df["outcome"].value_counts().to_dict() if len(df) else {}
+    text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no trials"
+    click.echo(f"{len(df)} trials in {out_dir}: {text}")
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default RUN_DIR/report).",
+)
+def report_cmd(run_dir: Path, out_dir: Path | None) -> None:
+    """Write the charts (PNG) and summary table of the run in RUN_DIR."""
+    from otalib.lab.report import write_report
+
+    for path in write_report(run_dir, out_dir):
+        click.echo(str(path))
+
+
+def register(group: click.Group) -> None:
+    """Add the lab commands to the ``otalab`` group."""
+    group.add_command(campaign_cmd)
+    group.add_command(report_cmd)

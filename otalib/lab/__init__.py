@@ -1,0 +1,42 @@
+"""The lab: trials, campaigns (grid × repeats), tidy trial data, charts and reports.
+
+Submodules: :mod:`schema` (the row of one trial), :mod:`campaign` (grid and
+runner), :mod:`store` (run directory on disk), :mod:`metadata`, :mod:`stats`,
+:mod:`charts` (``DataFrame -> Axes``) and :mod:`report`. Names are imported
+lazily, so ``import otalib.lab.schema`` does not load matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TRIAL_COLUMNS": "schema",
+    "OUTCOMES": "schema",
+    "MODES": "schema",
+    "TrialConfig": "schema",
+    "TrialResult": "schema",
+    "validate_frame": "schema",
+    "CampaignSpec": "campaign",
+    "TrialRunner": "campaign",
+    "run_campaign": "campaign",
+    "load_run": "store",
+    "collect_metadata": "metadata",
+    "wilson_interval": "stats",
+    "fit_throughput": "stats",
+    "plot_timeline": "charts",
+    "plot_time_vs_size": "charts",
+    "plot_failure_rates": "charts",
+    "plot_time_cdf": "charts",
+    "summarize": "report",
+    "write_report": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'otalib.lab' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"otalib.lab.{_EXPORTS[name]}"), name)

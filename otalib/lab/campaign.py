@@ -1,0 +1,314 @@
+"""Campaigns: a parameter grid × repeats, run trial by trial into a run directory.
+
+A spec (YAML, JSON or a dict)::
+
+    name: size-sweep
+    repeats: 3
+    fixed: {device_profile: sming-6.1, timeout_s: 60}
+    grid:
+      size: [64KiB, 256KiB]
+      mode: [standard, signed]
+      link: [unlimited, wifi]
+    links:                       # named link profiles (optional)
+      wifi: {rate_Bps: 125000, latency_ms: 20}
+
+The trial itself is a pluggable callable ``TrialConfig -> TrialResult``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from otalib.errors import InputError, LabError
+from otalib.fileio import read_input
+from otalib.lab import store
+from otalib.lab.metadata import collect_metadata, utc_now
+from otalib.lab.schema import TrialConfig, TrialResult, redact_url
+
+#: A trial: runs one configuration on a board and reports what it observed.
+TrialRunner = Callable[[TrialConfig], TrialResult]
+
+#: Link profiles every spec knows; a spec's ``links:`` adds or overrides.
+LINK_PROFILES: dict[str, dict[str, float]] = {"unlimited": {"rate_Bps": math.nan, "latency_ms": 0.0}}
+
+#: Parameters a grid or ``fixed`` may set (``campaign`` and ``repeat`` come from the spec).
+PARAMETERS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("campaign", "repeat"))
+
+_SPEC_KEYS = ("name", "grid", "repeats", "fixed", "links")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]i?[bB]?|[bB])?\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "ki": 1024, "kib": 1024, "kb": 1024, "m": 1 << 20, "mi": 1 << 20}
+_SIZE_UNITS |= {"mib": 1 << 20, "mb": 1 << 20}
+
+
+def parse_size(value: Any) -> int:
+    """A size in bytes from an int or a string like ``64KiB``, ``1M`` (binary units)."""
+    if isinstance(value, bool):
+        raise LabError(f"size {value!r}: expected bytes (e.g. 65536 or 64KiB)")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    match = _SIZE_RE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise LabError(f"size {value!r}: expected bytes (e.g. 65536 or 64KiB)")
+    number, unit = match.groups()
+    size = float(number) * _SIZE_UNITS[(unit or "").lower()]
+    if not size.is_integer():
+        raise LabError(f"size {value!r} is not a whole number of bytes")
+    return int(size)
+
+
+def _link_label(rate: float, latency: float) -> str:
+    rate_text = "unlimited" if math.isnan(rate) else f"{rate:g}Bps"
+    return f"{rate_text}+{latency:g}ms"
+
+
+@dataclass
+class CampaignSpec:
+    """A campaign: every combination of ``grid`` values, each run ``repeats`` times."""
+
+    name: str
+    grid: dict[str, list[Any]]
+    repeats: int = 1
+    fixed: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "campaign spec") -> CampaignSpec:
+        """Build and check a spec from a mapping (as read from YAML or JSON)."""
+        if not isinstance(data, dict):
+            raise LabError(f"{source}: expected a mapping with keys {', '.join(_SPEC_KEYS)}")
+        unknown = [str(k) for k in data if k not in _SPEC_KEYS]
+        if unknown:
+            raise LabError(f"{source}: unknown key(s) {', '.join(unknown)} (expected {', '.join(_SPEC_KEYS)})")
+        if "name" not in data:
+            raise LabError(f"{source}: missing 'name'")
+        try:
+            return cls(
+                name=data["name"],
+                grid=data.get("grid") or {},
+                repeats=data.get("repeats", 1),
+                fixed=data.get("fixed") or {},
+                links=data.get("links") or {},
+            )
+        except LabError as exc:
+            raise LabError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> CampaignSpec:
+        """Read a spec from a YAML or JSON file."""
+        try:
+            text = read_input(path, "campaign spec").decode("utf-8")
+        except InputError as exc:
+            raise LabError(str(exc)) from None
+        except UnicodeDecodeError:
+            raise LabError(f"campaign spec {path} is not UTF-8 text") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "invalid syntax"
+            raise LabError(f"campaign spec {path} is not valid YAML/JSON: {problem}{where}") from None
+        return cls.from_dict(data, source=f"campaign spec {path}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (JSON-ready; NaN as null)."""
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, float) and math.isnan(value):
+                return None
+            if isinstance(value, dict):
+                return {k: (redact(v) if k == "broker_url" else clean(v)) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return value
+
+        def redact(value: Any) -> Any:  # never a password in metadata.json
+            if isinstance(value, list):
+                return [redact(v) for v in value]
+            return redact_url(value) if isinstance(value, str) else value
+
+        return clean(
+            {"name": self.name, "repeats": self.repeats, "grid": self.grid, "fixed": self.fixed, "links": self.links}
+        )
+
+    def _check(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise LabError("'name' must be a non-empty string")
+        if not isinstance(self.repeats, int) or isinstance(self.repeats, bool) or self.repeats < 1:
+            raise LabError(f"'repeats' must be an integer >= 1, got {self.repeats!r}")
+        if not isinstance(self.grid, dict):
+            raise LabError("'grid' must be a mapping of parameter -> list of values")
+        if not isinstance(self.fixed, dict):
+            raise LabError("'fixed' must be a mapping of parameter -> value")
+        for section, mapping in (("grid", self.grid), ("fixed", self.fixed)):
+            for key in mapping:
+                if key not in PARAMETERS:
+                    raise LabError(f"{section}: unknown parameter {key!r} (known: {', '.join(PARAMETERS)})")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise LabError(f"grid.{key} must be a non-empty list")
+        both = sorted(set(self.grid) & set(self.fixed))
+        if both:
+            raise LabError(f"parameter(s) both in grid and fixed: {', '.join(both)}")
+        if not isinstance(self.links, dict):
+            raise LabError("'links' must be a mapping of name -> {rate_Bps, latency_ms}")
+        for name, profile in self.links.items():
+            if not isinstance(profile, dict) or set(profile) - {"rate_Bps", "latency_ms"}:
+                raise LabError(f"links.{name} must be a mapping with rate_Bps and/or latency_ms")
+        self.trials()  # every combination must make a valid trial
+
+    def _resolve(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Sizes parsed; link name and link parameters made consistent."""
+        params = dict(params)
+        if "size" in params:
+            params["size"] = parse_size(params["size"])
+        if params.get("rate_Bps") is None and "rate_Bps" in params:
+            params["rate_Bps"] = math.nan
+        profiles = {**LINK_PROFILES, **self.links}
+        if "link" in params:
+            name = params["link"]
+            if not isinstance(name, str):
+                raise LabError(f"link {name!r}: expected a link profile name")
+            explicit = {k for k in ("rate_Bps", "latency_ms") if k in params}
+            if name in profiles:
+                for key, value in profiles[name].items():
+                    if key not in explicit:
+                        params[key] = math.nan if value is None else value
+            elif len(explicit) < 2:
+                known = ", ".join(sorted(profiles))
+                raise LabError(f"unknown link profile {name!r} (known: {known}; or define it under 'links')")
+        elif "rate_Bps" in params or "latency_ms" in params:
+            try:
+                rate, latency = float(params.get("rate_Bps", math.nan)), float(params.get("latency_ms", 0.0))
+            except (TypeError, ValueError):
+                raise LabError(f"rate_Bps/latency_ms must be numbers, got {params}") from None
+            params["link"] = _link_label(rate, latency)
+        return params
+
+    def trials(self) -> list[TrialConfig]:
+        """Every trial, in a deterministic order: repeat by repeat, the grid's product in each."""
+        keys = list(self.grid)
+        combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        configs: list[TrialConfig] = []
+        seen: dict[str, dict[str, Any]] = {}
+        for repeat in range(self.repeats):
+            for combo in combos:
+                params = self._resolve({**self.fixed, **combo})
+                try:
+                    config = TrialConfig(campaign=self.name, repeat=repeat, **params)
+                except TypeError as exc:
+                    raise LabError(f"bad trial parameters {combo}: {exc}") from None
+                if config.trial_id in seen:
+                    raise LabError(f"grid has the same trial twice: {combo} and {seen[config.trial_id]}")
+                seen[config.trial_id] = combo
+                configs.append(config)
+        return configs
+
+
+def run_campaign(
+    spec: CampaignSpec,
+    out_dir: Path,
+    runner: TrialRunner,
+    *,
+    progress: bool = True,
+    resume: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Run every trial of ``spec`` not yet done in ``out_dir``; return all trials of the run.
+
+    Each finished trial is written at once to ``out_dir/trials/<trial_id>.parquet``
+    (atomically), so an interruption loses at most the running trial; running
+    again with ``resume=True`` skips the trials already done. ``resume=False``
+    discards the trials already in ``out_dir`` and starts over. ``metadata`` is
+    added to the run's ``metadata.json`` (broker backend and version, device
+    profile, firmware hashes...). An exception from ``runner`` (or Ctrl-C) stops
+    the campaign after recording the status; the finished trials stay on disk.
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabError(f"cannot create run directory {out_dir}: {exc.strerror}") from None
+    previous = store.read_metadata(out_dir)
+    old_name = (previous.get("campaign") or {}).get("name")
+    if resume and old_name not in (None, spec.name) and store.done_trial_ids(out_dir):
+        raise LabError(f"{out_dir} holds campaign {old_name!r}, not {spec.name!r} (use another directory)")
+    if not resume:
+        shutil.rmtree(out_dir / store.TRIALS_DIR, ignore_errors=True)
+        (out_dir / store.CONSOLIDATED).unlink(missing_ok=True)
+        previous = {}
+
+    configs = spec.trials()
+    done = store.done_trial_ids(out_dir)
+    todo = [c for c in configs if c.trial_id not in done]
+
+    session: dict[str, Any] = {"started_at": utc_now(), "finished_at": None, "status": "running", "trials_run": 0}
+    sessions = [*previous.get("sessions", []), session]
+    meta = collect_metadata(metadata)
+    meta.update({"campaign": spec.to_dict(), "n_trials": len(configs), "status": "running", "sessions": sessions})
+
+    def save(status: str) -> None:
+        session["status"] = meta["status"] = status
+        if status != "running":
+            session["finished_at"] = utc_now()
+        meta["n_done"] = len(store.done_trial_ids(out_dir))
+        store.write_metadata(out_dir, meta)
+
+    save("running")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=spec.name, unit="trial", disable=not progress)
+    try:
+        for config in todo:
+            result = _run_one(runner, config)
+            store.write_trial(out_dir, result.to_row())
+            session["trials_run"] += 1
+            bar.update(1)
+            bar.set_postfix_str(result.outcome, refresh=False)
+    except KeyboardInterrupt:
+        save("interrupted")
+        raise
+    except BaseException as exc:
+        save(f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
+        raise
+    finally:
+        bar.close()
+    df = store.consolidate(out_dir)
+    save("complete")
+    return df
+
+
+def _run_one(runner: TrialRunner, config: TrialConfig) -> TrialResult:
+    """Run one trial; fill in its start time and duration if the runner did not."""
+    started = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    result = runner(config)
+    elapsed = time.monotonic() - t0
+    if not isinstance(result, TrialResult):
+        raise LabError(f"trial runner returned {type(result).__name__}, not a TrialResult")
+    if result.config.trial_id != config.trial_id:
+        raise LabError(f"trial runner returned the result of another trial ({result.config.trial_id})")
+    if result.started_at is None:
+        result.started_at = started
+    if result.duration_s is None:
+        t_end = result.phases.get("t_end")
+        result.duration_s = float(t_end) if t_end is not None else elapsed
+    return result

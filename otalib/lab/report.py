@@ -1,0 +1,135 @@
+"""The report of a run: chart PNGs and a summary table (CSV and Markdown)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from otalib.errors import LabError
+from otalib.fileio import atomic_writer, write_atomic
+from otalib.lab.charts import failure_table, plot_failure_rates, plot_time_cdf, plot_time_vs_size, plot_timeline
+from otalib.lab.schema import OUTCOMES, outcome_kind
+from otalib.lab.stats import time_to_new_version
+from otalib.lab.store import load_run
+
+#: Grouping of the summary table.
+SUMMARY_BY = ["mode", "link", "fault"]
+
+#: The charts of a report: file name -> (chart function, figure size).
+CHARTS: dict[str, tuple[Callable[..., Any], tuple[float, float]]] = {
+    "time_vs_size.png": (plot_time_vs_size, (8, 5)),
+    "failure_rates.png": (plot_failure_rates, (8, 4.5)),
+    "time_cdf.png": (plot_time_cdf, (7, 4.5)),
+}
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Per mode × link × fault: trials, outcome counts, failure rate (95% Wilson CI), median/p95 time.
+
+    Times are publish start → new version on the console, over updated trials only.
+    """
+    counts = [f"n_{kind}" for kind in OUTCOMES]
+    columns = [*SUMMARY_BY, "n", *counts, "failure_rate", "ci_low", "ci_high", "median_s", "p95_s", "throughput_Bps"]
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    table = failure_table(df, SUMMARY_BY).set_index(SUMMARY_BY)
+    data = df.assign(_kind=df["outcome"].astype(str).map(outcome_kind), _time=time_to_new_version(df))
+    rows = []
+    for key, group in data.groupby(SUMMARY_BY, sort=True, dropna=False):
+        ok = group[(group["_kind"] == "updated") & np.isfinite(group["_time"])]
+        stats = table.loc[key]
+        row: dict[str, Any] = dict(zip(SUMMARY_BY, key, strict=True))
+        row["n"] = len(group)
+        for kind in OUTCOMES:
+            row[f"n_{kind}"] = int((group["_kind"] == kind).sum())
+        row.update({name: stats[name] for name in ("failure_rate", "ci_low", "ci_high")})
+        row["median_s"] = float(ok["_time"].median()) if len(ok) else math.nan
+        row["p95_s"] = float(ok["_time"].quantile(0.95)) if len(ok) else math.nan
+        row["throughput_Bps"] = float(ok["throughput_Bps"].median()) if len(ok) else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def representative_trial(df: pd.DataFrame) -> pd.Series:
+    """The updated trial with the median time to new version (else the latest trial)."""
+    times = time_to_new_version(df)
+    ok = df[(df["outcome"] == "updated") & np.isfinite(times)]
+    if ok.empty:
+        return df.iloc[-1]
+    ok_times = times[ok.index].sort_values(kind="stable")
+    return df.loc[ok_times.index[(len(ok_times) - 1) // 2]]
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of ``df`` (floats to 4 significant digits)."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.4g}"
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_writer(path) as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    return path
+
+
+def _markdown(summary: pd.DataFrame, meta: dict[str, Any], n_done: int) -> str:
+    campaign = (meta.get("campaign") or {}).get("name", "?")
+    git = meta.get("git") or {}
+    revision = git.get("revision", "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
+    lines = [
+        f"# Campaign {campaign}",
+        "",
+        f"- trials: {n_done} of {meta.get('n_trials', '?')} ({meta.get('status', 'unknown')})",
+        f"- otalib {meta.get('otalib', '?')}, git {revision}",
+        "- failure = any outcome but `updated`; CI = 95% Wilson interval; times = publish → new version (s)",
+        "",
+        markdown_table(summary),
+    ]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Write a run's charts (PNG) and summary (``summary.csv``, ``summary.md``); return the paths.
+
+    ``out_dir`` defaults to ``run_dir/report``. Every file is written atomically.
+    """
+    run_dir = Path(run_dir)
+    df, meta = load_run(run_dir)
+    if df.empty:
+        raise LabError(f"no finished trials in {run_dir}")
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabError(f"cannot create report directory {out}: {exc.strerror}") from None
+    written: list[Path] = []
+
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    plot_timeline(representative_trial(df), ax=fig.subplots())
+    written.append(_save(fig, out / "timeline.png"))
+    for name, (chart, size) in CHARTS.items():
+        fig = Figure(figsize=size, layout="constrained")
+        chart(df, ax=fig.subplots())
+        written.append(_save(fig, out / name))
+
+    summary = summarize(df)
+    buffer = io.StringIO()
+    summary.to_csv(buffer, index=False)
+    written.append(write_atomic(out / "summary.csv", buffer.getvalue().encode()))
+    written.append(write_atomic(out / "summary.md", _markdown(summary, meta, len(df)).encode()))
+    return written

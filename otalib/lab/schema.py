@@ -1,0 +1,284 @@
+"""The tidy trial schema: one row per trial, parameters and results as columns.
+
+A trial's configuration (:class:`TrialConfig`) and what it observed
+(:class:`TrialResult`) become one row with the columns of :data:`TRIAL_COLUMNS`.
+Phase timestamps are seconds on ONE monotonic clock, relative to the trial start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+
+from otalib.errors import LabError
+
+#: Deployment modes of a trial.
+MODES = ("standard", "signed", "encrypted", "signed+encrypted")
+#: Device behaviour profiles of the virtual board.
+DEVICE_PROFILES = ("sming-6.1", "reference")
+#: Outcome kinds; the recorded string is one of these, ``rejected`` as ``rejected:<DeviceError>``.
+OUTCOMES = ("updated", "skipped", "rejected", "timeout", "bricked")
+
+#: Phase timestamp columns, in the order a successful update passes them.
+PHASES = (
+    "t_build",
+    "t_publish_start",
+    "t_pubcomp",
+    "t_first_byte",
+    "t_last_byte",
+    "t_verified",
+    "t_switched",
+    "t_restart",
+    "t_new_version",
+    "t_end",
+)
+
+#: Configuration columns (the parameters of a trial), name -> pandas dtype.
+CONFIG_COLUMNS: dict[str, str] = {
+    "campaign": "str",
+    "trial_id": "str",
+    "repeat": "int64",
+    "size": "int64",
+    "mode": "str",
+    "tls": "bool",
+    "link": "str",
+    "rate_Bps": "float64",
+    "latency_ms": "float64",
+    "fault": "str",
+    "device_profile": "str",
+    "broker_backend": "str",
+    "broker_url": "str",
+    "board": "str",
+    "patch": "Int64",
+    "timeout_s": "float64",
+    "app_id": "str",
+    "version": "str",
+}
+
+#: Result columns, name -> pandas dtype.
+RESULT_COLUMNS: dict[str, str] = {
+    **dict.fromkeys(PHASES, "float64"),
+    "outcome": "str",
+    "error": "str",
+    "bytes": "int64",
+    "throughput_Bps": "float64",
+    "started_at": "datetime64[us, UTC]",
+    "duration_s": "float64",
+    "notes": "str",
+}
+
+#: Every column of a trial frame, in order, name -> pandas dtype.
+TRIAL_COLUMNS: dict[str, str] = {**CONFIG_COLUMNS, **RESULT_COLUMNS}
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """The parameters of one trial (one point of a campaign grid, one repeat)."""
+
+    campaign: str = ""
+    repeat: int = 0
+    size: int = 65536
+    mode: str = "standard"
+    tls: bool = False
+    link: str = "unlimited"
+    rate_Bps: float = math.nan  # NaN = unlimited
+    latency_ms: float = 0.0
+    fault: str = "none"
+    device_profile: str = "sming-6.1"
+    broker_backend: str = "mosquitto"
+    broker_url: str = ""  # "" = the managed broker; else an external mqtt(s):// URL
+    board: str = "virtual"  # or a serial port / rfc2217:// URL
+    patch: int | None = None  # None = the packer's default
+    timeout_s: float = 60.0
+    app_id: str = "test"
+    version: str = "4.3.0"
+
+    def __post_init__(self) -> None:
+        for name in _FLOAT_FIELDS:  # 1000 and 1000.0 are one parameter (and one trial id)
+            value = getattr(self, name)
+            if value is None and name == "rate_Bps":
+                value = math.nan
+            if _is_number(value):
+                object.__setattr__(self, name, float(value))
+        check_config(self)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters that define the trial (everything but the campaign name)."""
+        values = dataclasses.asdict(self)
+        values.pop("campaign")
+        return values
+
+    @property
+    def trial_id(self) -> str:
+        """Stable id: a hash of the parameters and the repeat number."""
+        canon = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.params.items()}
+        text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_row(self) -> dict[str, Any]:
+        """The configuration columns of this trial (the broker URL without credentials)."""
+        row = {name: getattr(self, name) for name in CONFIG_COLUMNS if name != "trial_id"}
+        row["trial_id"] = self.trial_id
+        row["broker_url"] = redact_url(self.broker_url)
+        return {name: row[name] for name in CONFIG_COLUMNS}
+
+
+_FLOAT_FIELDS = ("rate_Bps", "latency_ms", "timeout_s")
+
+
+def check_config(config: TrialConfig) -> None:
+    """Raise :class:`LabError` (one line) if a parameter of ``config`` is out of range."""
+
+    def bad(name: str, why: str) -> LabError:
+        return LabError(f"trial parameter {name}={getattr(config, name)!r}: {why}")
+
+    if config.mode not in MODES:
+        raise bad("mode", f"expected one of {', '.join(MODES)}")
+    if config.device_profile not in DEVICE_PROFILES:
+        raise bad("device_profile", f"expected one of {', '.join(DEVICE_PROFILES)}")
+    if not _is_int(config.size) or config.size <= 0:
+        raise bad("size", "expected a positive integer (bytes)")
+    if not _is_int(config.repeat) or config.repeat < 0:
+        raise bad("repeat", "expected an integer >= 0")
+    if not isinstance(config.tls, bool):
+        raise bad("tls", "expected true or false")
+    if config.patch is not None and (not _is_int(config.patch) or config.patch < 0):
+        raise bad("patch", "expected an integer >= 0 or null")
+    for name in _FLOAT_FIELDS:
+        value = getattr(config, name)
+        if not _is_number(value):
+            raise bad(name, "expected a number")
+    if not math.isnan(config.rate_Bps) and config.rate_Bps <= 0:
+        raise bad("rate_Bps", "expected a positive rate (or NaN/null for unlimited)")
+    if math.isnan(config.latency_ms) or config.latency_ms < 0:
+        raise bad("latency_ms", "expected a number >= 0")
+    if math.isnan(config.timeout_s) or config.timeout_s <= 0:
+        raise bad("timeout_s", "expected a positive number of seconds")
+    for name in ("campaign", "link", "fault", "broker_backend", "broker_url", "board", "app_id", "version"):
+        if not isinstance(getattr(config, name), str):
+            raise bad(name, "expected a string")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user and password (what may go into a data file)."""
+    if not url or "@" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def outcome_kind(outcome: str) -> str:
+    """The kind of an outcome string: ``rejected:VerificationFailed`` -> ``rejected``."""
+    return outcome.split(":", 1)[0]
+
+
+def check_outcome(outcome: str) -> None:
+    """Raise :class:`LabError` unless ``outcome`` is a valid outcome string."""
+    kind = outcome_kind(outcome)
+    if kind not in OUTCOMES or (kind == "rejected") != (":" in outcome) or outcome.endswith(":"):
+        raise LabError(f"invalid trial outcome {outcome!r}: expected one of {', '.join(OUTCOMES)} (rejected:<error>)")
+
+
+@dataclass
+class TrialResult:
+    """What one trial observed: phase timestamps, outcome, bytes and throughput."""
+
+    config: TrialConfig
+    phases: dict[str, float | None] = field(default_factory=dict)
+    outcome: str = "timeout"
+    error: str = ""
+    bytes: int = 0
+    throughput_Bps: float = math.nan
+    notes: str = ""
+    started_at: datetime | None = None
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        check_outcome(self.outcome)
+        unknown = set(self.phases) - set(PHASES)
+        if unknown:
+            raise LabError(f"unknown trial phase(s): {', '.join(sorted(unknown))}")
+
+    def to_row(self) -> dict[str, Any]:
+        """One tidy row: the configuration columns then the result columns."""
+        row = self.config.to_row()
+        for name in PHASES:
+            value = self.phases.get(name)
+            row[name] = math.nan if value is None else float(value)
+        row["outcome"] = self.outcome
+        row["error"] = self.error
+        row["bytes"] = int(self.bytes)
+        row["throughput_Bps"] = float(self.throughput_Bps)
+        started = self.started_at or datetime.now(timezone.utc)
+        stamp = pd.Timestamp(started)
+        row["started_at"] = stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
+        duration = self.duration_s
+        if duration is None:
+            duration = row["t_end"]
+        row["duration_s"] = float(duration)
+        row["notes"] = self.notes
+        return row
+
+
+def empty_frame() -> pd.DataFrame:
+    """A trial frame with no rows and the schema's columns and dtypes."""
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in TRIAL_COLUMNS.items()})
+
+
+def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with the schema's dtypes (extra columns kept, after the schema's).
+
+    Raises :class:`LabError` on missing columns, values that do not fit a column's
+    dtype, or invalid outcome strings.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise LabError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [name for name in TRIAL_COLUMNS if name not in df.columns]
+    if missing:
+        raise LabError(f"trial frame lacks column(s): {', '.join(missing)}")
+    out = df.copy()
+    for name, dtype in TRIAL_COLUMNS.items():
+        try:
+            if dtype.startswith("datetime64"):
+                out[name] = pd.to_datetime(out[name], utc=True).astype(dtype)
+            elif dtype == "str":
+                column = out[name].astype(object).where(out[name].notna(), "")
+                out[name] = column.astype(str).astype("str")
+            else:
+                out[name] = out[name].astype(dtype)
+        except (TypeError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise LabError(f"trial frame column {name!r} is not {dtype}: {first}") from None
+    bad = sorted({o for o in out["outcome"] if not _valid_outcome(o)})
+    if bad:
+        raise LabError(f"trial frame has invalid outcome(s): {', '.join(map(repr, bad))}")
+    extra = [c for c in out.columns if c not in TRIAL_COLUMNS]
+    return out[[*TRIAL_COLUMNS, *extra]].reset_index(drop=True)
+
+
+def _valid_outcome(outcome: str) -> bool:
+    try:
+        check_outcome(outcome)
+    except LabError:
+        return False
+    return True

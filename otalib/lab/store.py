@@ -1,0 +1,140 @@
+"""A run directory on disk: one parquet file per finished trial, plus metadata.
+
+Layout of ``RUN_DIR``::
+
+    metadata.json            versions, machine, campaign spec, status (written at start, updated at end)
+    trials/<trial_id>.parquet  one row per finished trial, each written atomically
+    trials.parquet           all trials, consolidated when a campaign completes
+
+Every file is written atomically, so an interrupted campaign loses at most the
+trial that was running, and :func:`load_run` reads partial runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from otalib.errors import InputError, LabError
+from otalib.fileio import read_input, write_atomic
+from otalib.lab.schema import empty_frame, validate_frame
+
+TRIALS_DIR = "trials"
+CONSOLIDATED = "trials.parquet"
+METADATA = "metadata.json"
+
+
+def frame_to_parquet(df: pd.DataFrame) -> bytes:
+    """``df`` as parquet bytes (validated against the schema first)."""
+    buffer = io.BytesIO()
+    validate_frame(df).to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def write_trial(run_dir: Path, row: dict[str, Any]) -> Path:
+    """Write one finished trial's row to ``run_dir/trials/<trial_id>.parquet`` atomically."""
+    folder = Path(run_dir) / TRIALS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    data = frame_to_parquet(pd.DataFrame([row]))
+    return write_atomic(folder / f"{row['trial_id']}.parquet", data)
+
+
+def trial_files(run_dir: Path) -> list[Path]:
+    """The per-trial parquet files of a run (temp files of unfinished writes excluded)."""
+    folder = Path(run_dir) / TRIALS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
+def done_trial_ids(run_dir: Path) -> set[str]:
+    """Ids of the trials a run has finished (from its per-trial files and consolidated file)."""
+    done = {p.stem for p in trial_files(run_dir)}
+    consolidated = Path(run_dir) / CONSOLIDATED
+    if consolidated.is_file():
+        done |= set(_read_parquet(consolidated)["trial_id"].astype(str))
+    return done
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(io.BytesIO(read_input(path, "trial data")))
+    except InputError as exc:
+        raise LabError(str(exc)) from None
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise LabError(f"cannot read trial data {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+
+
+def read_trials(run_dir: Path) -> pd.DataFrame:
+    """All trials of a run, once each, ordered by start time (empty frame if none)."""
+    run_dir = Path(run_dir)
+    frames = [_read_parquet(p) for p in trial_files(run_dir)]
+    consolidated = run_dir / CONSOLIDATED
+    if consolidated.is_file():
+        frames.insert(0, _read_parquet(consolidated))
+    frames = [validate_frame(f) for f in frames if len(f)]
+    if not frames:
+        return empty_frame()
+    df = pd.concat(frames, ignore_index=True)
+    df = df.drop_duplicates("trial_id", keep="last")  # a per-trial file wins over the consolidated copy
+    df = df.sort_values(["started_at", "trial_id"], kind="stable").reset_index(drop=True)
+    return validate_frame(df)
+
+
+def consolidate(run_dir: Path) -> pd.DataFrame:
+    """Write all of a run's trials to ``run_dir/trials.parquet``; return them."""
+    df = read_trials(run_dir)
+    write_atomic(Path(run_dir) / CONSOLIDATED, frame_to_parquet(df))
+    return df
+
+
+def write_metadata(run_dir: Path, meta: dict[str, Any]) -> Path:
+    """Write ``run_dir/metadata.json`` atomically."""
+    text = json.dumps(meta, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n"
+    return write_atomic(Path(run_dir) / METADATA, text.encode())
+
+
+def read_metadata(run_dir: Path) -> dict[str, Any]:
+    """The run's metadata (``{}`` if it has none)."""
+    path = Path(run_dir) / METADATA
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(read_input(path, "run metadata"))
+    except InputError as exc:
+        raise LabError(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise LabError(f"run metadata {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(meta, dict):
+        raise LabError(f"run metadata {path} is not a JSON object")
+    return meta
+
+
+def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The trials (tidy frame) and metadata of a run; works on interrupted runs."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LabError(f"no such run directory: {run_dir}")
+    has_data = (run_dir / METADATA).is_file() or (run_dir / CONSOLIDATED).is_file() or (run_dir / TRIALS_DIR).is_dir()
+    if not has_data:
+        raise LabError(f"not a run directory (no {METADATA}, {CONSOLIDATED} or {TRIALS_DIR}/): {run_dir}")
+    return read_trials(run_dir), read_metadata(run_dir)
+
+
+__all__ = [
+    "CONSOLIDATED",
+    "METADATA",
+    "TRIALS_DIR",
+    "consolidate",
+    "done_trial_ids",
+    "frame_to_parquet",
+    "load_run",
+    "read_metadata",
+    "read_trials",
+    "write_metadata",
+    "write_trial",
+]
