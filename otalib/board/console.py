@@ -1,0 +1,332 @@
+"""Parse a Sming device's console into events, and infer update outcomes.
+
+:data:`DEFAULT_PATTERNS` is a table of named regular expressions for the console of
+Sming's OTA-over-MQTT Upgrade sample (Sming 6.1; Host emulator banner, rBoot / ESP
+ROM boot banners). Named groups become fields (numbers converted). Users extend the
+table for their firmware with :meth:`ConsoleParser.add` or ``extra=``.
+
+Debug lines (``debug_e/w/i/d``) start with a microsecond counter, which the parser
+moves into ``fields["us"]``. Several numbers the device prints are wrong in its own
+format strings (``…ll`` timestamps are the low 32 bits of a millisecond value; the
+number after ``ROM`` is a pointer; the end address after ``Update slot`` is 0 on the
+Host build): the parser keeps the printed values, do not trust them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from otalib.board.protocol import ConsoleLine
+from otalib.errors import DEVICE_ERROR_TEXT
+
+#: Device error message text -> device error name (``"Downgrade not allowed"`` -> ``"DowngradeNotAllowed"``).
+ERROR_NAME_BY_TEXT: dict[str, str] = {text: code.value for code, text in DEVICE_ERROR_TEXT.items()}
+
+
+def _hex(value: str) -> int:
+    return int(value, 16)
+
+
+#: How named groups are converted (any other group stays a string).
+FIELD_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "slot": int,
+    "from_slot": int,
+    "to_slot": int,
+    "count": int,
+    "total": int,
+    "value": int,
+    "timestamp": int,
+    "free_heap": int,
+    "cpu_mhz": int,
+    "code": int,
+    "rst_cause": int,
+    "address": _hex,
+    "from_addr": _hex,
+    "to_addr": _hex,
+    "start": _hex,
+    "end": _hex,
+    "size": _hex,
+    "subtype": _hex,
+    "flash_size": _hex,
+}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A named console pattern; named groups become fields.
+
+    ``regex`` may be given as a string. ``derive`` (optional) computes extra fields from
+    the converted ones (e.g. the device error name from its message text).
+    """
+
+    name: str
+    regex: re.Pattern
+    derive: Callable[[dict], Mapping[str, Any]] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.regex, str):
+            object.__setattr__(self, "regex", re.compile(self.regex))
+
+    def match(self, message: str) -> dict | None:
+        """Fields of ``message`` if this pattern matches it (``re.search``), else None."""
+        m = self.regex.search(message)
+        if m is None:
+            return None
+        fields: dict[str, Any] = {}
+        for key, value in m.groupdict().items():
+            if value is None:
+                continue
+            convert = FIELD_CONVERTERS.get(key)
+            try:
+                fields[key] = convert(value) if convert else value
+            except ValueError:
+                fields[key] = value
+        if self.derive is not None:
+            fields.update(self.derive(fields))
+        return fields
+
+
+def _error_name(fields: dict) -> dict:
+    name = ERROR_NAME_BY_TEXT.get(fields.get("message", "").strip())
+    return {"error": name} if name else {}
+
+
+def _signature_bytes(fields: dict) -> dict:
+    return {"signature": bytes.fromhex(fields["signature"].replace(" ", "")).hex()}
+
+
+_ERROR_ALTERNATIVES = "|".join(re.escape(t) for t in ERROR_NAME_BY_TEXT)
+_SLOT = r"(?P<name>[A-Za-z_]*?(?P<slot>\d+))"
+
+#: Patterns for the console of Sming's Upgrade (OTA over MQTT) sample, tried in order.
+DEFAULT_PATTERNS: tuple[Pattern, ...] = (
+    # boot banners: Host emulator, ESP8266 ROM, ESP32 ROM, rBoot second stage
+    Pattern(
+        "boot",
+        r"^(?:Welcome to the Sming (?P<platform>Host) emulator"
+        r"|ets Jan  8 2013,rst cause:(?P<rst_cause>\d+), boot mode:\((?P<boot_mode>[\d,]+)\)"
+        r"|ets \w{3} +\d+ \d{4} \d\d:\d\d:\d\d$)",
+    ),
+    Pattern("bootloader", r"^rBoot v(?P<rboot_version>\S+) - "),
+    Pattern(
+        "rom_found",
+        r"^Found '" + _SLOT + r"' @ 0x(?P<address>[0-9a-fA-F]+), size 0x(?P<size>[0-9a-fA-F]+), "
+        r"subtype 0x(?P<subtype>[0-9a-fA-F]+)$",
+    ),
+    Pattern(
+        "rom_count",
+        r"^ROM count = (?P<count>\d+), current = (?P<slot>\d+)(?:, (?P<roms>#.*))?$",
+    ),
+    Pattern(
+        "show_info",
+        r"^(?:SDK: v(?P<sdk>\S+)|Free Heap: (?P<free_heap>\d+)|CPU Frequency: (?P<cpu_mhz>\d+) MHz"
+        r"|System Chip ID: (?P<chip_id>[0-9a-fA-F]+))$",
+    ),
+    Pattern(
+        "partition",
+        r"^(?P<device>\w+)/" + _SLOT + r", (?P<type>\w+)/(?P<subtype_name>\w+) @ 0x(?P<address>[0-9a-fA-F]+), "
+        r"size 0x(?P<size>[0-9a-fA-F]+)$",
+    ),
+    Pattern("bootable_roms", r"^Bootable ROMs found: (?P<count>\d+)$"),
+    Pattern(
+        "running",
+        r"^Currently running " + _SLOT + r": 0x(?P<address>[0-9a-fA-F]+)\. Application version: (?P<version>\S+)$",
+    ),
+    Pattern("checking", r"^Checking for a new application firmware\.\.\.$"),
+    Pattern("subscribing", r"^Subscribing to topic: (?P<topic>\S+)$"),
+    Pattern("ota_write", r"^ota_write_flash: item\.size: (?P<total>\d+)$"),
+    Pattern("build_timestamp_current", r"^Build timestamp of current firmware: (?P<timestamp>\d+)ll$"),
+    Pattern("build_timestamp_file", r"^Build timestamp of OTA upgrade file: (?P<timestamp>\d+)ll$"),
+    Pattern("ota_started", r"^Starting firmware upgrade, receive (?P<count>\d+) image\(s\)$"),
+    Pattern(
+        "update_slot",
+        r"^Update slot " + _SLOT + r" \[0x(?P<start>[0-9a-fA-F]+)\.\.0x(?P<end>[0-9a-fA-F]+)\)$",
+    ),
+    Pattern("skip_rom", r"^Skip ROM image for \[0x(?P<start>[0-9a-fA-F]+)\.\.0x(?P<end>[0-9a-fA-F]+)\)$"),
+    Pattern("signature", r"^Signature/Checksum: (?P<signature>[0-9a-fA-F]{2}(?: [0-9a-fA-F]{2})*)$", _signature_bytes),
+    Pattern("rom_update_complete", r"^ROM update complete$"),
+    Pattern("rom_activated", r"^ROM (?P<value>\d+) activated$"),
+    Pattern(
+        "swapping",
+        r"^Swapping from (?P<from_name>[A-Za-z_]*?(?P<from_slot>\d+)) @ 0x(?P<from_addr>[0-9a-fA-F]+) "
+        r"to (?P<to_name>[A-Za-z_]*?(?P<to_slot>\d+)) @ 0x(?P<to_addr>[0-9a-fA-F]+)\.$",
+    ),
+    Pattern("switch_ok", r"^Switching was successful\. Restarting\.\.\.$"),
+    Pattern("switch_failed", r"^Switching failed!$"),
+    Pattern("device_error", r"^Error: (?P<message>" + _ERROR_ALTERNATIVES + r")$", _error_name),
+    Pattern("got_error", r"^Got error: (?P<message>.+)$", _error_name),
+    Pattern("terminated", r"^signal_handler: (?P<signal>SIG\w+)"),
+    Pattern("exit_code", r"^returning (?P<code>\d+)$"),
+    Pattern("restart", r"^>> Normal Exit <<$"),
+)
+
+_US_PREFIX = re.compile(r"^(\d+) (?=\S)")
+
+
+class ConsoleParser:
+    """Turn raw console lines into :class:`ConsoleLine` events with a pattern table."""
+
+    def __init__(self, patterns: Iterable[Pattern] = DEFAULT_PATTERNS, extra: Iterable[Pattern] = ()) -> None:
+        self.patterns: list[Pattern] = list(extra) + list(patterns)
+
+    def add(self, pattern: Pattern) -> None:
+        """Add a pattern, tried before all existing ones (so it can override a default)."""
+        self.patterns.insert(0, pattern)
+
+    def parse(self, line: str, t: float) -> ConsoleLine:
+        """Parse one line (without its newline); the microsecond prefix goes to ``fields["us"]``."""
+        text = line.rstrip("\r\n")
+        message = text.rstrip()
+        us = None
+        m = _US_PREFIX.match(message)
+        if m:
+            us = int(m.group(1))
+            message = message[m.end() :]
+        for pattern in self.patterns:
+            fields = pattern.match(message)
+            if fields is not None:
+                if us is not None:
+                    fields["us"] = us
+                return ConsoleLine(t=t, line=text, event=pattern.name, fields=fields)
+        return ConsoleLine(t=t, line=text, event=None, fields={"us": us} if us is not None else {})
+
+
+# -- outcome inference ------------------------------------------------------------------------------------------
+
+#: Events that show an update is being received or processed.
+OTA_ACTIVITY = frozenset(
+    {
+        "ota_write",
+        "build_timestamp_current",
+        "build_timestamp_file",
+        "ota_started",
+        "update_slot",
+        "skip_rom",
+        "signature",
+        "rom_update_complete",
+        "rom_activated",
+        "swapping",
+        "switch_ok",
+    }
+)
+
+
+class OutcomeTracker:
+    """Infer the outcome of one update attempt from console lines.
+
+    Outcomes: ``"updated"`` (a restart, then the device runs a different slot or version),
+    ``"rejected:<Error>"`` (a device error, e.g. ``rejected:VerificationFailed``; ``rejected``
+    when only ``Switching failed!`` shows), ``"restarted"`` (restart, but same slot and
+    version), ``"skipped"`` (no OTA line and no restart for ``quiet`` s after the publish),
+    ``"timeout"`` (activity or restart seen but no decision within ``timeout`` s).
+
+    Works at the default debug level too, where only the restart and the new
+    ``Currently running …`` line show. Feed every line (from boot on, so the tracker
+    learns the running slot/version), call :meth:`published` at publish time, and
+    :meth:`poll` with the current time while waiting.
+    """
+
+    def __init__(self, quiet: float = 10.0, timeout: float = 120.0) -> None:
+        self.quiet = quiet
+        self.timeout = timeout
+        self.slot: int | None = None
+        self.version: str | None = None
+        self.outcome: str | None = None
+        self.evidence: list[ConsoleLine] = []
+        self._t_publish: float | None = None
+        self._baseline: tuple[int | None, str | None] | None = None
+        self._activity = False
+        self._restarted = False
+        self._terminated = False
+
+    def published(self, t: float) -> None:
+        """Start an attempt: the update was published at time ``t``."""
+        self._t_publish = t
+        self._baseline = (self.slot, self.version)
+        self.outcome = None
+        self.evidence = []
+        self._activity = self._restarted = self._terminated = False
+
+    @property
+    def started(self) -> bool:
+        return self._t_publish is not None
+
+    def _decide(self, outcome: str, line: ConsoleLine | None = None) -> str:
+        if line is not None:
+            self.evidence.append(line)
+        self.outcome = outcome
+        return outcome
+
+    def feed(self, line: ConsoleLine) -> str | None:
+        """Take one line; return the outcome once it is decided (then keep returning it)."""
+        ev, f = line.event, line.fields
+        if ev == "running":
+            self.slot, self.version = f.get("slot"), f.get("version")
+        elif ev == "rom_count" and self.slot is None:
+            self.slot = f.get("slot")
+        if self.outcome is not None:
+            return self.outcome
+        if self._t_publish is None:
+            # Not armed: arm implicitly at the first sign of an update.
+            if ev in OTA_ACTIVITY or ev in ("device_error", "got_error", "switch_failed"):
+                self.published(line.t)
+            else:
+                return None
+        if ev in OTA_ACTIVITY:
+            self._activity = True
+            if ev in ("swapping", "switch_ok", "rom_activated"):
+                self.evidence.append(line)
+        elif ev in ("device_error", "got_error") and f.get("error"):
+            return self._decide(f"rejected:{f['error']}", line)
+        elif ev == "switch_failed":
+            return self._decide("rejected", line)
+        elif ev == "terminated":
+            self._terminated = True
+        elif ev in ("restart", "boot") and not self._terminated:
+            self._restarted = True
+            self.evidence.append(line)
+        elif ev == "running" and self._restarted:
+            self.evidence.append(line)
+            before = self._baseline or (None, None)
+            if before == (None, None) or (f.get("slot"), f.get("version")) != before:
+                return self._decide("updated")
+            return self._decide("restarted")
+        return None
+
+    def poll(self, now: float) -> str | None:
+        """Time-based decisions (``skipped``, ``timeout``) at time ``now``."""
+        if self.outcome is not None or self._t_publish is None:
+            return self.outcome
+        waited = now - self._t_publish
+        if not self._activity and not self._restarted and waited >= self.quiet:
+            return self._decide("skipped")
+        if waited >= self.timeout:
+            return self._decide("timeout")
+        return None
+
+    def rearm(self) -> None:
+        """Forget the decided attempt; the next one arms at the next sign of an update."""
+        self._t_publish = None
+        self._baseline = None
+        self.outcome = None
+        self.evidence = []
+        self._activity = self._restarted = self._terminated = False
+
+
+def outcome_of(lines: Iterable[ConsoleLine], published: float, now: float, **kwargs: Any) -> str | None:
+    """Outcome of a recorded console (``published`` and ``now`` on the lines' clock)."""
+    tracker = OutcomeTracker(**kwargs)
+    armed = False
+    for line in lines:
+        if not armed and line.t >= published:
+            tracker.published(published)
+            armed = True
+        result = tracker.feed(line)
+        if result is not None:
+            return result
+    if not armed:
+        tracker.published(published)
+    return tracker.poll(now)

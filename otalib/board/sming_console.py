@@ -1,0 +1,174 @@
+"""Render the console of Sming's Upgrade sample exactly as the device prints it.
+
+The virtual board prints through :class:`SmingConsole`, so the serial monitor's
+patterns (:mod:`otalib.board.console`) parse virtual and real consoles alike.
+Line endings, blank lines, the microsecond prefix of debug lines and the device's
+wrong numbers (``quirks=True``) follow the recordings of the real device
+(tests/consoles). Sming debug levels: ERR 0, WARN 1, INFO 2, DBG 3; a ``debug_x``
+line prints only when its level <= ``debug_level`` (the sample's default is 2, at
+which the standard-mode update prints nothing until the restart).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from otalib.errors import DEVICE_ERROR_TEXT, DeviceErrorCode
+
+ERR, WARN, INFO, DBG = 0, 1, 2, 3
+
+#: The rom slots of the sample's layout: (address, size).
+DEFAULT_ROMS: tuple[tuple[int, int], ...] = ((0x8000, 0xF8000), (0x108000, 0xF8000))
+
+#: What the Host build prints after ``ROM`` in ``ROM %u activated`` (a pointer, not the slot).
+QUIRK_ROM_ACTIVATED_VALUE = 1471560480
+
+
+class SmingConsole:
+    """Writes the sample's console lines through ``write`` (raw text with the device's line ends)."""
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        debug_level: int = 3,
+        clock_us: Callable[[], int] | None = None,
+        *,
+        quirks: bool = True,
+    ) -> None:
+        self.write = write
+        self.debug_level = debug_level
+        self.quirks = quirks
+        if clock_us is None:
+            start = time.monotonic()
+
+            def clock_us() -> int:
+                return int((time.monotonic() - start) * 1_000_000)
+
+        self.clock_us = clock_us
+
+    # -- primitives --
+    def debug(self, level: int, message: str) -> None:
+        """``debug_x(message)``: microsecond prefix, CRLF; nothing above ``debug_level``."""
+        if level <= self.debug_level:
+            self.write(f"{self.clock_us()} {message}\r\n")
+
+    def serial(self, text: str) -> None:
+        """``Serial.print`` of raw text."""
+        self.write(text)
+
+    # -- boot --
+    def banner(
+        self,
+        flash_file: str = "flash.bin",
+        roms: Sequence[tuple[int, int]] = DEFAULT_ROMS,
+        *,
+        current_slot: int = 0,
+        flash_size: int = 0x400000,
+        mac: str = "9e:8a:d6:82:3b:64",
+    ) -> None:
+        """The Host emulator's start-up banner (before the application runs)."""
+        out = ["\nWelcome to the Sming Host emulator\n\n\n", f'Opened "{flash_file}", size = 0x{flash_size:08x}\n']
+        for i, (addr, size) in enumerate(roms):
+            out.append(f"Found 'rom{i}' @ 0x{addr:08x}, size 0x{size:08x}, subtype 0x{0x10 + i:02x}\r\n\n")
+        table = ", ".join(f"#{i}: 0x{addr:x}" for i, (addr, _) in enumerate(roms))
+        out.append(f"ROM count = {len(roms)}, current = {current_slot}, {table}\n")
+        out.append(
+            "Initialising LWIP\n"
+            "Using interface 'tap0', gateway 192.168.13.1, netmask 255.255.255.0, ip 192.168.13.10\n"
+            f"MAC: {mac}\n"
+            "If required, you may start terminal application(s) now\n"
+            ">> Starting Sming <<\n\n"
+        )
+        self.write("".join(out))
+
+    def show_info(
+        self,
+        chip_id: int | str,
+        roms: Sequence[tuple[int, int]],
+        running_slot: int,
+        running_addr: int,
+        app_version: str,
+        *,
+        sdk: str = "Host-SDK-v1.0",
+        free_heap: int = 129886,
+        cpu_mhz: int = 80,
+    ) -> None:
+        """The sample's ``showInfo()``: SDK, heap, CPU, chip id, boot partitions, running ROM."""
+        chip = chip_id if isinstance(chip_id, str) else f"{chip_id:x}"
+        out = [f"\r\nSDK: v{sdk}\r\n", f"Free Heap: {free_heap}\r\n", f"CPU Frequency: {cpu_mhz} MHz\r\n"]
+        out.append(f"System Chip ID: {chip}\r\n")
+        for i, (addr, size) in enumerate(roms):
+            out.append(f"spiFlash/rom{i}, app/ota{i} @ 0x{addr:x}, size 0x{size:x}\r\n")
+        out.append(f"=======================\r\nBootable ROMs found: {len(roms)}\r\n")
+        out.append(
+            f"\r\nCurrently running rom{running_slot}: 0x{running_addr:x}. Application version: {app_version}\r\n"
+        )
+        self.write("".join(out))
+
+    def checking(self) -> None:
+        self.serial("Checking for a new application firmware...\r\n")
+
+    def subscribing(self, topic: str) -> None:
+        self.debug(DBG, "MQTT start connection")
+        self.debug(DBG, f"Subscribing to topic: {topic}")
+
+    # -- standard mode --
+    def ota_write(self, total: int) -> None:
+        """One received chunk; ``total`` is the running byte count."""
+        self.debug(DBG, f"ota_write_flash: item.size: {total}")
+
+    def swapping(self, from_slot: int, from_addr: int, to_slot: int, to_addr: int) -> None:
+        self.debug(DBG, f"Swapping from rom{from_slot} @ 0x{from_addr:08x} to rom{to_slot} @ 0x{to_addr:08x}.\r\n")
+
+    # -- advanced mode (OtaUpgrade::BasicStream) --
+    def build_timestamps(self, current: int, file: int) -> None:
+        """``%ull`` of 64-bit millisecond timestamps: the device prints the low 32 bits and ``ll``."""
+        for what, value in (("current firmware", current), ("OTA upgrade file", file)):
+            shown = value & 0xFFFFFFFF if self.quirks else value
+            self.debug(INFO, f"Build timestamp of {what}: {shown}ll")
+
+    def starting_upgrade(self, n: int) -> None:
+        self.debug(INFO, f"Starting firmware upgrade, receive {n} image(s)")
+
+    def update_slot(self, index: int, start: int, end: int) -> None:
+        """Host build quirk: the end address prints as the high word of a 64-bit address (0)."""
+        shown_end = 0 if self.quirks else end
+        self.debug(INFO, f"Update slot rom{index} [0x{start:08X}..0x{shown_end:08X})")
+
+    def skip_rom(self, start: int, end: int) -> None:
+        self.debug(INFO, f"Skip ROM image for [0x{start:08X}..0x{end:08X})")
+
+    def signature(self, sig: bytes) -> None:
+        self.debug(DBG, "Signature/Checksum: " + " ".join(f"{b:02x}" for b in sig))
+
+    def rom_update_complete(self) -> None:
+        self.debug(INFO, "ROM update complete")
+
+    def rom_activated(self, index: int) -> None:
+        """``ROM %u activated`` is given a string pointer on Sming 6.1: the number is not the slot."""
+        self.debug(INFO, f"ROM {QUIRK_ROM_ACTIVATED_VALUE if self.quirks else index} activated")
+
+    def device_error(self, code: DeviceErrorCode | str) -> None:
+        self.debug(ERR, f"Error: {DEVICE_ERROR_TEXT[DeviceErrorCode(code)]}")
+
+    def got_error(self, code: DeviceErrorCode | str) -> None:
+        self.debug(ERR, f"Got error: {DEVICE_ERROR_TEXT[DeviceErrorCode(code)]}")
+
+    # -- end of an update --
+    def switching_ok(self) -> None:
+        self.debug(DBG, "Switching was successful. Restarting...")
+
+    def switching_failed(self) -> None:
+        self.debug(ERR, "Switching failed!")
+
+    def normal_exit(self, flash_file: str = "flash.bin") -> None:
+        """A restart on the Host emulator ends the process."""
+        self.write(f'returning 0\n>> Normal Exit <<\n\nClosed "{flash_file}"\nGoodbye!\n')
+
+    def terminated(self, flash_file: str = "flash.bin") -> None:
+        """The Host emulator killed with SIGTERM (not a restart)."""
+        self.write(
+            "\r\nsignal_handler: SIGTERM - a termination request was sent to the program\n"
+            f'returning 1\n>> Normal Exit <<\n\nClosed "{flash_file}"\nGoodbye!\n'
+        )
