@@ -62,6 +62,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """True if a listener could bind ``host:port`` now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def port_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
     """True if a TCP connection to ``host:port`` succeeds now."""
     try:
@@ -155,6 +166,8 @@ class Broker:
         """Start the broker process and wait until it accepts connections."""
         if self._proc is not None:
             return self
+        if self.requested_port and not port_is_free(self.host, self.requested_port):
+            raise BrokerError(f"port {self.host}:{self.requested_port} is in use")
         self._prepare_tls()
         attempts = 1 if self.requested_port else PORT_RETRIES
         last = ""
@@ -185,7 +198,7 @@ class Broker:
             if self._proc.poll() is not None:
                 return False
             if port_accepts(self.host, self.port) and (not self.plain_port or port_accepts(self.host, self.plain_port)):
-                return True
+                return self._proc.poll() is None
             time.sleep(0.02)
         return False
 

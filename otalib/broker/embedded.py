@@ -198,8 +198,10 @@ async def _serve(cfg: dict[str, Any]) -> None:
     module = sys.modules[__name__]
     module.LabAuthPlugin = auth_cls  # type: ignore[attr-defined]
     module.LabAclPlugin = acl_cls  # type: ignore[attr-defined]
+    # amqtt copies unset fields of other listeners from "default": a plain listener must be "default"
+    ordered = sorted(cfg["listeners"], key=lambda listener: bool(listener["tls"]))
     listeners: dict[str, Any] = {}
-    for index, listener in enumerate(cfg["listeners"]):
+    for index, listener in enumerate(ordered):
         entry: dict[str, Any] = {"type": "tcp", "bind": f"{cfg['host']}:{listener['port']}"}
         if listener["tls"]:
             entry.update(ssl=True, cafile=cfg["cafile"], certfile=cfg["certfile"], keyfile=cfg["keyfile"])

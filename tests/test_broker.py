@@ -1,0 +1,287 @@
+"""Lab brokers: real Mosquitto and the embedded amqtt broker, driven by real paho clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import broker_helpers
+import pytest
+from broker_helpers import DEPLOYER, DEVICE
+
+from otalib.broker import BrokerUser, find_mosquitto, make_broker, port_accepts, start_broker
+from otalib.errors import BrokerError, UsageError
+
+pytestmark = pytest.mark.timeout(60)
+
+BACKENDS = ["mosquitto", "embedded"]
+TOPIC = "a/test/u/4.3"
+QUIET = 0.5
+
+# shared fixtures
+probes = broker_helpers.probes
+lab_broker = broker_helpers.lab_broker
+mosquitto_broker = broker_helpers.mosquitto_broker
+embedded_broker = broker_helpers.embedded_broker  # bounded wait for "nothing arrives"
+
+
+def payload(size: int) -> bytes:
+    """Deterministic, non-repeating-looking bytes."""
+    block = bytes((i * 131 + 7) & 0xFF for i in range(251))
+    return (block * (size // len(block) + 1))[:size]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("size", [256 * 1024, 4 * 1024 * 1024], ids=["256K", "4M"])
+def test_retained_firmware_reaches_early_and_late_subscribers(lab_broker, probes, backend, size):
+    broker = lab_broker(backend)
+    assert broker.backend == backend and broker.version
+    data = payload(size)
+    early = probes(broker).connect_ok()
+    assert early.subscribe(TOPIC)[0].value == 2
+    probes(broker).connect_ok().publish(TOPIC, data)
+    got_early = early.get(timeout=30)
+    late = probes(broker).connect_ok()
+    late.subscribe(TOPIC, qos=0)
+    got_late = late.get(timeout=30)
+    assert got_early is not None and got_early.payload == data
+    assert got_late is not None and got_late.payload == data and got_late.retain
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_retained_message_clears_the_topic(lab_broker, probes, backend):
+    broker = lab_broker(backend)
+    pub = probes(broker).connect_ok()
+    pub.publish(TOPIC, b"firmware")
+    first = probes(broker).connect_ok()
+    first.subscribe(TOPIC)
+    assert first.get().payload == b"firmware"
+    pub.publish(TOPIC, b"")
+    later = probes(broker).connect_ok()
+    later.subscribe(TOPIC)
+    assert later.get(timeout=QUIET) is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_retained_message_without_subscribe(lab_broker, probes, backend):
+    # amqtt 0.12 pushes retained messages on CONNECT; the embedded broker must not
+    broker = lab_broker(backend)
+    subscribed = probes(broker).connect_ok()
+    subscribed.subscribe("a/#")
+    probes(broker).connect_ok().publish(TOPIC, b"fw")
+    assert subscribed.get().payload == b"fw"
+    idle = probes(broker).connect_ok()
+    assert idle.get(timeout=QUIET) is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tls_listener_with_lab_ca(lab_broker, probes, backend, tmp_path):
+    broker = lab_broker(backend, tls=True, workdir=tmp_path, server_names=["broker.lab"])
+    assert broker.url.startswith("mqtts://127.0.0.1:")
+    assert broker.ca_path is not None and broker.ca_path.is_file()
+    assert broker.pki is not None and len(broker.pki.fingerprints()["sha1"]) == 40
+    sub = probes(broker).connect_ok()
+    sub.subscribe(TOPIC)
+    probes(broker).connect_ok().publish(TOPIC, b"over tls")
+    assert sub.get().payload == b"over tls"
+    # the extra plain listener serves the same broker
+    assert broker.plain_port and broker.plain_url == f"mqtt://127.0.0.1:{broker.plain_port}"
+    plain = probes(broker, port=broker.plain_port, tls=False).connect_ok()
+    plain.subscribe(TOPIC)
+    assert plain.get().payload == b"over tls"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tls_refuses_a_client_that_does_not_trust_the_lab_ca(lab_broker, backend, tmp_path):
+    import ssl
+
+    broker = lab_broker(backend, tls=True)
+    context = ssl.create_default_context()  # system CAs only
+    with (
+        socket.create_connection((broker.host, broker.port), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        context.wrap_socket(raw, server_hostname="localhost")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_client_certificate_required(lab_broker, probes, backend):
+    broker = lab_broker(backend, tls=True, require_client_cert=True)
+    assert probes(broker).connect() is None
+    assert broker.pki is not None
+    good = probes(broker, client_cert=broker.pki.client("dev-1")).connect_ok()
+    good.subscribe(TOPIC)
+    probes(broker, client_cert=broker.pki.client("deployer")).connect_ok().publish(TOPIC, b"with cert")
+    assert good.get().payload == b"with cert"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_client_certificate_from_another_ca_is_refused(lab_broker, probes, backend, tmp_path):
+    from otalib.certs import LabPKI
+
+    broker = lab_broker(backend, tls=True, require_client_cert=True)
+    stranger = LabPKI(tmp_path / "other").client("dev-1")
+    assert probes(broker, client_cert=stranger).connect() is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_passwords(lab_broker, probes, backend):
+    broker = lab_broker(backend, users=[DEPLOYER, DEVICE])
+    bad = probes(broker, user=DEPLOYER, password="wrong").connect()
+    assert bad is not None and bad.is_failure
+    assert bad.getName() in ("Not authorized", "Bad user name or password")
+    anonymous = probes(broker).connect()
+    assert anonymous is None or anonymous.is_failure
+    ok = probes(broker, user=DEPLOYER).connect()
+    assert ok is not None and not ok.is_failure
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_acl_device_reads_updates_but_cannot_publish_firmware(lab_broker, probes, backend):
+    broker = lab_broker(backend, users=[DEPLOYER, DEVICE])
+    watcher = probes(broker, user=DEPLOYER).connect_ok()
+    watcher.subscribe("a/#")
+    device = probes(broker, user=DEVICE).connect_ok()
+    device.publish(TOPIC, b"evil firmware", timeout=5)
+    assert watcher.get(timeout=QUIET) is None
+    late = probes(broker, user=DEPLOYER).connect_ok()
+    late.subscribe(TOPIC)
+    assert late.get(timeout=QUIET) is None
+
+    device2 = probes(broker, user=DEVICE).connect_ok()
+    device2.subscribe("a/test/u/#", qos=0)
+    device2.subscribe("a/other/u/#", qos=0)
+    deployer = probes(broker, user=DEPLOYER).connect_ok()
+    deployer.publish("a/other/u/1.0", b"not for you")
+    deployer.publish(TOPIC, b"good firmware")
+    got = device2.get()
+    assert got is not None and (got.topic, got.payload) == (TOPIC, b"good firmware")
+    assert device2.get(timeout=QUIET) is None
+
+
+def test_mosquitto_max_packet_size_drops_oversize_publish(mosquitto_broker, probes):
+    broker = mosquitto_broker(max_packet_size=64 * 1024)
+    assert "max_packet_size 65536" in (broker.workdir / "mosquitto.conf").read_text()
+    sub = probes(broker).connect_ok()
+    sub.subscribe("a/#")
+    big = probes(broker).connect_ok()
+    big.client.publish(TOPIC, payload(100 * 1024), qos=2, retain=True)
+    assert big.disconnected.wait(5)
+    assert sub.get(timeout=QUIET) is None
+    probes(broker).connect_ok().publish(TOPIC, payload(32 * 1024))
+    got = sub.get()
+    assert got is not None and got.payload == payload(32 * 1024)
+
+
+def test_embedded_notes_say_what_it_does_not_enforce(embedded_broker):
+    broker = embedded_broker(max_packet_size=1024)
+    assert broker.backend == "embedded"
+    assert any("max_packet_size is NOT enforced" in note for note in broker.notes)
+
+
+def test_mosquitto_config_and_logs(mosquitto_broker, tmp_path):
+    broker = mosquitto_broker(users=[DEPLOYER, DEVICE], tls=True, require_client_cert=True, workdir=tmp_path)
+    conf = (tmp_path / "mosquitto.conf").read_text()
+    for line in ("set_tcp_nodelay true", "allow_anonymous false", "require_certificate true", "log_type all"):
+        assert line in conf
+    assert "use_identity_as_username false" in conf
+    acl = (tmp_path / "acl").read_text()
+    assert "user deployer\ntopic readwrite a/#" in acl and "user sming\ntopic read a/test/u/#" in acl
+    assert (tmp_path / "passwd").stat().st_mode & 0o777 == 0o600
+    assert "deploy-pw" not in (tmp_path / "passwd").read_text()
+    assert broker.pki is not None and broker.pki.server.key.stat().st_mode & 0o777 == 0o600
+    broker.stop()
+    assert broker.log_path == tmp_path / "mosquitto.log"
+    assert "mosquitto version 2" in broker.log_path.read_text()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stop_is_idempotent_and_closes_the_port(backend, tmp_path):
+    if backend == "mosquitto" and find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    with start_broker(backend) as broker:
+        own = broker.workdir
+        assert port_accepts(broker.host, broker.port) and broker.running()
+    assert not port_accepts(broker.host, broker.port) and not broker.running()
+    assert not own.exists()  # temporary workdir removed
+    broker.stop()
+    kept = start_broker(backend, workdir=tmp_path / "w")
+    kept.stop()
+    kept.stop()
+    assert kept.log_path.is_file() and kept.log_path.parent == tmp_path / "w"
+
+
+def test_fixed_port_in_use_is_a_broker_error(mosquitto_broker):
+    first = mosquitto_broker()
+    with pytest.raises(BrokerError, match="in use"):
+        start_broker("mosquitto", port=first.port)
+
+
+def test_auto_falls_back_to_embedded_without_mosquitto(monkeypatch, probes):
+    monkeypatch.setenv("OTALAB_MOSQUITTO", "none")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert find_mosquitto() is None
+    with pytest.raises(BrokerError, match="mosquitto not found"):
+        make_broker("mosquitto")
+    with start_broker("auto") as broker:
+        assert broker.backend == "embedded"
+        sub = probes(broker).connect_ok()
+        sub.subscribe(TOPIC)
+        probes(broker).connect_ok().publish(TOPIC, b"fallback")
+        assert sub.get().payload == b"fallback"
+
+
+def test_find_mosquitto_search_and_override(monkeypatch, tmp_path):
+    fake = tmp_path / "mosquitto"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("OTALAB_MOSQUITTO", str(fake))
+    assert find_mosquitto() == fake
+    monkeypatch.delenv("OTALAB_MOSQUITTO")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_mosquitto() == fake
+    if Path("/usr/sbin/mosquitto").exists():
+        monkeypatch.setenv("PATH", "/nonexistent")
+        assert find_mosquitto() == Path("/usr/sbin/mosquitto")  # sbin is searched beyond PATH
+
+
+def test_urls():
+    broker = make_broker("embedded", port=1883)
+    try:
+        assert broker.url == "mqtt://127.0.0.1:1883"
+        user = BrokerUser("dep", "p@ss:w/rd")
+        assert broker.url_for("/a/test/u/4.3/", user) == "mqtt://dep:p%40ss%3Aw%2Frd@127.0.0.1:1883/a/test/u/4.3"
+        assert broker.url_for("a/test/u/4.3") == "mqtt://127.0.0.1:1883/a/test/u/4.3"
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"backend": "nats"},
+        {"require_client_cert": True},
+        {"max_packet_size": 3},
+        {"users": [DEPLOYER, DEPLOYER]},
+    ],
+)
+def test_bad_options_are_usage_errors(kwargs):
+    with pytest.raises(UsageError):
+        make_broker(**{"backend": "embedded", **kwargs})
+
+
+def test_bad_user_names_are_usage_errors():
+    with pytest.raises(UsageError):
+        BrokerUser("a/b", "x")
+    with pytest.raises(UsageError):
+        BrokerUser("dev", "x", "admin")  # type: ignore[arg-type]
+
+
+def test_no_process_left_behind():
+    broker = start_broker("embedded")
+    pid = broker.pid
+    assert pid is not None
+    broker.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
