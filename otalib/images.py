@@ -367,9 +367,20 @@ def inspect_file(path: str | os.PathLike[str], chip: str | None = None) -> Image
 # --------------------------------------------------------------------------- app marker
 
 
-def app_marker(app_id: str, version: str, chip: str) -> bytes:
-    """The marker segment data of a demo image (4-byte aligned)."""
-    payload = json.dumps({"app_id": app_id, "version": version, "chip": chip}, separators=(",", ":"))
+def app_marker(
+    app_id: str, version: str, chip: str, build_timestamp: int | None = None, patch: int | None = None
+) -> bytes:
+    """The marker segment data of a demo image (4-byte aligned).
+
+    ``build_timestamp`` (ms since 1900, the firmware's compiled-in build time, used by
+    the device for downgrade protection) and ``patch`` are added when given.
+    """
+    record: dict[str, Any] = {"app_id": app_id, "version": version, "chip": chip}
+    if build_timestamp is not None:
+        record["build_timestamp"] = int(build_timestamp)
+    if patch is not None:
+        record["patch"] = int(patch)
+    payload = json.dumps(record, separators=(",", ":"))
     data = APP_MARKER + payload.encode() + b"\0"
     return data + b"\0" * (-len(data) % 4)
 
@@ -380,6 +391,13 @@ def read_app_info(data: bytes, search_limit: int = _MARKER_SEARCH) -> tuple[str,
     Works on any prefix of an image (e.g. the first KB of a flash slot) that
     holds the whole marker; needs no valid header.
     """
+    record = read_app_marker(data, search_limit)
+    return (record["app_id"], record["version"]) if record is not None else None
+
+
+def read_app_marker(data: bytes, search_limit: int = _MARKER_SEARCH) -> dict[str, Any] | None:
+    """The whole app marker record (``app_id``, ``version``, ``chip``, and ``build_timestamp``
+    / ``patch`` when the image carries them) from the first ``search_limit`` bytes, else None."""
     window = bytes(data[: search_limit + 512])
     start = window.find(APP_MARKER, 0, search_limit)
     if start < 0:
@@ -397,7 +415,7 @@ def read_app_info(data: bytes, search_limit: int = _MARKER_SEARCH) -> tuple[str,
     app_id, version = record.get("app_id"), record.get("version")
     if not isinstance(app_id, str) or not isinstance(version, str):
         return None
-    return app_id, version
+    return record
 
 
 # --------------------------------------------------------------------------- demo images
@@ -438,12 +456,23 @@ def _header_overhead(chip: str, segments: int) -> int:
     return (24 if chip != "esp8266" else 8) + 8 * segments + 16 + (_SHA256_LEN if chip != "esp8266" else 0)
 
 
-def make_demo_image(chip: str, app_id: str, version: str, size: int | None = None, seed: int = 0) -> bytes:
+def make_demo_image(
+    chip: str,
+    app_id: str,
+    version: str,
+    size: int | None = None,
+    seed: int = 0,
+    *,
+    build_timestamp: int | None = None,
+    patch: int | None = None,
+) -> bytes:
     """A valid ESP image (built by esptool's classes) that carries an app marker.
 
     ``chip`` is ``esp8266`` (v1 image) or ``esp32`` (with appended SHA-256).
     ``size`` pads the image with deterministic pseudo-random data (from
     ``seed``) so it is about that many bytes (never smaller than the minimum).
+    ``build_timestamp`` (ms since 1900; default: now) and ``patch`` (default: the
+    version's patch) are carried in the marker, as real firmware has them compiled in.
     """
     chip = normalise_chip(chip)
     if chip not in DEMO_CHIPS:
@@ -455,7 +484,13 @@ def make_demo_image(chip: str, app_id: str, version: str, size: int | None = Non
     from esptool.bin_image import ELFSection, ESP8266ROMFirmwareImage
 
     entry, marker_addr, pad_addr, pad_step = _DEMO_LAYOUT[chip]
-    marker = app_marker(app_id, version, chip)
+    if build_timestamp is None:
+        from otalib.formats.ota import timestamp_now
+
+        build_timestamp = timestamp_now()
+    if patch is None:
+        patch = int(version.rsplit(".", 1)[1])
+    marker = app_marker(app_id, version, chip, build_timestamp, patch)
     segments_data: list[tuple[int, bytes]] = [(marker_addr, marker)]
     target = size or 0
     chunks = _padding_chunks(max(target - _header_overhead(chip, 2) - len(marker), 16) // 4 * 4, _MAX_SEGMENTS - 1)
