@@ -207,7 +207,10 @@ class LabPKI:
             )
         )
         if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName(_san_entries(names)), critical=False)
+            san = x509.SubjectAlternativeName(_san_entries(names))
+        else:  # RFC 5280 profile verifiers want a SAN on client certificates too
+            san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"urn:otalab:device:{common_name}")])
+        builder = builder.add_extension(san, critical=False)
         cert = builder.sign(self._ca_key, hashes.SHA256())
         if not pair.key.exists():
             write_atomic(pair.key, _key_pem(key), mode=SECRET_MODE)
