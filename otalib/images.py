@@ -471,8 +471,9 @@ def make_demo_image(
     ``chip`` is ``esp8266`` (v1 image) or ``esp32`` (with appended SHA-256).
     ``size`` pads the image with deterministic pseudo-random data (from
     ``seed``) so it is about that many bytes (never smaller than the minimum).
-    ``build_timestamp`` (ms since 1900; default: now) and ``patch`` (default: the
-    version's patch) are carried in the marker, as real firmware has them compiled in.
+    ``build_timestamp`` (ms since 1900, e.g. ``otalib.formats.ota.timestamp_now()``) and
+    ``patch`` are carried in the marker when given, as real firmware has them compiled in
+    (left out by default, so demo images stay reproducible).
     """
     chip = normalise_chip(chip)
     if chip not in DEMO_CHIPS:
@@ -484,12 +485,6 @@ def make_demo_image(
     from esptool.bin_image import ELFSection, ESP8266ROMFirmwareImage
 
     entry, marker_addr, pad_addr, pad_step = _DEMO_LAYOUT[chip]
-    if build_timestamp is None:
-        from otalib.formats.ota import timestamp_now
-
-        build_timestamp = timestamp_now()
-    if patch is None:
-        patch = int(version.rsplit(".", 1)[1])
     marker = app_marker(app_id, version, chip, build_timestamp, patch)
     segments_data: list[tuple[int, bytes]] = [(marker_addr, marker)]
     target = size or 0
@@ -584,4 +579,8 @@ def elf2image(
         data = result
     if not data:
         raise ImageError("elf2image produced no image")
+    try:
+        inspect_image(data, chip)
+    except ImageError as exc:  # e.g. an ESP8266 v2 image of an ELF without irom0
+        raise ImageError(f"elf2image produced an image esptool cannot read back ({exc})") from None
     return write_atomic(out, data)

@@ -208,6 +208,8 @@ def test_elf2image_bad_input(tmp_path: Path) -> None:
     not_elf.write_bytes(bytes(wrong_machine))
     with pytest.raises(ImageError, match="elf2image failed"):
         elf2image(not_elf, "esp8266", tmp_path / "x.bin")
+    with pytest.raises(ImageError, match="cannot read back"):  # v2 needs an irom0 section
+        elf2image(_esp8266_elf(tmp_path), "esp8266", tmp_path / "x.bin", version=2)
     assert not (tmp_path / "x.bin").exists()
 
 
@@ -278,3 +280,16 @@ def test_cli_errors_are_one_line(tmp_path: Path, vectors: Path, args: str, messa
     assert len(lines) == 1 and lines[0].startswith("otalab: error:") and message in lines[0], result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "o.bin").exists()
+
+
+def test_esp8266_image_that_looks_like_esp32_header(tmp_path: Path) -> None:
+    # segment size 0x100 and zero data put 0x00 at bytes 12 and 23: esptool's header rule says "ESP32"
+    elf = tmp_path / "z.elf"
+    elf.write_bytes(minimal_elf([(".text", 0x40100000, bytes(256)), (".data", 0x3FFE8000, b"abcd" * 4)]))
+    data = elf2image(elf, "esp8266", tmp_path / "z.bin").read_bytes()
+    assert data[12] == 0 and data[23] == 0
+    info = inspect_image(data)
+    assert info.chip == "esp8266" and info.checksum_valid
+    assert inspect_image(data, chip="ESP8266") == info
+    with pytest.raises(UsageError):
+        inspect_image(data, chip="esp9")
