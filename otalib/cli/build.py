@@ -32,7 +32,10 @@ def format_rom(rom: RomFile) -> str:
 def build_cmd(
     project: str, command: str, app_version: str | None, patch: str | None, timeout: float | None, as_json: bool
 ) -> None:
-    """Run the firmware build (default `make APP_VERSION=.. APP_VERSION_PATCH=..`) and list its ROM images."""
+    """Run the firmware project's own build and list the ROM images it produced.
+
+    The default command is `make APP_VERSION=MAJOR.MINOR APP_VERSION_PATCH=N`.
+    """
     app_version = app_version or os.environ.get("APP_VERSION") or None
     patch = patch or os.environ.get("APP_VERSION_PATCH") or None
     version = check_app_version(app_version) if app_version is not None else None
