@@ -330,12 +330,16 @@ class OtaDecoder:
             if self._e_state == _E_FINAL:
                 raise DeviceError(DeviceErrorCode.InvalidFormat, "data after the final encrypted chunk")
             take = min(self._e_need, len(view))
-            self._e_buf += view[:take]
+            if not self._e_buf and take == self._e_need:
+                block = bytes(view[:take])  # the whole field is here: no staging copy
+            else:
+                self._e_buf += view[:take]
+                if take < self._e_need:
+                    self._e_need -= take
+                    return
+                block, self._e_buf = bytes(self._e_buf), bytearray()
             view = view[take:]
-            self._e_need -= take
-            if self._e_need:
-                return
-            block, self._e_buf = bytes(self._e_buf), bytearray()
+            self._e_need = 0
             if self._e_state == _E_HEADER:
                 if self.decrypt_key is None:
                     raise DeviceError(DeviceErrorCode.DecryptionFailed, "encrypted file, but no decryption key")

@@ -1,0 +1,40 @@
+# otalab — set-up and the main jobs. `make demo` and `make test` do all the set-up themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test lab bench lint format clean system-deps notebooks
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+system-deps:  ## Mosquitto (and Chromium for the browser test) from the system's packages when missing
+	@bash scripts/system-deps.sh
+
+demo: $(STAMP) system-deps  ## the main job: broker, virtual board, signed update, campaign, charts
+	$(VENV)/bin/otalab demo --out data/demo
+
+test: $(STAMP) system-deps  ## the whole test suite
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lab: $(STAMP) system-deps  ## JupyterLab on the notebooks
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP) system-deps  ## benchmarks: printed ratios, not asserted
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check otalib tests bench
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format otalib tests bench
+
+clean:
+	rm -rf $(VENV) data/demo .pytest_cache .hypothesis *.egg-info

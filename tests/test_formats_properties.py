@@ -1,0 +1,184 @@
+"""Property tests: round trips, chunking independence, tamper rejection, robustness to garbage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otalib.errors import DeviceError, InputError
+from otalib.formats.ota import (
+    OtaDecoder,
+    OtaDone,
+    OtaHeader,
+    Rom,
+    RomData,
+    RomEnd,
+    RomStart,
+    Verified,
+    build_ota,
+)
+from otalib.formats.package import PackageParser, PatchRead, PayloadData, pack
+from otalib.formats.version import decode_patch, encode_patch
+from otalib.keys import load_key
+
+VECTORS = Path(__file__).parent / "vectors"
+KEY = load_key(VECTORS / "demo.key")
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+roms_st = st.lists(
+    st.builds(Rom, st.integers(0, 2**32 - 1), st.binary(min_size=0, max_size=3000)), min_size=1, max_size=3
+)
+modes_st = st.sampled_from([(False, False), (True, False), (False, True), (True, True)])
+
+
+def decode_all(data: bytes, cuts: list[int] | None = None, **options) -> list:
+    """Feed ``data`` cut at ``cuts``; merge ROM data so chunkings compare equal."""
+    decoder = OtaDecoder(verify_key=KEY.verify_key, decrypt_key=KEY.decrypt_key, **options)
+    bounds = sorted({0, len(data), *(c for c in (cuts or []) if 0 < c < len(data))})
+    events = []
+    for start, end in zip(bounds, bounds[1:]):
+        events += decoder.feed(data[start:end])
+    decoder.close()
+    merged: list = []
+    for event in events:
+        if isinstance(event, RomData):
+            if merged and isinstance(merged[-1], RomData) and merged[-1].index == event.index:
+                last = merged.pop()
+                event = RomData(last.index, last.offset, last.data + event.data, last.selected)
+            elif not event.data:
+                continue
+        merged.append(event)
+    return merged
+
+
+@SETTINGS
+@given(roms=roms_st, mode=modes_st, timestamp=st.integers(0, 2**63))
+def test_build_then_decode_round_trips(roms, mode, timestamp):
+    signed, encrypted = mode
+    data = build_ota(roms, KEY, signed=signed, encrypted=encrypted, timestamp=timestamp)
+    events = decode_all(data)
+    header = events[0]
+    assert header == OtaHeader(signed, timestamp, len(roms), encrypted)
+    starts = [e for e in events if isinstance(e, RomStart)]
+    assert [(s.address, s.size) for s in starts] == [(r.address, len(r.data)) for r in roms]
+    contents = {e.index: e.data for e in events if isinstance(e, RomData)}
+    assert [contents.get(i, b"") for i in range(len(roms))] == [r.data for r in roms]
+    assert isinstance(events[-2], Verified) and isinstance(events[-1], OtaDone)
+
+
+@SETTINGS
+@given(mode=modes_st, data=st.data())
+def test_any_chunking_gives_the_same_events(mode, data):
+    roms = [Rom(0x2000, bytes(range(256)) * 9), Rom(0x108000, b"\xe9" * 700)]
+    file = build_ota(roms, KEY, signed=mode[0], encrypted=mode[1], timestamp=1)
+    cuts = data.draw(st.lists(st.integers(1, len(file) - 1), max_size=40))
+    assert decode_all(file, cuts) == decode_all(file)
+
+
+@pytest.mark.parametrize("mode", [(True, False), (False, True), (True, True), (False, False)])
+def test_one_byte_chunks_give_the_same_events(mode):
+    file = build_ota([Rom(0x8000, b"\xe9abc" * 300)], KEY, signed=mode[0], encrypted=mode[1], timestamp=7)
+    assert decode_all(file, list(range(1, len(file)))) == decode_all(file)
+
+
+@SETTINGS
+@given(mode=st.sampled_from([(True, False), (False, True), (True, True)]), data=st.data())
+def test_any_flipped_byte_in_a_protected_file_is_rejected(mode, data):
+    file = bytearray(build_ota([Rom(0x2000, b"\xe9" + bytes(1500))], KEY, signed=mode[0], encrypted=mode[1]))
+    index = data.draw(st.integers(0, len(file) - 1))
+    file[index] ^= data.draw(st.integers(1, 255))
+    decoder = OtaDecoder(verify_key=KEY.verify_key, decrypt_key=KEY.decrypt_key, target_address=0x2000)
+    verified = False
+    with pytest.raises(DeviceError):
+        for event in decoder.feed(bytes(file)):
+            verified |= isinstance(event, Verified)
+        decoder.close()
+    verified |= any(isinstance(e, Verified) for e in decoder.drain())
+    assert not verified
+
+
+@SETTINGS
+@given(garbage=st.binary(max_size=400), encrypted=st.sampled_from([None, True, False]))
+def test_random_bytes_raise_only_documented_errors(garbage, encrypted):
+    decoder = OtaDecoder(verify_key=KEY.verify_key, decrypt_key=KEY.decrypt_key, encrypted=encrypted)
+    try:
+        decoder.feed(garbage)
+        decoder.close()
+    except DeviceError:
+        pass
+
+
+@SETTINGS
+@given(garbage=st.binary(max_size=64), varint=st.booleans())
+def test_random_package_prefixes_raise_only_input_errors(garbage, varint):
+    try:
+        decode_patch(garbage, varint)
+    except InputError:
+        pass
+
+
+@SETTINGS
+@given(patch=st.integers(0, 2**64), varint=st.booleans(), payload=st.binary(min_size=1, max_size=50), data=st.data())
+def test_package_round_trip_with_any_chunking(patch, varint, payload, data):
+    if not varint:
+        patch %= 256
+    package = pack(payload, patch, varint)
+    parser = PackageParser(None, varint)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(package)), max_size=10))))
+    events = []
+    start = 0
+    for cut in [*cuts, len(package)]:
+        events += parser.feed(package[start:cut])
+        start = cut
+    end = parser.end()
+    read = [e for e in events if isinstance(e, PatchRead)]
+    assert read[0].patch == patch and read[0].version_bytes == len(encode_patch(patch, varint))
+    assert b"".join(e.data for e in events if isinstance(e, PayloadData)) == payload
+    assert end.payload_bytes == len(payload)
+
+
+def test_device_checks_in_order():
+    good = build_ota([Rom(0x8000, b"\xe9" * 100)], KEY, signed=True, timestamp=1000)
+    with pytest.raises(DeviceError) as err:
+        OtaDecoder(verify_key=KEY.verify_key, current_timestamp=2000).feed(good)
+    assert err.value.code.value == "DowngradeNotAllowed"
+    with pytest.raises(DeviceError) as err:
+        OtaDecoder(verify_key=KEY.verify_key, expect_signed=False).feed(good)
+    assert err.value.code.value == "InvalidFormat"
+    with pytest.raises(DeviceError) as err:
+        OtaDecoder(verify_key=KEY.verify_key, target_address=0x108000, slot_size=50).feed(good)
+    assert err.value.code.value == "RomTooLarge"
+    with pytest.raises(DeviceError) as err:
+        OtaDecoder(verify_key=KEY.verify_key, target_address=0x20000, slot_size=0xF8000).feed(good)
+    assert err.value.code.value == "NoRomFound"
+    with pytest.raises(DeviceError) as err:
+        OtaDecoder(verify_key=KEY.verify_key).feed(good + b"\x00")
+    assert err.value.code.value == "UnsupportedData"
+    decoder = OtaDecoder(verify_key=KEY.verify_key)
+    decoder.feed(good[:-1])
+    with pytest.raises(DeviceError) as err:
+        decoder.close()
+    assert err.value.code.value == "InvalidFormat" and "truncated" in err.value.detail
+    with pytest.raises(DeviceError):  # errors are sticky
+        decoder.feed(b"")
+
+
+def test_data_after_the_final_encrypted_chunk_is_invalid_format():
+    file = build_ota([Rom(0x8000, b"\xe9" * 10)], KEY, encrypted=True)
+    with pytest.raises(DeviceError) as err:
+        OtaDecoder(decrypt_key=KEY.decrypt_key).feed(file + b"\x01\x02")
+    assert err.value.code.value == "InvalidFormat"
+
+
+def test_failed_verification_still_reports_the_written_rom():
+    file = bytearray(build_ota([Rom(0x8000, b"\xe9" * 5000)], KEY, signed=True))
+    file[-1] ^= 1
+    decoder = OtaDecoder(verify_key=KEY.verify_key, target_address=0x8000, slot_size=0xF8000)
+    with pytest.raises(DeviceError):
+        decoder.feed(bytes(file))
+    events = decoder.drain()
+    assert any(isinstance(e, RomEnd) and e.selected for e in events)
+    assert decoder.selected_rom == 0
