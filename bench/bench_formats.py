@@ -57,6 +57,10 @@ def otalib_decode(data: bytes, feed: int = FEED) -> None:
     decoder.close()
 
 
+def build_encrypted(roms: list[Rom]) -> bytes:
+    return build_ota(roms, KEY, signed=True, encrypted=True, timestamp=1)
+
+
 def best(fn, *args, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
@@ -73,7 +77,7 @@ def main() -> None:
         roms = [Rom(0x8000, rom)]
         body = build_ota(roms, KEY, signed=True, timestamp=1)[:-64]
         t_raw = best(raw_build, body)
-        t_lib = best(lambda: build_ota(roms, KEY, signed=True, encrypted=True, timestamp=1))
+        t_lib = best(lambda r=roms: build_ota(r, KEY, signed=True, encrypted=True, timestamp=1))
         print(f"{mb:>4}MB {'build':<8} {mb / t_raw:>9.1f} {mb / t_lib:>12.1f} {t_raw / t_lib:>6.2f}")
         data = build_ota(roms, KEY, signed=True, encrypted=True, timestamp=1)
         t_raw = best(raw_decode, data)
