@@ -75,8 +75,11 @@ def parse_url(url: str) -> MqttUrl:
         raise UsageError(f"no host in broker URL: {_masked(text)}")
     if port == 0:
         raise UsageError(f"bad port 0 in broker URL: {_masked(text)}")
-    if parts.query or parts.fragment:
-        raise UsageError("a broker URL takes no query (?...) or fragment (#...): use / in the topic path")
+    if "?" in text or "#" in text:
+        raise UsageError(
+            "a broker URL takes no '?' or '#' (no query or fragment; a topic wildcard cannot be published to;"
+            " percent-encode them in a password)"
+        )
     topic = unquote(parts.path).strip("/") or None
     if topic is not None and ("+" in topic or "#" in topic):
         raise UsageError(f"topic {topic!r} contains a wildcard (+ or #): cannot publish to it")
