@@ -148,7 +148,7 @@ def test_publish_timeout_is_a_failure(broker, url) -> None:
     port = int(url.split("@")[1].split("/")[0].rsplit(":", 1)[1])
     with CuttingProxy(port, limit=200_000, stall=True) as proxy:
         proxied = url.replace(f":{port}/", f":{proxy.port}/")
-        with pytest.raises(PublishError, match="timed out after 1 s waiting for PUBCOMP.*NOT published"):
+        with pytest.raises(PublishError, match=r"timed out after 1 s waiting for PUBCOMP.*NOT published"):
             deploy(esp_package(1024 * 1024), proxied, timeout=1)
         assert proxy.cut.is_set()
     assert retained(url, TOPIC) is None
