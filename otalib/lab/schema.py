@@ -8,6 +8,7 @@ Phase timestamps are seconds on ONE monotonic clock, relative to the trial start
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -256,24 +257,38 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
     missing = [name for name in TRIAL_COLUMNS if name not in df.columns]
     if missing:
         raise LabError(f"trial frame lacks column(s): {', '.join(missing)}")
-    out = df.copy()
+    columns: dict[str, pd.Series] = {}
     for name, dtype in TRIAL_COLUMNS.items():
+        column = df[name].reset_index(drop=True)
+        target = _target_dtypes()[name]
+        exact = column.dtype == target and not pd.api.types.is_object_dtype(target)
+        if exact and not (dtype == "str" and column.isna().any()):
+            columns[name] = column  # already right: skip the (slow) conversion
+            continue
         try:
             if dtype.startswith("datetime64"):
-                out[name] = pd.to_datetime(out[name], utc=True).astype(dtype)
+                columns[name] = pd.to_datetime(column, utc=True).astype(dtype)
             elif dtype == "str":
-                column = out[name].astype(object).where(out[name].notna(), "")
-                out[name] = column.astype(str).astype("str")
+                column = column.astype(object).where(column.notna(), "")
+                columns[name] = column.astype(str).astype("str")
             else:
-                out[name] = out[name].astype(dtype)
+                columns[name] = column.astype(dtype)
         except (TypeError, ValueError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise LabError(f"trial frame column {name!r} is not {dtype}: {first}") from None
-    bad = sorted({o for o in out["outcome"] if not _valid_outcome(o)})
+    for name in df.columns:
+        if name not in TRIAL_COLUMNS:
+            columns[name] = df[name].reset_index(drop=True)
+    out = pd.DataFrame(columns)
+    bad = sorted({o for o in out["outcome"].unique() if not _valid_outcome(o)})
     if bad:
         raise LabError(f"trial frame has invalid outcome(s): {', '.join(map(repr, bad))}")
-    extra = [c for c in out.columns if c not in TRIAL_COLUMNS]
-    return out[[*TRIAL_COLUMNS, *extra]].reset_index(drop=True)
+    return out
+
+
+@functools.cache
+def _target_dtypes() -> dict[str, Any]:
+    return {name: pd.Series(dtype=dtype).dtype for name, dtype in TRIAL_COLUMNS.items()}
 
 
 def _valid_outcome(outcome: str) -> bool:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from otalib.errors import InputError, LabError
 from otalib.fileio import read_input, write_atomic
@@ -60,29 +62,36 @@ def done_trial_ids(run_dir: Path) -> set[str]:
     return done
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _read_table(path: Path) -> pa.Table:
     try:
-        return pd.read_parquet(io.BytesIO(read_input(path, "trial data")))
+        return pq.read_table(io.BytesIO(read_input(path, "trial data")))
     except InputError as exc:
         raise LabError(str(exc)) from None
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise LabError(f"cannot read trial data {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
 
 
+def _read_parquet(path: Path) -> pd.DataFrame:
+    return _read_table(path).to_pandas()
+
+
 def read_trials(run_dir: Path) -> pd.DataFrame:
     """All trials of a run, once each, ordered by start time (empty frame if none)."""
     run_dir = Path(run_dir)
-    frames = [_read_parquet(p) for p in trial_files(run_dir)]
+    paths = trial_files(run_dir)
     consolidated = run_dir / CONSOLIDATED
     if consolidated.is_file():
-        frames.insert(0, _read_parquet(consolidated))
-    frames = [validate_frame(f) for f in frames if len(f)]
-    if not frames:
+        paths.insert(0, consolidated)
+    tables = [t for t in map(_read_table, paths) if t.num_rows]
+    if not tables:
         return empty_frame()
-    df = pd.concat(frames, ignore_index=True)
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise LabError(f"trial files of {run_dir} do not share one schema: {str(exc).splitlines()[0]}") from None
+    df = validate_frame(table.to_pandas())
     df = df.drop_duplicates("trial_id", keep="last")  # a per-trial file wins over the consolidated copy
-    df = df.sort_values(["started_at", "trial_id"], kind="stable").reset_index(drop=True)
-    return validate_frame(df)
+    return df.sort_values(["started_at", "trial_id"], kind="stable").reset_index(drop=True)
 
 
 def consolidate(run_dir: Path) -> pd.DataFrame:
