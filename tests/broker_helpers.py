@@ -6,7 +6,7 @@ import them by name too (``from broker_helpers import mosquitto_broker  # noqa: 
 - ``mosquitto_broker(**kw)`` / ``embedded_broker(**kw)`` / ``lab_broker(backend, **kw)``:
   start a broker with :func:`otalib.broker.start_broker`; every broker is stopped at teardown.
   ``mosquitto_broker`` skips the test only when no Mosquitto is installed.
-- :class:`Probe`: a paho client whose callbacks only fill queues; every wait is bounded.
+- :class:`Probe`: a paho client (for a Broker or a URL) whose callbacks only fill queues; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -35,7 +36,7 @@ class Probe:
 
     def __init__(
         self,
-        broker: Broker,
+        broker: Broker | str,
         *,
         user: BrokerUser | None = None,
         password: str | None = None,
@@ -44,18 +45,22 @@ class Probe:
         tls: bool | None = None,
         client_id: str | None = None,
     ) -> None:
-        self.broker = broker
-        self.port = port or broker.port
-        self.tls = broker.tls if tls is None else tls
+        if isinstance(broker, str):  # a URL such as otalab broker prints
+            parts = urlsplit(broker)
+            self.host, self.port, self.ca_path = parts.hostname or "127.0.0.1", port or parts.port, None
+            self.tls = parts.scheme == "mqtts" if tls is None else tls
+        else:
+            self.host, self.port, self.ca_path = broker.host, port or broker.port, broker.ca_path
+            self.tls = broker.tls if tls is None else tls
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}"
         )
         if user is not None:
             self.client.username_pw_set(user.name, user.password if password is None else password)
         if self.tls:
-            assert broker.ca_path is not None
+            assert self.ca_path is not None
             self.client.tls_set(
-                ca_certs=str(broker.ca_path),
+                ca_certs=str(self.ca_path),
                 certfile=str(client_cert.cert) if client_cert else None,
                 keyfile=str(client_cert.key) if client_cert else None,
             )
@@ -72,7 +77,7 @@ class Probe:
     def connect(self, timeout: float = WAIT) -> Any:
         """The CONNACK reason code, or None if the connection was refused/closed without one."""
         try:
-            self.client.connect(self.broker.host, self.port, keepalive=30)
+            self.client.connect(self.host, self.port, keepalive=30)
         except (OSError, ssl.SSLError):
             return None
         self.client.loop_start()
@@ -121,7 +126,7 @@ def probes() -> Iterator[Callable[..., Probe]]:
     """Factory of :class:`Probe` clients, all closed at teardown."""
     made: list[Probe] = []
 
-    def make(broker: Broker, **kwargs: Any) -> Probe:
+    def make(broker: Broker | str, **kwargs: Any) -> Probe:
         probe = Probe(broker, **kwargs)
         made.append(probe)
         return probe

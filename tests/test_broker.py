@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import queue
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import broker_helpers
@@ -285,3 +291,104 @@ def test_no_process_left_behind():
     broker.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+# -- otalab broker (CLI) -------------------------------------------------------------
+
+OTALAB = [sys.executable, "-m", "otalib"]
+
+
+def run_cli_broker(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start ``otalab broker ARGS``; return the process and its printed ``key: value`` lines up to 'ready'."""
+    proc = subprocess.Popen(
+        [*OTALAB, "broker", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    info: dict[str, str] = {}
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        if line.startswith("ready"):
+            info["_rest"] = ""
+            proc.lines = lines  # type: ignore[attr-defined]
+            return proc, info
+        key, _, value = line.rstrip("\n").partition(": ")
+        info.setdefault(key, value)
+    proc.kill()
+    proc.wait(5)
+    raise AssertionError(f"otalab broker did not get ready: {proc.stderr.read() if proc.stderr else ''}")  # type: ignore[union-attr]
+
+
+def finish(proc: subprocess.Popen[str], sig: int) -> tuple[int, str, str]:
+    """Send ``sig``, wait (bounded); return exit code, rest of stdout, stderr."""
+    proc.send_signal(sig)
+    try:
+        code = proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise
+    rest = []
+    while True:
+        try:
+            rest.append(proc.lines.get(timeout=0.5))  # type: ignore[attr-defined]
+        except queue.Empty:
+            break
+    return code, "".join(rest), proc.stderr.read() if proc.stderr else ""  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("backend", "sig"), [("mosquitto", signal.SIGINT), ("embedded", signal.SIGTERM)])
+def test_cli_broker_runs_until_signal(backend, sig, probes, tmp_path):
+    if backend == "mosquitto" and find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    proc, info = run_cli_broker(["--backend", backend, "--user", "dep:pw", "--dir", str(tmp_path)])
+    try:
+        assert info["backend"].startswith(backend)
+        url = info["url"]
+        assert url.startswith("mqtt://127.0.0.1:")
+        port = int(url.rsplit(":", 1)[1])
+
+        ok = probes(url, user=BrokerUser("dep", "pw")).connect()
+        assert ok is not None and not ok.is_failure
+    finally:
+        code, rest, err = finish(proc, sig)
+    assert code == 0
+    assert "stopped" in rest
+    assert "Traceback" not in err
+    assert not port_accepts("127.0.0.1", port)
+    assert (tmp_path / f"{backend}.log").is_file()
+
+
+def test_cli_broker_tls_prints_ca_fingerprints_and_client_certs(tmp_path):
+    proc, info = run_cli_broker(
+        ["--backend", "embedded", "--tls", "--require-client-cert", "--device-user", "esp1:pw", "--dir", str(tmp_path)]
+    )
+    try:
+        assert info["url"].startswith("mqtts://")
+        assert Path(info["ca"]).is_file()
+        assert len(info["fingerprint sha1"]) == 40 and len(info["spki sha256"]) == 64
+        assert info["fingerprint sha1 (MQTT_FINGERPRINT_SHA1)"].count("0x") == 20
+        cert, _, key = info["client cert esp1"].partition(" key: ")
+        assert Path(cert).is_file() and Path(key).stat().st_mode & 0o777 == 0o600
+        assert "pw" not in " ".join(info.values())
+    finally:
+        code, _rest, err = finish(proc, signal.SIGTERM)
+    assert code == 0 and "Traceback" not in err
+
+
+def test_cli_broker_bad_user_is_one_line_error():
+    done = subprocess.run(
+        [*OTALAB, "broker", "--backend", "embedded", "--user", "nopassword"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["otalab: error: bad user 'nopassword': expected NAME:PASSWORD"]

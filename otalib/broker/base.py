@@ -187,7 +187,7 @@ class Broker:
                 )
             if self._wait_ready():
                 return self
-            last = self._log_tail()
+            last = self.log_tail()
             self._terminate()
         raise BrokerError(f"{self.backend} broker did not start on {self.host}:{self.port}: {last}")
 
@@ -202,7 +202,7 @@ class Broker:
             time.sleep(0.02)
         return False
 
-    def _log_tail(self, lines: int = 3) -> str:
+    def log_tail(self, lines: int = 3) -> str:
         try:
             text = self.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
