@@ -15,12 +15,13 @@ Host build): the parser keeps the printed values, do not trust them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from otalib.board.protocol import ConsoleLine
-from otalib.errors import DEVICE_ERROR_TEXT
+from otalib.board.protocol import ConsoleBuffer, ConsoleLine
+from otalib.errors import DEVICE_ERROR_TEXT, BoardError
 
 #: Device error message text -> device error name (``"Downgrade not allowed"`` -> ``"DowngradeNotAllowed"``).
 ERROR_NAME_BY_TEXT: dict[str, str] = {text: code.value for code, text in DEVICE_ERROR_TEXT.items()}
@@ -248,7 +249,7 @@ class OutcomeTracker:
         self._baseline = (self.slot, self.version)
         self.outcome = None
         self.evidence = []
-        self._activity = self._restarted = self._terminated = False
+        self._activity = self._restarted = False
 
     @property
     def started(self) -> bool:
@@ -270,10 +271,17 @@ class OutcomeTracker:
         if self.outcome is not None:
             return self.outcome
         if self._t_publish is None:
-            # Not armed: arm implicitly at the first sign of an update.
-            if ev in OTA_ACTIVITY or ev in ("device_error", "got_error", "switch_failed"):
+            # Not armed: arm implicitly at the first sign of an update, or (default debug level,
+            # where nothing else shows) at a restart of a board whose running slot is known.
+            if (
+                ev in OTA_ACTIVITY
+                or ev in ("device_error", "got_error", "switch_failed")
+                or (ev in ("restart", "boot") and self.slot is not None and not self._terminated)
+            ):
                 self.published(line.t)
             else:
+                if ev == "terminated":
+                    self._terminated = True
                 return None
         if ev in OTA_ACTIVITY:
             self._activity = True
@@ -288,7 +296,10 @@ class OutcomeTracker:
         elif ev in ("restart", "boot") and not self._terminated:
             self._restarted = True
             self.evidence.append(line)
-        elif ev == "running" and self._restarted:
+        elif ev == "running":
+            self._terminated = False  # a fresh boot
+            if not self._restarted:
+                return None
             self.evidence.append(line)
             before = self._baseline or (None, None)
             if before == (None, None) or (f.get("slot"), f.get("version")) != before:
@@ -330,3 +341,63 @@ def outcome_of(lines: Iterable[ConsoleLine], published: float, now: float, **kwa
     if not armed:
         tracker.published(published)
     return tracker.poll(now)
+
+
+# -- watching a live console --------------------------------------------------------------------------------------
+
+
+def outcome_line(outcome: str, t: float) -> ConsoleLine:
+    """A synthetic line reporting an inferred outcome (``event == "outcome"``)."""
+    return ConsoleLine(t=t, line="", event="outcome", fields={"outcome": outcome})
+
+
+def reached(line: ConsoleLine, until: str) -> bool:
+    """Does ``line`` satisfy ``--until``: its event name, or an inferred outcome (``updated``, ``rejected``…)."""
+    if line.event == until:
+        return True
+    outcome = line.fields.get("outcome", "") if line.event == "outcome" else ""
+    return bool(outcome) and (outcome == until or outcome.split(":")[0] == until)
+
+
+def watch(
+    console: ConsoleBuffer,
+    *,
+    timeout: float | None = None,
+    until: str | None = None,
+    tracker: OutcomeTracker | None = None,
+    start: int | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[ConsoleLine]:
+    """Yield console lines (and inferred ``outcome`` lines) until ``until``, ``timeout`` s, or the console closes.
+
+    With ``until`` given, running out of time raises BoardError; without, it just ends.
+    The tracker arms itself at the first sign of an update and is re-armed after each outcome.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    cursor = console.end if start is None else start
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            if until is not None:
+                last = console.last()
+                raise BoardError(
+                    f"timed out after {timeout:g}s waiting for {until}; last line: {last.line if last else '(none)'!r}"
+                )
+            return
+        wait = 0.2 if remaining is None else min(0.2, remaining)
+        line, cursor = console.get(cursor, wait)
+        produced: list[ConsoleLine] = []
+        if line is not None:
+            produced.append(line)
+            if tracker is not None and tracker.feed(line) is not None:
+                produced.append(outcome_line(tracker.outcome or "", line.t))
+                tracker.rearm()
+        elif tracker is not None and tracker.poll(clock()) is not None:
+            produced.append(outcome_line(tracker.outcome or "", clock()))
+            tracker.rearm()
+        for item in produced:
+            yield item
+            if until is not None and reached(item, until):
+                return
+        if line is None and console.closed:
+            return
