@@ -1,0 +1,559 @@
+"""The virtual device: rBoot + Sming's OTA-over-MQTT Upgrade sample, free of network I/O.
+
+:class:`Device` boots from a :class:`~otalib.board.flash.FlashImage` as rBoot does,
+then takes one MQTT message at a time (``on_message_start/data/end``), pushing its
+bytes through the SAME :class:`~otalib.formats.package.PackageParser` and
+:class:`~otalib.formats.ota.OtaDecoder` that ``otalab inspect`` uses, writing the
+firmware to flash as it arrives, and prints what the real device prints through a
+:class:`~otalib.board.sming_console.SmingConsole`.
+
+The running firmware's compiled-in facts (app id, version, patch, build timestamp)
+are read from the app marker of the booted slot's image (otalab demo images); an
+image without a marker runs with the values the Device was constructed with.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from otalib.board.flash import SECTOR, FlashImage, SlotWriter
+from otalib.board.sming_console import SmingConsole
+from otalib.errors import BoardError, DeviceError, DeviceErrorCode, ImageError, InputError
+from otalib.formats.ota import OtaDecoder, OtaDone, OtaHeader, RomData, RomStart, Verified
+from otalib.formats.package import PackageParser, PatchRead, PayloadData
+from otalib.formats.version import DeviceProfile, Version, topic_for
+from otalib.keys import DeviceKeys
+
+MODES = ("standard", "advanced")
+#: Largest image whose checksum the standard-mode boot checks (bigger ones are assumed intact).
+CHECKSUM_LIMIT = 4 * 1024 * 1024
+#: Crash/reboot cycles printed for an image that fails to start, before the board gives up.
+CRASH_LOOPS = 3
+
+
+@dataclass(frozen=True)
+class BootResult:
+    """What one boot did: the slot and firmware running, or why nothing runs."""
+
+    booted: bool
+    slot: int | None
+    app_id: str | None = None
+    version: str | None = None
+    patch: int | None = None
+    build_timestamp: int | None = None
+    reason: str | None = None  # "no good rom", "crash" when not booted
+    tried: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What one MQTT message did.
+
+    ``outcome``: ``applied`` (boot slot switched, ``restart`` pending), ``skipped``
+    (older patch, nothing written), ``rejected`` (device ``error``), ``abandoned``
+    (the connection dropped mid-message), ``ignored`` (empty message / not running).
+    """
+
+    outcome: str
+    patch: int | None = None
+    error: str | None = None
+    target_slot: int | None = None
+    boot_slot: int | None = None
+    payload_bytes: int = 0
+    restart: bool = False
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Decoder(OtaDecoder):
+    """The shared decoder, also keeping the signature/checksum it read (the device prints it
+    before verifying, also when verification fails)."""
+
+    last_digest: bytes | None = None
+
+    def _on_verify(self, digest: bytes) -> None:
+        self.last_digest = digest
+        super()._on_verify(digest)
+
+
+@dataclass
+class _Update:
+    parser: PackageParser
+    length: int
+    received: int = 0
+    patch: PatchRead | None = None
+    target_slot: int | None = None
+    writer: SlotWriter | None = None
+    decoder: _Decoder | None = None
+    error: DeviceError | None = None
+    too_large: bool = False
+    payload_bytes: int = 0
+    printed_sig: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Device:
+    """A Sming device running the OTA-over-MQTT Upgrade sample (no network I/O here).
+
+    ``mode``: ``standard`` (raw image) or ``advanced`` (``.ota``; signed when
+    ``keys.verify`` is given, encrypted when ``keys.decrypt`` is given, as the
+    ENABLE_OTA_SIGNING / ENABLE_OTA_ENCRYPTION build flags). ``profile``:
+    ``sming-6.1`` (the framework's quirks) or ``reference``. ``write_current_slot``
+    (standard mode, sming-6.1): the sample's bug of writing into the running slot
+    while switching to the other one. ``version`` / ``build_timestamp`` are the
+    fallbacks for images without an app marker.
+    """
+
+    def __init__(
+        self,
+        flash: FlashImage,
+        app_id: str = "test",
+        version: str | Version = "4.3.0",
+        *,
+        profile: DeviceProfile | str = DeviceProfile.SMING_61,
+        mode: str = "advanced",
+        keys: DeviceKeys | None = None,
+        varint: bool = True,
+        debug_level: int = 3,
+        console: SmingConsole | None = None,
+        write_current_slot: bool = False,
+        allow_downgrade: bool = False,
+        build_timestamp: int = 0,
+        chip_id: int = 0xC001BEAF,
+        flash_file_name: str = "flash.bin",
+    ) -> None:
+        if mode not in MODES:
+            raise BoardError(f"unknown mode {mode!r} (use standard or advanced)")
+        self.flash = flash
+        self.default_app_id = app_id
+        self.default_version = Version.parse(version) if isinstance(version, str) else version
+        self.profile = DeviceProfile(profile)
+        self.mode = mode
+        self.keys = keys or DeviceKeys()
+        self.varint = varint
+        self.write_current_slot = write_current_slot
+        self.allow_downgrade = allow_downgrade
+        self.default_build_timestamp = build_timestamp
+        self.chip_id = chip_id
+        self.flash_file_name = flash_file_name
+        self.console = console or SmingConsole(lambda _text: None, debug_level)
+        self.console.debug_level = debug_level
+        self.state = "off"
+        self.boot_count = 0
+        self.updates = 0
+        self.last_update: UpdateResult | None = None
+        self.boot_result: BootResult | None = None
+        self._update: _Update | None = None
+        self._boot_t = time.monotonic()
+        self.console.clock_us = self._clock_us
+
+    # -- identity of the running firmware --
+    @property
+    def slot(self) -> int | None:
+        return self.boot_result.slot if self.boot_result and self.boot_result.booted else None
+
+    @property
+    def app_id(self) -> str:
+        return (self.boot_result and self.boot_result.app_id) or self.default_app_id
+
+    @property
+    def version(self) -> Version | None:
+        if self.boot_result is None or not self.boot_result.booted:
+            return None
+        return Version.parse(self.boot_result.version) if self.boot_result.version else self.default_version
+
+    @property
+    def patch(self) -> int | None:
+        if self.boot_result is None or not self.boot_result.booted:
+            return None
+        if self.boot_result.patch is not None:
+            return self.boot_result.patch
+        version = self.version
+        return version.patch if version else None
+
+    @property
+    def build_timestamp(self) -> int:
+        bt = self.boot_result.build_timestamp if self.boot_result else None
+        return self.default_build_timestamp if bt is None else bt
+
+    @property
+    def topic(self) -> str:
+        version = self.version or self.default_version
+        return topic_for(self.app_id, version)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot: profile, mode, state, slot, version, patch, …"""
+        version = self.version
+        return {
+            "profile": self.profile.value,
+            "mode": self.mode,
+            "state": self.state,
+            "slot": self.slot,
+            "app_id": self.app_id,
+            "version": str(version) if version else None,
+            "patch": self.patch,
+            "build_timestamp": self.build_timestamp,
+            "topic": self.topic if version else None,
+            "signed": self.keys.verify is not None if self.mode == "advanced" else None,
+            "encrypted": self.keys.decrypt is not None if self.mode == "advanced" else None,
+            "write_current_slot": self.write_current_slot,
+            "boot_count": self.boot_count,
+            "updates": self.updates,
+            "last_update": self.last_update.to_dict() if self.last_update else None,
+        }
+
+    def _clock_us(self) -> int:
+        return int((time.monotonic() - self._boot_t) * 1_000_000)
+
+    # -- boot (rBoot + the sample's init) --
+    def boot(self) -> BootResult:
+        """Power on / restart: rBoot picks a bootable slot, the firmware prints its banner and info."""
+        self._update = None
+        self._boot_t = time.monotonic()
+        self.boot_count += 1
+        layout = self.flash.layout
+        config = self.flash.boot_config()
+        if config is None or config.roms != layout.roms:
+            config = self.flash.default_boot_config()
+            self.flash.write_boot_config(config)
+        count = len(config.roms)
+        rom = config.current_rom
+        tried = [rom]
+        while not _header_ok(self.flash.slot_head(rom, 16)):
+            self.console.serial(f"Rom {rom} is bad.\r\n")
+            rom = (rom - 1) % count
+            if rom == config.current_rom:
+                self.console.serial("No good rom available.\r\n")
+                return self._bricked("no good rom", tuple(tried))
+            tried.append(rom)
+        if rom != config.current_rom:
+            self.flash.set_current_rom(rom)
+        marker = _read_marker(self.flash.slot_head(rom, 0x2000))
+        result = BootResult(
+            True,
+            rom,
+            marker.get("app_id") if marker else None,
+            marker.get("version") if marker else None,
+            marker.get("patch") if marker else None,
+            marker.get("build_timestamp") if marker else None,
+            tried=tuple(tried),
+        )
+        self.console.banner(self.flash_file_name, layout.rom_table, current_slot=rom, flash_size=self.flash.size)
+        if self.mode == "standard" and _checksum_bad(self.flash, rom):
+            for _ in range(CRASH_LOOPS):
+                self.console.serial(
+                    "\r\nFatal exception 0(IllegalInstructionCause):\r\n"
+                    "epc1=0x40100004, epc2=0x00000000, epc3=0x00000000, excvaddr=0x00000000, depc=0x00000000\r\n"
+                    "\r\nets Jan  8 2013,rst cause:2, boot mode:(3,6)\r\n\r\n"
+                )
+            return self._bricked("crash", tuple(tried), slot=rom)
+        self.boot_result = result
+        self.state = "running"
+        version = self.version
+        assert version is not None
+        self.console.show_info(self.chip_id, layout.rom_table, rom, layout.roms[rom], version.major_minor)
+        return result
+
+    def _bricked(self, reason: str, tried: tuple[int, ...], slot: int | None = None) -> BootResult:
+        self.state = "bricked"
+        self.boot_result = BootResult(False, slot, reason=reason, tried=tried)
+        return self.boot_result
+
+    def connecting(self) -> None:
+        """The network is up and the MQTT client starts: the sample's lines before its first message."""
+        if self.state != "running":
+            return
+        self.console.checking()
+        self.console.subscribing(self.topic)
+
+    def restart(self) -> BootResult:
+        """``System.restart()``: the Host emulator's exit lines, then a new boot."""
+        self.console.normal_exit(self.flash_file_name)
+        return self.boot()
+
+    # -- one MQTT message --
+    def on_message_start(self, length: int) -> None:
+        """A PUBLISH of ``length`` payload bytes starts (a previous unfinished one is abandoned)."""
+        if self._update is not None:
+            self.on_message_abort()
+        if self.state != "running":
+            self._update = None
+            return
+        self._update = _Update(PackageParser(self.patch, self.varint, self.profile), length)
+        self.state = "receiving"
+
+    def on_message_data(self, chunk: bytes) -> None:
+        """The next chunk of the message, as TCP data arrives."""
+        update = self._update
+        if update is None or not chunk:
+            return
+        update.received += len(chunk)
+        try:
+            events = update.parser.feed(chunk)
+        except InputError as exc:  # patch version too long
+            update.notes.append(str(exc))
+            update.error = update.error or DeviceError(DeviceErrorCode.InvalidFormat, str(exc))
+            return
+        for event in events:
+            if isinstance(event, PatchRead):
+                update.patch = event
+                if event.accepted:
+                    self._open_stream(update, update.length - event.version_bytes)
+            elif isinstance(event, PayloadData):
+                self._payload(update, event.data)
+
+    def on_message_end(self) -> UpdateResult:
+        """The message is complete: switch ROM (and ask for a restart) or report why not."""
+        update = self._update
+        self._update = None
+        if update is None:
+            return UpdateResult("ignored", detail="not running or no message")
+        if self.state == "receiving":
+            self.state = "running"
+        try:
+            end = update.parser.end()
+        except InputError as exc:
+            return self._done(UpdateResult("ignored", detail=str(exc)))
+        patch = update.patch.patch if update.patch else None
+        if not end.accepted:
+            return self._done(UpdateResult("skipped", patch, payload_bytes=end.payload_bytes))
+        if update.too_large:
+            return self._done(
+                UpdateResult(
+                    "rejected", patch, DeviceErrorCode.RomTooLarge.value, update.target_slot, detail="no stream"
+                )
+            )
+        if self.mode == "standard":
+            return self._done(self._switch_standard(update, patch))
+        return self._done(self._switch_advanced(update, patch))
+
+    def on_message_abort(self) -> UpdateResult:
+        """The connection dropped mid-message: the device drops its stream (no switch)."""
+        update = self._update
+        self._update = None
+        if self.state == "receiving":
+            self.state = "running"
+        if update is None:
+            return UpdateResult("ignored")
+        result = UpdateResult(
+            "abandoned",
+            update.patch.patch if update.patch else None,
+            target_slot=update.target_slot,
+            payload_bytes=update.payload_bytes,
+            detail=f"connection lost after {update.received} of {update.length} bytes",
+        )
+        self.last_update = result
+        return result
+
+    def _done(self, result: UpdateResult) -> UpdateResult:
+        self.updates += 1
+        self.last_update = result
+        if result.restart:
+            self.state = "restart_pending"
+        return result
+
+    # -- streaming --
+    def _open_stream(self, update: _Update, payload_size: int) -> None:
+        running = self.slot
+        assert running is not None
+        layout = self.flash.layout
+        if self.mode == "standard":
+            target = running if self.write_current_slot else layout.other_slot(running)
+            update.target_slot = target
+            start, end = layout.slot_range(target)
+            if payload_size > end - start:
+                update.too_large = True
+                return
+            update.writer = SlotWriter(self.flash, start, end - start)
+            return
+        target = layout.other_slot(running)
+        update.target_slot = target
+        start, end = layout.slot_range(target)
+        update.decoder = _Decoder(
+            target_address=start,
+            slot_size=end - start,
+            verify_key=self.keys.verify,
+            decrypt_key=self.keys.decrypt,
+            encrypted=self.keys.decrypt is not None,
+            expect_signed=self.keys.verify is not None,
+            current_timestamp=None if self.allow_downgrade else self.build_timestamp,
+        )
+
+    def _payload(self, update: _Update, data: bytes) -> None:
+        update.payload_bytes += len(data)
+        if update.too_large or update.error is not None:
+            return
+        if update.decoder is None and update.writer is not None:  # standard mode: the raw image
+            try:
+                update.writer.write(data)
+            except BoardError as exc:
+                update.error = DeviceError(DeviceErrorCode.FlashWriteFailed, str(exc))
+                return
+            self.console.ota_write(update.writer.written)
+            return
+        decoder = update.decoder
+        if decoder is None:
+            return
+        try:
+            events = decoder.feed(data)
+        except DeviceError as exc:
+            self._ota_events(update, decoder.drain())
+            self._ota_error(update, exc)
+            return
+        self._ota_events(update, events)
+
+    def _ota_events(self, update: _Update, events: list) -> None:
+        console = self.console
+        for event in events:
+            if isinstance(event, OtaHeader):
+                console.build_timestamps(self.build_timestamp, event.timestamp)
+                if self.allow_downgrade or event.timestamp >= self.build_timestamp:
+                    console.starting_upgrade(event.rom_count)
+            elif isinstance(event, RomStart):
+                if event.selected:
+                    assert update.target_slot is not None
+                    start, end = self.flash.layout.slot_range(update.target_slot)
+                    console.update_slot(update.target_slot, start, end)
+                    update.writer = SlotWriter(self.flash, start, end - start)
+                else:
+                    console.skip_rom(event.address, event.address + event.size)
+            elif isinstance(event, RomData):
+                if event.selected and update.writer is not None:
+                    try:
+                        update.writer.write(event.data)
+                    except BoardError as exc:
+                        self._ota_error(update, DeviceError(DeviceErrorCode.FlashWriteFailed, str(exc)))
+                        return
+            elif isinstance(event, Verified):
+                self._print_signature(update)
+                console.rom_update_complete()
+            elif isinstance(event, OtaDone):
+                pass
+
+    def _print_signature(self, update: _Update) -> None:
+        decoder = update.decoder
+        if decoder is not None and decoder.last_digest is not None and not update.printed_sig:
+            update.printed_sig = True
+            self.console.signature(decoder.last_digest)
+
+    def _ota_error(self, update: _Update, exc: DeviceError) -> None:
+        if update.error is not None:
+            return
+        update.error = exc
+        if exc.code is DeviceErrorCode.VerificationFailed:
+            self._print_signature(update)
+            # the device erases the first sector of the freshly written slot so it never boots
+            if update.target_slot is not None:
+                self.flash.erase_slot_header(update.target_slot)
+        self.console.device_error(exc.code)
+
+    # -- end of message --
+    def _switch_standard(self, update: _Update, patch: int | None) -> UpdateResult:
+        running = self.slot
+        assert running is not None
+        layout = self.flash.layout
+        if update.error is not None or update.writer is None:
+            code = update.error.code.value if update.error else DeviceErrorCode.Internal.value
+            self.console.switching_failed()
+            return UpdateResult("rejected", patch, code, update.target_slot, payload_bytes=update.payload_bytes)
+        after = layout.other_slot(running)
+        self.flash.set_current_rom(after)
+        self.console.swapping(running, layout.roms[running], after, layout.roms[after])
+        self.console.switching_ok()
+        return UpdateResult("applied", patch, None, update.target_slot, after, update.payload_bytes, restart=True)
+
+    def _switch_advanced(self, update: _Update, patch: int | None) -> UpdateResult:
+        decoder = update.decoder
+        assert decoder is not None
+        if update.error is None:
+            try:
+                decoder.close()
+            except DeviceError as exc:
+                self._ota_error(update, exc)
+        if update.error is None and decoder.selected_rom is None:
+            self._ota_error(update, DeviceError(DeviceErrorCode.NoRomFound))
+        if update.error is not None:
+            self.console.got_error(update.error.code)
+            self.console.switching_failed()
+            return UpdateResult(
+                "rejected",
+                patch,
+                update.error.code.value,
+                update.target_slot,
+                payload_bytes=update.payload_bytes,
+                detail=update.error.detail,
+            )
+        assert update.target_slot is not None
+        self.flash.set_current_rom(update.target_slot)
+        self.console.rom_activated(update.target_slot)
+        self.console.switching_ok()
+        return UpdateResult(
+            "applied", patch, None, update.target_slot, update.target_slot, update.payload_bytes, restart=True
+        )
+
+
+# -- image checks (what rBoot and the chip look at) --
+
+
+def _header_ok(head: bytes) -> bool:
+    """rBoot's check: an ESP image header (magic 0xE9 with 1..16 segments, or a v2 0xEA)."""
+    if len(head) < 8:
+        return False
+    if head[0] == 0xE9:
+        return 1 <= head[1] <= 16
+    return head[0] == 0xEA
+
+
+def _read_marker(head: bytes) -> dict | None:
+    from otalib.images import read_app_marker
+
+    try:
+        return read_app_marker(head, search_limit=len(head))
+    except Exception:  # a marker-less or garbage slot is just firmware without a marker
+        return None
+
+
+def _image_length(flash: FlashImage, start: int, limit: int) -> int | None:
+    """Bytes to read for the v1 ESP image at ``start``, from its segment headers (None: unknown/too big).
+
+    The header is 8 bytes (ESP8266) or 24 (ESP32 family, then a SHA-256 may follow);
+    both walks are tried and the longer plausible one is read (esptool ignores the rest).
+    """
+    head = flash.read(start, 24)
+    if head[0] != 0xE9:
+        return None
+    lengths = []
+    for header, tail in ((8, 0), (24, 32)):
+        offset = header
+        for _ in range(head[1]):
+            if offset + 8 > limit:
+                break
+            offset += 8 + int.from_bytes(flash.read(start + offset + 4, 4), "little")
+        else:
+            length = (offset // 16 + 1) * 16 + tail
+            if length <= limit:
+                lengths.append(length)
+    return max(lengths) if lengths else None
+
+
+def _checksum_bad(flash: FlashImage, slot: int) -> bool:
+    """True when the slot's image fails esptool's checksum (SHA-256) check: the chip would crash."""
+    from otalib.images import inspect_image
+
+    start, end = flash.layout.slot_range(slot)
+    length = _image_length(flash, start, min(end - start, CHECKSUM_LIMIT))
+    if length is None:
+        return False
+    try:
+        info = inspect_image(flash.read(start, length))
+    except ImageError:
+        return True
+    return not info.valid
+
+
+__all__ = ["SECTOR", "BootResult", "Device", "UpdateResult"]

@@ -1,0 +1,102 @@
+"""Helpers for the virtual board tests: flash files, firmware, packages and a captured console.
+
+Import with ``from board_helpers import ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from otalib.board.console import ConsoleParser
+from otalib.board.device import Device
+from otalib.board.flash import TWO_ROM_LAYOUT, FlashImage, Layout
+from otalib.board.sming_console import SmingConsole
+from otalib.formats.ota import Rom, build_ota
+from otalib.formats.package import pack
+from otalib.images import make_demo_image
+from otalib.keys import DeviceKeys, LabKey
+
+APP = "test"
+#: Build timestamp (ms since 1900) of the firmware a test board starts with.
+T_RUNNING = 3_900_000_000_000
+KEY = LabKey.from_bytes(bytes(range(64)), "test")
+OTHER_KEY = LabKey.from_bytes(bytes(range(1, 65)), "other")
+
+
+def firmware(version: str, *, timestamp: int = T_RUNNING, patch: int | None = None, size: int | None = 6000) -> bytes:
+    """A real ESP8266 image carrying app id, version, build timestamp and patch."""
+    seed = sum(map(ord, version))
+    return make_demo_image("esp8266", APP, version, size=size, seed=seed, build_timestamp=timestamp, patch=patch)
+
+
+def make_flash(
+    path: Path, version: str = "4.3.5", *, layout: Layout = TWO_ROM_LAYOUT, timestamp: int = T_RUNNING, **kw
+) -> FlashImage:
+    """A new flash file with ``version`` in rom0 and rBoot's config selecting rom0."""
+    flash = FlashImage(path, layout)
+    flash.write_slot(0, firmware(version, timestamp=timestamp, **kw))
+    flash.write_boot_config(flash.default_boot_config())
+    return flash
+
+
+def signed_package(
+    version: str,
+    patch: int,
+    *,
+    key: LabKey = KEY,
+    timestamp: int = T_RUNNING + 1000,
+    encrypted: bool = False,
+    image: bytes | None = None,
+    varint: bool = True,
+    address: int = 0x8000,
+) -> bytes:
+    """A package of a signed (optionally encrypted) ``.ota`` with one ROM."""
+    image = image if image is not None else firmware(version, timestamp=timestamp, patch=patch)
+    ota = build_ota([Rom(address, image)], key, signed=True, encrypted=encrypted, timestamp=timestamp)
+    return pack(ota, patch, varint)
+
+
+def standard_package(version: str, patch: int, *, varint: bool = True, **kw) -> bytes:
+    """A standard-mode package: the raw image."""
+    return pack(firmware(version, patch=patch, **kw), patch, varint)
+
+
+class CapturedConsole:
+    """A SmingConsole whose output is kept as text and parsed lines."""
+
+    def __init__(self, debug_level: int = 3) -> None:
+        self.text: list[str] = []
+        self.console = SmingConsole(self.text.append, debug_level)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.text)
+
+    def events(self) -> list:
+        parser = ConsoleParser()
+        lines = self.output.replace("\r", "").split("\n")
+        return [parser.parse(line, 0.0) for line in lines if line.strip()]
+
+    def event_names(self) -> list[str]:
+        return [e.event for e in self.events() if e.event]
+
+    def clear(self) -> None:
+        self.text.clear()
+
+
+def make_device(
+    flash: FlashImage, *, mode: str = "advanced", key: LabKey | None = KEY, **kw
+) -> tuple[Device, CapturedConsole]:
+    level = kw.pop("debug_level", 3)
+    captured = CapturedConsole(level)
+    keys = DeviceKeys(key.verify_key if key else None, kw.pop("decrypt", None))
+    device = Device(flash, APP, "4.3.0", mode=mode, keys=keys, console=captured.console, debug_level=level, **kw)
+    return device, captured
+
+
+def deliver(device: Device, message: bytes, chunk: int = 1390):
+    """Feed one MQTT message to the device in ``chunk``-byte pieces; return the UpdateResult."""
+    device.on_message_start(len(message))
+    for offset in range(0, len(message), chunk):
+        device.on_message_data(message[offset : offset + chunk])
+    return device.on_message_end()
