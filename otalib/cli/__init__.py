@@ -16,7 +16,7 @@ from otalib import __version__
 from otalib.errors import OtaLabError
 
 #: CLI modules, each defining ``register(group: click.Group) -> None``.
-AREAS = ("formats", "keys", "image", "build", "broker", "deploy", "board", "monitor", "lab")
+AREAS = ("formats", "keys", "image", "build", "broker", "deploy", "board", "monitor", "lab", "link")
 
 
 class OtalabGroup(click.Group):
