@@ -219,6 +219,7 @@ def plot_failure_rates(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
         x = np.array([faults.index(str(f)) for f in rows["fault"]], dtype=float) - 0.4 + width * (j + 0.5)
         rate = rows["failure_rate"].to_numpy(float)
         yerr = np.vstack([rate - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - rate])
+        yerr = np.clip(yerr, 0.0, None)
         bars = ax.bar(x, rate, width, yerr=yerr, capsize=3, color=mode_color(mode), label=mode, ecolor="0.2")
         ax.bar_label(
             bars, labels=[f"{k}/{n}" for k, n in zip(rows["failures"], rows["n"], strict=True)], fontsize="x-small"
