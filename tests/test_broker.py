@@ -166,9 +166,13 @@ def test_acl_device_reads_updates_but_cannot_publish_firmware(lab_broker, probes
     assert device2.get(timeout=QUIET) is None
 
 
-def test_mosquitto_max_packet_size_drops_oversize_publish(mosquitto_broker, probes):
-    broker = mosquitto_broker(max_packet_size=64 * 1024)
-    assert "max_packet_size 65536" in (broker.workdir / "mosquitto.conf").read_text()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_packet_size_drops_oversize_publish(lab_broker, probes, backend):
+    broker = lab_broker(backend, max_packet_size=64 * 1024)
+    if backend == "mosquitto":
+        assert "max_packet_size 65536" in (broker.workdir / "mosquitto.conf").read_text()
+    else:
+        assert any("max_packet_size enforced only after" in note for note in broker.notes)
     sub = probes(broker).connect_ok()
     sub.subscribe("a/#")
     big = probes(broker).connect_ok()
@@ -178,12 +182,17 @@ def test_mosquitto_max_packet_size_drops_oversize_publish(mosquitto_broker, prob
     probes(broker).connect_ok().publish(TOPIC, payload(32 * 1024))
     got = sub.get()
     assert got is not None and got.payload == payload(32 * 1024)
+    late = probes(broker).connect_ok()
+    late.subscribe(TOPIC)
+    assert late.get().payload == payload(32 * 1024)
 
 
-def test_embedded_notes_say_what_it_does_not_enforce(embedded_broker):
-    broker = embedded_broker(max_packet_size=1024)
-    assert broker.backend == "embedded"
-    assert any("max_packet_size is NOT enforced" in note for note in broker.notes)
+def test_embedded_publish_packet_size_matches_the_wire():
+    from otalib.broker.embedded import publish_packet_size
+
+    assert publish_packet_size("a/b", 0, 0) == 1 + 1 + 2 + 3
+    assert publish_packet_size("a/b", 200, 2) == 1 + 2 + 2 + 3 + 2 + 200
+    assert publish_packet_size("t", 4 * 1024 * 1024, 2) == 1 + 4 + 2 + 1 + 2 + 4 * 1024 * 1024
 
 
 def test_mosquitto_config_and_logs(mosquitto_broker, tmp_path):

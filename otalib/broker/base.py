@@ -136,6 +136,10 @@ class Broker:
         """Write the configuration for ``self.port``/``self.plain_port``; return the argv to run."""
         raise NotImplementedError
 
+    def _env(self) -> dict[str, str] | None:
+        """Environment of the broker process (None: inherit)."""
+        return None
+
     # -- URLs --------------------------------------------------------------------
     @property
     def url(self) -> str:
@@ -183,7 +187,12 @@ class Broker:
                 log.write(f"--- otalab: starting {' '.join(argv)}\n".encode())
                 log.flush()
                 self._proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=self._env(),
                 )
             if self._wait_ready():
                 return self

@@ -12,8 +12,10 @@ use and any crash stay out of the caller's process. Differences from Mosquitto
   ``CERT_REQUIRED`` when client certificates are required.
 - Users and the ACL are enforced by small plugins in this module (plain passwords
   from the 0600 config file; no password hashing).
-- NOT worked around: amqtt has no packet-size limit (``max_packet_size`` is
-  recorded but not enforced), and it uses about 3-4x Mosquitto's CPU per message.
+- amqtt has no packet-size limit. Partly worked around: a PUBLISH larger than
+  ``max_packet_size`` is dropped and its connection closed (as Mosquitto does), but
+  only after amqtt has read it whole into memory; other packet types are not limited.
+- NOT worked around: it uses about 3-4x Mosquitto's CPU per message.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -38,7 +41,10 @@ NOTES_ALWAYS = [
     "on every CONNECT; patched here)",
     "embedded amqtt broker: about 3-4x Mosquitto's CPU per message",
 ]
-NOTE_PACKET_SIZE = "embedded amqtt broker: max_packet_size is NOT enforced (amqtt has no packet-size limit)"
+NOTE_PACKET_SIZE = (
+    "embedded amqtt broker: max_packet_size enforced only after the whole PUBLISH was read into memory "
+    "(amqtt has no packet-size limit; otalab drops the message and closes the connection)"
+)
 NOTE_CLIENT_CERT = "embedded amqtt broker: client certificates required via an SSL-context override (CERT_REQUIRED)"
 NOTE_USERS = "embedded amqtt broker: users/ACL enforced by otalab plugins (plain passwords in a 0600 config file)"
 
@@ -78,6 +84,7 @@ class EmbeddedBroker(Broker):
             "host": self.host,
             "listeners": listeners,
             "require_client_cert": self.require_client_cert,
+            "max_packet_size": self.max_packet_size,
             "users": [{"name": u.name, "password": u.password, "role": u.role, "app_id": u.app_id} for u in self.users],
         }
         if self.tls:
@@ -89,7 +96,14 @@ class EmbeddedBroker(Broker):
 
     def _command(self) -> list[str]:
         write_atomic(self.config_path, json.dumps(self.config(), indent=1).encode(), mode=SECRET_MODE)
-        return [sys.executable, "-m", "otalib.broker.embedded", str(self.config_path)]
+        # not "-m": runpy warns when the package already imported this module
+        code = "import sys; from otalib.broker.embedded import main; sys.exit(main())"
+        return [sys.executable, "-c", code, str(self.config_path)]
+
+    def _env(self) -> dict[str, str] | None:
+        root = str(Path(__file__).resolve().parents[2])  # so the child imports this same otalib
+        path = os.environ.get("PYTHONPATH")
+        return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
 # ---------------------------------------------------------------------------
@@ -112,6 +126,13 @@ def filter_covers(pattern: str, topic_filter: str) -> bool:
         if flt[i] != level:
             return False
     return len(flt) == len(pat)
+
+
+def publish_packet_size(topic: str, payload_len: int, qos: int) -> int:
+    """Bytes of an MQTT 3.1.1 PUBLISH packet: fixed header + topic + packet id + payload."""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + payload_len
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4
+    return 1 + length_bytes + remaining
 
 
 def _acl_for(users: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[str]]]:
@@ -172,6 +193,7 @@ def _plugin_classes() -> tuple[type, type, type]:
         """amqtt with retained-on-CONNECT fixed and client certificates optionally required."""
 
         require_client_cert = False
+        max_packet_size: int | None = None
 
         def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:  # type: ignore[override]
             context = AmqttBroker._create_ssl_context(listener)
@@ -185,6 +207,21 @@ def _plugin_classes() -> tuple[type, type, type]:
                 await super()._handle_subscription(*args, **kwargs)
             finally:
                 from_subscribe.reset(token)
+
+        async def _handle_message_delivery(self, client_session: Any, handler: Any, wait_deliver: Any) -> bool:
+            message = wait_deliver.result() if wait_deliver.done() and not wait_deliver.cancelled() else None
+            if self.max_packet_size and message is not None and message.data is not None:
+                size = publish_packet_size(message.topic or "", len(message.data), message.qos or 0)
+                if size > self.max_packet_size:
+                    logging.getLogger("otalab").warning(
+                        "%s: PUBLISH of %d bytes exceeds max_packet_size %d: dropped, closing connection",
+                        client_session.client_id,
+                        size,
+                        self.max_packet_size,
+                    )
+                    await self._stop_handler(handler)  # amqtt would keep the socket open after return False
+                    return False
+            return await super()._handle_message_delivery(client_session, handler, wait_deliver)
 
         async def _publish_retained_messages_for_subscription(self, subscription: Any, session: Any) -> None:
             if from_subscribe.get():
@@ -213,6 +250,7 @@ async def _serve(cfg: dict[str, Any]) -> None:
     if users:
         plugins[f"{__name__}.LabAclPlugin"] = {"acl": {k: list(v) for k, v in _acl_for(users).items()}}
     broker_cls.require_client_cert = bool(cfg.get("require_client_cert"))
+    broker_cls.max_packet_size = cfg.get("max_packet_size")
     broker = broker_cls({"listeners": listeners, "plugins": plugins})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
