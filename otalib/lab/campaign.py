@@ -8,9 +8,9 @@ A spec (YAML, JSON or a dict)::
     grid:
       size: [64KiB, 256KiB]
       mode: [standard, signed]
-      link: [unlimited, wifi]
-    links:                       # named link profiles (optional)
-      wifi: {rate_Bps: 125000, latency_ms: 20}
+      link: [lan, wifi, lte]     # lan, wifi, slow, dsl: the link proxy's profiles
+    links:                       # more named link profiles (optional)
+      lte: {rate_Bps: 125000, latency_ms: 40}
 
 The trial itself is a pluggable callable ``TrialConfig -> TrialResult``.
 """
@@ -41,8 +41,22 @@ from otalib.lab.schema import TrialConfig, TrialResult, redact_url
 #: A trial: runs one configuration on a board and reports what it observed.
 TrialRunner = Callable[[TrialConfig], TrialResult]
 
-#: Link profiles every spec knows; a spec's ``links:`` adds or overrides.
+#: Link profiles every spec knows (plus the link proxy's named ones); a spec's ``links:`` adds or overrides.
 LINK_PROFILES: dict[str, dict[str, float]] = {"unlimited": {"rate_Bps": math.nan, "latency_ms": 0.0}}
+
+
+def known_links() -> dict[str, dict[str, float]]:
+    """:data:`LINK_PROFILES` and the named profiles of :mod:`otalib.board.link` (lan, wifi, ...)."""
+    profiles = dict(LINK_PROFILES)
+    try:
+        from otalib.board.link import PROFILES
+    except ImportError:  # pragma: no cover - the link proxy ships with otalib
+        return profiles
+    for name, link in PROFILES.items():
+        rate = math.nan if link.rate_Bps is None else float(link.rate_Bps)
+        profiles.setdefault(name, {"rate_Bps": rate, "latency_ms": link.latency_s * 1000.0})
+    return profiles
+
 
 #: Parameters a grid or ``fixed`` may set (``campaign`` and ``repeat`` come from the spec).
 PARAMETERS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("campaign", "repeat"))
@@ -182,7 +196,7 @@ class CampaignSpec:
             params["size"] = parse_size(params["size"])
         if params.get("rate_Bps") is None and "rate_Bps" in params:
             params["rate_Bps"] = math.nan
-        profiles = {**LINK_PROFILES, **self.links}
+        profiles = {**known_links(), **self.links}
         if "link" in params:
             name = params["link"]
             if not isinstance(name, str):
