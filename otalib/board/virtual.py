@@ -1,0 +1,528 @@
+"""The virtual board: a :class:`~otalib.board.device.Device` on an MQTT connection, console on a pty.
+
+:class:`VirtualBoard` runs in background threads of this process: a control thread
+(boot, restart after the update, reset, power cycle), paho's network thread (the
+streamed message goes straight into the device) and a pty writer. Its console is
+written, in the real device's line formats, to the master side of a pseudo-terminal
+(:attr:`VirtualBoard.console_path` is the slave: open it with
+:class:`~otalib.board.serial_board.SerialBoard` as a real board's port) and parsed
+into the board's own :class:`~otalib.board.protocol.ConsoleBuffer` (lossless).
+
+:class:`VirtualBoardProcess` runs ``otalab board …`` as a subprocess and reads its pty,
+so a power loss can be a real ``kill -9`` (the flash file stays as it was) and a new start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from otalib.board.console import ConsoleParser
+from otalib.board.device import Device, UpdateResult
+from otalib.board.flash import TWO_ROM_LAYOUT, FlashImage, Layout
+from otalib.board.mqtt_stream import StreamingClient
+from otalib.board.protocol import ConsoleBuffer, ConsoleLine, Expectation
+from otalib.board.serial_board import LineSplitter, SerialBoard
+from otalib.board.sming_console import SmingConsole
+from otalib.errors import BoardError, UsageError
+from otalib.formats.version import DeviceProfile, Version
+from otalib.keys import DeviceKeys
+from otalib.mqtt.tls import TlsOptions, make_ssl_context
+from otalib.mqtt.url import MqttUrl, parse_url
+
+#: The client id of Sming's Upgrade sample.
+CLIENT_ID = "sming"
+
+
+def parse_link(link: str | tuple[str, int] | None) -> tuple[str, int] | None:
+    """``"HOST:PORT"`` -> ``(host, port)``."""
+    if link is None or isinstance(link, tuple):
+        return link
+    host, sep, port = link.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"bad --link {link!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class _PtyConsole:
+    """Writes console text to a pty master without ever blocking the device (a UART drops
+    output nobody reads; here a bounded queue drops the oldest text)."""
+
+    def __init__(self, max_pending: int = 20_000) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self.slave)
+        self.dropped = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(max_pending)
+        self._thread = threading.Thread(target=self._run, name="virtual-board-pty", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(data)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+                    self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            view = memoryview(data)
+            while len(view):
+                try:
+                    _, ready, _ = select.select([], [self.master], [], 0.2)
+                    if ready:
+                        view = view[os.write(self.master, view) :]
+                    # drain our own slave copy when nobody else reads, so the writer never stalls
+                    elif select.select([self.slave], [], [], 0)[0]:
+                        os.read(self.slave, 65536)
+                        self.dropped += 1
+                except OSError:
+                    return
+
+    def close(self, timeout: float = 1.0) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class _DeviceSink:
+    """paho's streamed message -> the device (runs on paho's network thread)."""
+
+    def __init__(self, board: VirtualBoard) -> None:
+        self.board = board
+
+    def message_start(self, topic: str, length: int, retain: bool, qos: int) -> None:
+        self.board._t_message = time.time()
+        self.board.device.on_message_start(length)
+
+    def message_data(self, chunk: bytes) -> None:
+        self.board.device.on_message_data(chunk)
+
+    def message_end(self) -> None:
+        self.board._update_done(self.board.device.on_message_end())
+
+    def message_abort(self) -> None:
+        self.board._update_done(self.board.device.on_message_abort())
+
+
+class VirtualBoard:
+    """A virtual Sming device (rBoot, two ROM slots, OTA-over-MQTT client) behind the Board protocol.
+
+    ``flash``: the flash file (created with a demo image of ``version`` in rom0 when new,
+    see :meth:`prepare_flash`). ``broker``: ``mqtt[s]://[user:pw@]host[:port]`` (a path
+    is ignored: the device subscribes to its own topic). ``link``: connect to this
+    ``(host, port)`` instead (a proxy). ``on_update`` is called with each
+    :class:`~otalib.board.device.UpdateResult` (from a background thread).
+    """
+
+    def __init__(
+        self,
+        flash: str | os.PathLike[str],
+        broker: str | MqttUrl,
+        *,
+        app_id: str = "test",
+        version: str = "4.3.0",
+        patch: int | None = None,
+        profile: DeviceProfile | str = DeviceProfile.SMING_61,
+        mode: str = "advanced",
+        keys: DeviceKeys | None = None,
+        varint: bool = True,
+        debug_level: int = 3,
+        layout: Layout = TWO_ROM_LAYOUT,
+        tls: TlsOptions | None = None,
+        link: str | tuple[str, int] | None = None,
+        write_current_slot: bool = False,
+        allow_downgrade: bool = False,
+        restart_delay: float = 1.0,
+        chip: str = "esp8266",
+        build_timestamp: int | None = None,
+        keepalive: int = 60,
+        name: str = "virtual",
+        on_update: Callable[[UpdateResult], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.url = broker if isinstance(broker, MqttUrl) else parse_url(broker)
+        self.tls = tls or TlsOptions()
+        self.link = parse_link(link)
+        self.restart_delay = restart_delay
+        self.keepalive = keepalive
+        self.on_update = on_update
+        self._ssl = make_ssl_context(self.tls) if self.url.tls else None
+        ver = Version.parse(version)
+        if patch is not None:
+            ver = Version(ver.major, ver.minor, patch)
+        self.flash = prepare_flash(flash, app_id, str(ver), layout=layout, chip=chip, build_timestamp=build_timestamp)
+        self.console = ConsoleBuffer()
+        self._parser = ConsoleParser()
+        self._splitter = LineSplitter()
+        self._pty = _PtyConsole()
+        self._write_lock = threading.Lock()
+        sming = SmingConsole(self._write, debug_level)
+        self.device = Device(
+            self.flash,
+            app_id,
+            ver,
+            profile=profile,
+            mode=mode,
+            keys=keys,
+            varint=varint,
+            debug_level=debug_level,
+            console=sming,
+            write_current_slot=write_current_slot,
+            allow_downgrade=allow_downgrade,
+            flash_file_name=Path(flash).name,
+        )
+        self.updates: list[UpdateResult] = []
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+        self._commands: queue.Queue[str] = queue.Queue()
+        self._client: StreamingClient | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._t_message: float | None = None
+        self._version: str | None = None
+
+    # -- console --
+    @property
+    def console_path(self) -> str:
+        """The pty to open as this board's serial port."""
+        return self._pty.path
+
+    def _write(self, text: str) -> None:
+        data = text.encode()
+        with self._write_lock:
+            self._pty.write(data)
+            for t, line in self._splitter.feed(data, time.time()):
+                parsed = self._parser.parse(line, t)
+                if parsed.event == "running":
+                    self._version = parsed.fields.get("version")
+                self.console.push(parsed)
+
+    # -- life cycle --
+    def start(self) -> VirtualBoard:
+        """Power on: boot and connect in background threads."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"virtual-board-{self.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Power off (the flash file stays) and release the pty."""
+        if self._stopped.is_set():
+            return
+        self._commands.put("stop")
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._stopped.set()
+        self._disconnect()
+        self._pty.close()
+        self.flash.close()
+        self.console.close()
+
+    close = stop
+
+    def __enter__(self) -> VirtualBoard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Press reset: the device reboots at once (an update in flight is lost)."""
+        self._commands.put("reset")
+
+    def power_cycle(self) -> None:
+        """Cut power mid-whatever (the flash keeps what was written) and boot again."""
+        self._commands.put("power")
+
+    def current_version(self) -> str | None:
+        """The application version the console last reported (``major.minor``)."""
+        return self._version
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The device's status plus connection facts."""
+        return {
+            **self.device.status,
+            "name": self.name,
+            "console": self.console_path,
+            "broker": str(self.url),
+            "link": f"{self.link[0]}:{self.link[1]}" if self.link else None,
+            "connected": self.connected.is_set(),
+            "last_error": self.last_error,
+        }
+
+    # -- Board protocol: console --
+    def lines(self) -> Iterator[ConsoleLine]:
+        return self.console.lines()
+
+    def expect(self, what: Expectation, timeout: float) -> ConsoleLine:
+        return self.console.expect(what, timeout)
+
+    # -- control thread --
+    def _run(self) -> None:
+        command = "boot"
+        while command != "stop":
+            if command in ("restart", "reset", "power"):
+                self._disconnect()
+            boot = self.device.restart() if command == "restart" else self.device.boot()
+            if boot.booted:
+                self.device.connecting()
+                self._connect()
+            command = self._wait_command()
+
+    def _wait_command(self) -> str:
+        while True:
+            command = self._commands.get()
+            if command == "restart_pending":
+                try:
+                    command = self._commands.get(timeout=self.restart_delay)
+                except queue.Empty:
+                    return "restart"
+                if command == "restart_pending":
+                    continue
+            return command
+
+    def _update_done(self, result: UpdateResult) -> None:
+        self.updates.append(result)
+        if self.on_update is not None:
+            with contextlib.suppress(Exception):
+                self.on_update(result)
+        if result.restart:
+            self._commands.put("restart_pending")
+
+    # -- MQTT --
+    def _connect(self) -> None:
+        client = StreamingClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=CLIENT_ID,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+            stream_sink=_DeviceSink(self),
+        )
+        if self.url.username is not None:
+            client.username_pw_set(self.url.username, self.url.password)
+        if self._ssl is not None:
+            client.tls_set_context(self._ssl)
+        client.reconnect_delay_set(0.2, 2)
+        topic = self.device.topic
+
+        def on_connect(c, _u, _flags, reason, _props) -> None:
+            if reason.is_failure:
+                self.last_error = f"broker refused the connection: {reason}"
+                return
+            self.last_error = None
+            self.connected.set()
+            c.subscribe(topic, qos=0)
+
+        def on_disconnect(c, _u, _flags, reason, _props) -> None:
+            self.connected.clear()
+            c.abort_stream()
+
+        def on_connect_fail(_c, _u) -> None:
+            self.last_error = "cannot connect to the broker"
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_connect_fail = on_connect_fail
+        host, port = self.link or (self.url.host, self.url.port)
+        client.connect_async(host, port, self.keepalive)
+        client.loop_start()
+        self._client = client
+
+    def _disconnect(self) -> None:
+        """Drop the connection as a device losing power does (no DISCONNECT); join paho's thread."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        client._thread_terminate = True
+        client._reconnect_on_failure = False
+        sock = client._sock
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
+        with contextlib.suppress(Exception):
+            client.loop_stop()
+        with contextlib.suppress(Exception):
+            client._sock_close()
+        if client.abort_stream() is False and self.device.state == "receiving":
+            self._update_done(self.device.on_message_abort())
+        self.connected.clear()
+
+
+def prepare_flash(
+    path: str | os.PathLike[str],
+    app_id: str,
+    version: str,
+    *,
+    layout: Layout = TWO_ROM_LAYOUT,
+    chip: str = "esp8266",
+    build_timestamp: int | None = None,
+) -> FlashImage:
+    """Open the flash file; a new (or empty) one gets a demo image of ``version`` in rom0."""
+    flash = FlashImage(path, layout)
+    if flash.created:
+        from otalib.formats.ota import timestamp_now
+        from otalib.images import make_demo_image
+
+        ver = Version.parse(version)
+        image = make_demo_image(
+            chip,
+            app_id,
+            str(ver),
+            build_timestamp=timestamp_now() if build_timestamp is None else build_timestamp,
+            patch=ver.patch,
+        )
+        flash.write_slot(0, image)
+        flash.write_boot_config(flash.default_boot_config())
+        flash.flush()
+    return flash
+
+
+class VirtualBoardProcess:
+    """``otalab board ARGS…`` as a subprocess, read through its pty like a real board.
+
+    ``args`` are the command's options (``--broker``, ``--flash``…; ``--flash`` is needed
+    for :meth:`power_cycle` to keep the flash). :meth:`power_cycle` is ``kill -9`` and a
+    new start; :meth:`reset` sends SIGUSR1.
+    """
+
+    def __init__(self, args: Sequence[str], *, name: str = "virtual-process", start_timeout: float = 20.0) -> None:
+        self.name = name
+        self.args = list(args)
+        self.start_timeout = start_timeout
+        self.console = ConsoleBuffer()
+        self.proc: subprocess.Popen[str] | None = None
+        self.serial: SerialBoard | None = None
+        self.console_path: str | None = None
+        self.status_line: str | None = None
+        self._version: str | None = None
+        self._pump: threading.Thread | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "otalib", "board", *self.args]
+
+    def start(self) -> VirtualBoardProcess:
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        first = _readline(self.proc, self.start_timeout)
+        if not first.startswith("console: "):
+            err = self._stop_proc()
+            raise BoardError(f"otalab board did not start: {(first or err).strip()[:300]}")
+        self.console_path = first.split(":", 1)[1].strip()
+        self.status_line = _readline(self.proc, self.start_timeout).strip()
+        self.serial = SerialBoard(self.console_path, reset_via_rts=False)
+        self._pump = threading.Thread(target=self._forward, args=(self.serial,), daemon=True)
+        self._pump.start()
+        return self
+
+    def _forward(self, serial: SerialBoard) -> None:
+        cursor = 0
+        while True:
+            try:
+                line, cursor = serial.console.get(cursor, None)
+            except BoardError:
+                return
+            if line is None:
+                return
+            if line.event == "running":
+                self._version = line.fields.get("version")
+            self.console.push(line)
+
+    def _stop_proc(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> str:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return ""
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        err = proc.stderr.read() if proc.stderr else ""
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        return err or ""
+
+    def _close_serial(self) -> None:
+        serial, self.serial = self.serial, None
+        if serial is not None:
+            serial.close()
+        if self._pump is not None:
+            self._pump.join(2)
+            self._pump = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def stop(self) -> None:
+        self._stop_proc(signal.SIGTERM)
+        self._close_serial()
+        self.console.close()
+
+    close = stop
+
+    def __enter__(self) -> VirtualBoardProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        if self.proc is None:
+            raise BoardError("the virtual board process is not running")
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def power_cycle(self) -> None:
+        """``kill -9`` (power loss: the flash file keeps what was written), then start again."""
+        self._stop_proc(signal.SIGKILL)
+        self._close_serial()
+        self.start()
+
+    def lines(self) -> Iterator[ConsoleLine]:
+        return self.console.lines()
+
+    def expect(self, what: Expectation, timeout: float) -> ConsoleLine:
+        return self.console.expect(what, timeout)
+
+    def current_version(self) -> str | None:
+        return self._version
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    """One stdout line of ``proc`` within ``timeout`` s ('' on timeout or exit)."""
+    assert proc.stdout is not None
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    return result[0] if result else ""

@@ -1,0 +1,126 @@
+"""``otalab board``: run a virtual Sming device (OTA-over-MQTT client) until stopped."""
+
+from __future__ import annotations
+
+import json
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+import click
+
+from otalib.errors import UsageError
+
+
+def register(group: click.Group) -> None:
+    group.add_command(board)
+
+
+@click.command("board")
+@click.option("--broker", "broker_url", required=True, help="mqtt[s]://[user:pw@]host[:port] of the broker.")
+@click.option("--app-id", default="test", show_default=True, help="APP_ID of the firmware (new flash).")
+@click.option("--version", "version", default="4.3.0", show_default=True, help="MAJOR.MINOR[.PATCH] (new flash).")
+@click.option("--patch", type=int, default=None, help="Current patch, if not in --version.")
+@click.option("--mode", type=click.Choice(["standard", "advanced"]), default="advanced", show_default=True)
+@click.option("--verify-key", type=click.Path(dir_okay=False, path_type=Path), help="verify.key.bin (signing build).")
+@click.option("--decrypt-key", type=click.Path(dir_okay=False, path_type=Path), help="decrypt.key.bin (encryption).")
+@click.option("--profile", type=click.Choice(["sming-6.1", "reference"]), default="sming-6.1", show_default=True)
+@click.option("--varint/--no-varint", default=True, show_default=True, help="ENABLE_OTA_VARINT_VERSION.")
+@click.option("--allow-downgrade", is_flag=True, help="Build without downgrade protection.")
+@click.option("--flash", "flash_path", type=click.Path(dir_okay=False, path_type=Path), help="Flash file (kept).")
+@click.option("--chip", type=click.Choice(["esp8266", "esp32"]), default="esp8266", show_default=True)
+@click.option("--debug-level", type=click.IntRange(0, 3), default=3, show_default=True)
+@click.option("--link", help="HOST:PORT to connect to instead of the broker's (a proxy).")
+@click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate (PEM) of the broker.")
+@click.option("--client-cert", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate (PEM).")
+@click.option("--client-key", type=click.Path(dir_okay=False, path_type=Path), help="Client key (PEM).")
+@click.option("--pin", "pins", multiple=True, help="Allowed server fingerprint (SHA-1/SHA-256, spki:...).")
+@click.option("--write-current-slot", is_flag=True, help="The sample's bug: standard mode writes the running slot.")
+@click.option("--restart-delay", type=float, default=1.0, show_default=True, help="Seconds before the restart.")
+@click.option("--slot-mib", type=int, default=None, help="Bigger flash: two slots of N MiB (default: 4 MB layout).")
+def board(
+    broker_url: str,
+    app_id: str,
+    version: str,
+    patch: int | None,
+    mode: str,
+    verify_key: Path | None,
+    decrypt_key: Path | None,
+    profile: str,
+    varint: bool,
+    allow_downgrade: bool,
+    flash_path: Path | None,
+    chip: str,
+    debug_level: int,
+    link: str | None,
+    ca: Path | None,
+    client_cert: Path | None,
+    client_key: Path | None,
+    pins: tuple[str, ...],
+    write_current_slot: bool,
+    restart_delay: float,
+    slot_mib: int | None,
+) -> None:
+    """Run a virtual Sming device taking OTA updates over MQTT.
+
+    Prints its console's pty path on the first line (``console: /dev/pts/N``), a status
+    line, then one ``update: {...}`` line per message. Runs until SIGINT/SIGTERM;
+    SIGUSR1 resets the device.
+    """
+    from otalib.board.flash import TWO_ROM_LAYOUT, big_layout
+    from otalib.board.virtual import VirtualBoard
+    from otalib.keys import DeviceKeys, load_binary_key
+    from otalib.mqtt.tls import TlsOptions, parse_pin
+
+    if mode == "standard" and (verify_key or decrypt_key):
+        raise UsageError("--verify-key/--decrypt-key are for --mode advanced")
+    keys = DeviceKeys(
+        load_binary_key(verify_key, "verification key") if verify_key else None,
+        load_binary_key(decrypt_key, "decryption key") if decrypt_key else None,
+    )
+    tls = TlsOptions(ca=ca, client_cert=client_cert, client_key=client_key, pins=tuple(parse_pin(p) for p in pins))
+    layout = big_layout(slot_mib) if slot_mib else TWO_ROM_LAYOUT
+    tmp = None
+    if flash_path is None:
+        tmp = tempfile.TemporaryDirectory(prefix="otalab-board-")
+        flash_path = Path(tmp.name) / "flash.bin"
+    stop = threading.Event()
+
+    def on_update(result) -> None:
+        click.echo("update: " + json.dumps(result.to_dict()), nl=True)
+
+    vboard = VirtualBoard(
+        flash_path,
+        broker_url,
+        app_id=app_id,
+        version=version,
+        patch=patch,
+        profile=profile,
+        mode=mode,
+        keys=keys,
+        varint=varint,
+        debug_level=debug_level,
+        layout=layout,
+        tls=tls,
+        link=link,
+        write_current_slot=write_current_slot,
+        allow_downgrade=allow_downgrade,
+        restart_delay=restart_delay,
+        chip=chip,
+        on_update=on_update,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: vboard.reset())
+    try:
+        click.echo(f"console: {vboard.console_path}")
+        vboard.start()
+        status = {k: v for k, v in vboard.status.items() if k != "last_update"}
+        click.echo("status: " + json.dumps(status))
+        while not stop.wait(0.5):
+            pass
+    finally:
+        vboard.stop()
+        if tmp is not None:
+            tmp.cleanup()
