@@ -1,0 +1,79 @@
+"""One call from a firmware image to a deployable package, in any update mode.
+
+``standard`` packs the raw image (the device's StandardPayloadParser); the other
+modes wrap it in an OTA upgrade file first (AdvancedPayloadParser): ``md5``
+(unsigned, checksum only), ``signed``, ``encrypted``, ``signed+encrypted``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from otalib.errors import UsageError
+from otalib.formats.ota import Rom, build_ota
+from otalib.formats.package import pack
+from otalib.formats.version import device_patch
+from otalib.keys import LabKey
+
+#: Update modes, from none to full protection.
+UPDATE_MODES = ("standard", "md5", "signed", "encrypted", "signed+encrypted")
+#: Where the ROM of a single-ROM OTA file goes: with the two-ROM layout (0x8000 /
+#: 0x108000) ``addr & 0xFFFFF`` makes this one ROM match either slot.
+DEFAULT_ROM_ADDRESS = 0x8000
+
+
+@dataclass(frozen=True)
+class Update:
+    """A package ready to deploy and what it was made from."""
+
+    mode: str
+    patch: int
+    varint: bool
+    package: bytes = field(repr=False)
+    ota: bytes | None = field(default=None, repr=False)
+    timestamp: int | None = None
+
+    @property
+    def advanced(self) -> bool:
+        """True when the device must be built with ENABLE_OTA_ADVANCED=1."""
+        return self.mode != "standard"
+
+    @property
+    def signed(self) -> bool:
+        return "signed" in self.mode
+
+    @property
+    def encrypted(self) -> bool:
+        return "encrypted" in self.mode
+
+    @property
+    def device_patch(self) -> int:
+        """The patch a Sming 6.1 device reads from this package."""
+        return device_patch(self.patch, self.varint)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.package).hexdigest()
+
+
+def make_update(
+    image: bytes,
+    mode: str = "signed",
+    *,
+    patch: int,
+    key: LabKey | None = None,
+    varint: bool = True,
+    timestamp: int | None = None,
+    address: int = DEFAULT_ROM_ADDRESS,
+) -> Update:
+    """Build the package for ``image`` in ``mode`` (see :data:`UPDATE_MODES`)."""
+    if mode not in UPDATE_MODES:
+        raise UsageError(f"unknown update mode {mode!r}: one of {', '.join(UPDATE_MODES)}")
+    if mode == "standard":
+        return Update(mode, patch, varint, pack(image, patch, varint))
+    signed, encrypted = "signed" in mode, "encrypted" in mode
+    if (signed or encrypted) and key is None:
+        raise UsageError(f"mode {mode!r} needs a key")
+    ota = build_ota([Rom(address, image)], key, signed=signed, encrypted=encrypted, timestamp=timestamp)
+    return Update(mode, patch, varint, pack(ota, patch, varint), ota, timestamp)

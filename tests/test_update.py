@@ -1,0 +1,42 @@
+"""make_update: every mode yields a package the inspector (the device's decoder) accepts."""
+
+from __future__ import annotations
+
+import pytest
+
+from otalib.errors import UsageError
+from otalib.images import make_demo_image
+from otalib.inspect import inspect_bytes
+from otalib.keys import LabKey
+from otalib.update import UPDATE_MODES, make_update
+
+KEY = LabKey.generate()
+IMAGE = make_demo_image("esp8266", "test", "4.3.9", size=20_000)
+
+
+@pytest.mark.parametrize("mode", UPDATE_MODES)
+def test_every_mode_inspects_as_verified(mode):
+    update = make_update(IMAGE, mode, patch=9, key=KEY, timestamp=123)
+    report = inspect_bytes(update.package, KEY)
+    assert report.kind == "sdp" and report.data["patch"] == 9
+    assert report.ok
+    inner = report.data["payload"]
+    if mode == "standard":
+        assert inner["kind"] == "esp-image" and inner["app_version"] == "4.3.9"
+    else:
+        assert inner["kind"] == "ota"
+        assert inner["signed"] is update.signed and inner["encrypted"] is update.encrypted
+        assert inner["timestamp"] == 123
+
+
+def test_other_key_is_rejected_and_missing_key_refused():
+    update = make_update(IMAGE, "signed", patch=1, key=KEY)
+    assert not inspect_bytes(update.package, LabKey.generate()).ok
+    with pytest.raises(UsageError):
+        make_update(IMAGE, "encrypted", patch=1)
+    with pytest.raises(UsageError):
+        make_update(IMAGE, "zip", patch=1, key=KEY)
+
+
+def test_device_patch_of_a_unix_time_patch():
+    assert make_update(IMAGE, "standard", patch=300).device_patch == 46
