@@ -273,3 +273,12 @@ def test_cli_oversize_and_tls_failures(tmp_path) -> None:
             assert result.exit_code == 1, result.output
             assert result.stderr.count("\n") == 1 and text in result.stderr, result.stderr
             assert "Traceback" not in result.output
+
+
+def test_publish_denied_by_acl_is_a_failure(broker) -> None:
+    # MQTT v5 tells (PUBREC reason "not authorised"); 3.1.1 cannot: the broker acks and drops.
+    device = BrokerUser("device", "dev-pw", role="device")
+    with start_broker("mosquitto", users=[USER, device]) as acl:
+        with pytest.raises(PublishError, match="not authorised to publish"):
+            deploy(esp_package(4096), acl.url_for(TOPIC, device), mqtt_version="5")
+        assert retained(acl.url_for(TOPIC, USER), TOPIC) is None

@@ -89,9 +89,9 @@ def deploy_command(
 
     def progress(done: int, total: int) -> None:
         if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+            if bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)  # tqdm redraws at most every 0.1 s
 
     try:
         record = deploy(
