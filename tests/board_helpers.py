@@ -23,10 +23,12 @@ KEY = LabKey.from_bytes(bytes(range(64)), "test")
 OTHER_KEY = LabKey.from_bytes(bytes(range(1, 65)), "other")
 
 
-def firmware(version: str, *, timestamp: int = T_RUNNING, patch: int | None = None, size: int | None = 6000) -> bytes:
+def firmware(
+    version: str, *, timestamp: int = T_RUNNING, patch: int | None = None, size: int | None = 6000, app_id: str = APP
+) -> bytes:
     """A real ESP8266 image carrying app id, version, build timestamp and patch."""
     seed = sum(map(ord, version))
-    return make_demo_image("esp8266", APP, version, size=size, seed=seed, build_timestamp=timestamp, patch=patch)
+    return make_demo_image("esp8266", app_id, version, size=size, seed=seed, build_timestamp=timestamp, patch=patch)
 
 
 def make_flash(
@@ -49,9 +51,10 @@ def signed_package(
     image: bytes | None = None,
     varint: bool = True,
     address: int = 0x8000,
+    app_id: str = APP,
 ) -> bytes:
     """A package of a signed (optionally encrypted) ``.ota`` with one ROM."""
-    image = image if image is not None else firmware(version, timestamp=timestamp, patch=patch)
+    image = image if image is not None else firmware(version, timestamp=timestamp, patch=patch, app_id=app_id)
     ota = build_ota([Rom(address, image)], key, signed=True, encrypted=encrypted, timestamp=timestamp)
     return pack(ota, patch, varint)
 

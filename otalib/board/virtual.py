@@ -425,11 +425,16 @@ class VirtualBoardProcess:
         self._pump: threading.Thread | None = None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "otalib", "board", *self.args]
+        return [sys.executable, "-m", "otalib", "board", "--hold", *self.args]
 
     def start(self) -> VirtualBoardProcess:
         self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+            self.command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         first = _readline(self.proc, self.start_timeout)
         if not first.startswith("console: "):
@@ -440,6 +445,9 @@ class VirtualBoardProcess:
         self.serial = SerialBoard(self.console_path, reset_via_rts=False)
         self._pump = threading.Thread(target=self._forward, args=(self.serial,), daemon=True)
         self._pump.start()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("\n")  # the monitor is attached: power on
+        self.proc.stdin.flush()
         return self
 
     def _forward(self, serial: SerialBoard) -> None:
@@ -467,9 +475,10 @@ class VirtualBoardProcess:
                 proc.kill()
                 proc.wait(timeout)
         err = proc.stderr.read() if proc.stderr else ""
-        for stream in (proc.stdout, proc.stderr):
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):
+                    stream.close()
         return err or ""
 
     def _close_serial(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -38,6 +39,7 @@ def register(group: click.Group) -> None:
 @click.option("--pin", "pins", multiple=True, help="Allowed server fingerprint (SHA-1/SHA-256, spki:...).")
 @click.option("--write-current-slot", is_flag=True, help="The sample's bug: standard mode writes the running slot.")
 @click.option("--restart-delay", type=float, default=1.0, show_default=True, help="Seconds before the restart.")
+@click.option("--hold", is_flag=True, help="Stay powered off until a line arrives on stdin (monitor attached).")
 @click.option("--slot-mib", type=int, default=None, help="Bigger flash: two slots of N MiB (default: 4 MB layout).")
 def board(
     broker_url: str,
@@ -61,6 +63,7 @@ def board(
     write_current_slot: bool,
     restart_delay: float,
     slot_mib: int | None,
+    hold: bool,
 ) -> None:
     """Run a virtual Sming device taking OTA updates over MQTT.
 
@@ -115,9 +118,11 @@ def board(
     signal.signal(signal.SIGUSR1, lambda *_: vboard.reset())
     try:
         click.echo(f"console: {vboard.console_path}")
-        vboard.start()
         status = {k: v for k, v in vboard.status.items() if k != "last_update"}
         click.echo("status: " + json.dumps(status))
+        if hold:
+            sys.stdin.readline()
+        vboard.start()
         while not stop.wait(0.5):
             pass
     finally:
