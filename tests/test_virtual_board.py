@@ -268,3 +268,25 @@ def _now_ts() -> int:
     from otalib.formats.ota import timestamp_now
 
     return timestamp_now()
+
+
+def test_tls_with_ca_and_pin(tmp_path):
+    from otalib.mqtt.tls import TlsOptions, certificate_digests, parse_pin
+
+    with start_broker("mosquitto", tls=True) as tls_broker:
+        import ssl
+
+        der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", tls_broker.port)))
+        pin = parse_pin("spki:" + certificate_digests(der)["spki"].hex())
+        for tls in (TlsOptions(ca=tls_broker.ca_path), TlsOptions(pins=(pin,))):
+            r = Rig(tls_broker, tmp_path, tls=tls)
+            try:
+                r.ready()
+                deploy(
+                    signed_package("4.3.6", 6, app_id=r.app),
+                    f"{tls_broker.url}/a/{r.app}/u/4.3",
+                    tls=TlsOptions(ca=tls_broker.ca_path),
+                )
+                assert r.wait_updates().outcome == "applied"
+            finally:
+                r.close()
