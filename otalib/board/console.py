@@ -162,6 +162,9 @@ DEFAULT_PATTERNS: tuple[Pattern, ...] = (
     Pattern("terminated", r"^signal_handler: (?P<signal>SIG\w+)"),
     Pattern("exit_code", r"^returning (?P<code>\d+)$"),
     Pattern("restart", r"^>> Normal Exit <<$"),
+    # firmware that fails to start (a corrupted image) and rBoot finding no bootable slot
+    Pattern("crash", r"^Fatal exception (?P<code>\d+)\((?P<cause>\w+)\):$"),
+    Pattern("no_good_rom", r"^No good rom available\.$"),
 )
 
 _US_PREFIX = re.compile(r"^(\d+) (?=\S)")
@@ -222,6 +225,7 @@ class OutcomeTracker:
     ``"rejected:<Error>"`` (a device error, e.g. ``rejected:VerificationFailed``; ``rejected``
     when only ``Switching failed!`` shows), ``"restarted"`` (restart, but same slot and
     version), ``"skipped"`` (no OTA line and no restart for ``quiet`` s after the publish),
+    ``"bricked"`` (after the update the firmware crashes or rBoot finds no bootable slot),
     ``"timeout"`` (activity or restart seen but no decision within ``timeout`` s).
 
     Works at the default debug level too, where only the restart and the new
@@ -291,6 +295,8 @@ class OutcomeTracker:
             return self._decide(f"rejected:{f['error']}", line)
         elif ev == "switch_failed":
             return self._decide("rejected", line)
+        elif ev in ("crash", "no_good_rom"):
+            return self._decide("bricked", line)
         elif ev == "terminated":
             self._terminated = True
         elif ev in ("restart", "boot") and not self._terminated:

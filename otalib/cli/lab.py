@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import click
-
-from otalib.errors import LabError
-
-
-def _trial_runner():
-    """``otalib.lab.trial.run_trial``, imported only when a campaign runs."""
-    name = "otalib.lab.trial"
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            raise LabError("trial runner not available yet") from None
-        raise
-    runner = getattr(module, "run_trial", None)
-    if runner is None:
-        raise LabError("trial runner not available yet")
-    return runner
 
 
 @click.command("campaign")
@@ -39,11 +21,11 @@ def _trial_runner():
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def campaign_cmd(config: Path, out_dir: Path, no_resume: bool, no_progress: bool) -> None:
     """Run the campaign CONFIG (YAML/JSON grid × repeats) into a run directory."""
-    from otalib.lab.campaign import CampaignSpec, run_campaign
+    from otalib.lab.campaign import CampaignSpec
+    from otalib.lab.trial import run_campaign_on_bench
 
     spec = CampaignSpec.load(config)
-    runner = _trial_runner()
-    df = run_campaign(spec, out_dir, runner, progress=not no_progress, resume=not no_resume)
+    df = run_campaign_on_bench(spec, out_dir, progress=not no_progress, resume=not no_resume)
     counts = df["outcome"].value_counts().to_dict() if len(df) else {}
     text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no trials"
     click.echo(f"{len(df)} trials in {out_dir}: {text}")

@@ -1,0 +1,364 @@
+"""One update trial, end to end, on one clock: build, publish, watch the console, decide.
+
+A :class:`Bench` holds what trials share (brokers, the lab key, a work folder) so a
+campaign does not start a broker per trial; :meth:`Bench.run` is the campaign's runner.
+The board is the virtual board by default (a fresh flash per trial, running
+``version`` at patch :data:`BOARD_PATCH`), or a real board on a serial port / ``rfc2217://``
+URL. The outcome is read from the console exactly as for a real board
+(:class:`~otalib.board.console.OutcomeTracker`); link profiles and faults go through the
+:class:`~otalib.board.link.LinkProxy`.
+
+Faults (``TrialConfig.fault``): ``none``, ``cut``, ``stall``, ``corrupt``, ``power-loss``,
+optionally ``@F`` with F the fraction of the payload where it strikes (default 0.5), e.g.
+``corrupt@0.9``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from otalib.board.console import OutcomeTracker
+from otalib.board.link import Fault, LinkProfile, LinkProxy
+from otalib.board.protocol import ConsoleLine
+from otalib.broker import Broker, start_broker
+from otalib.errors import LabError, OtaLabError
+from otalib.formats.ota import timestamp_now
+from otalib.formats.version import Version, topic_for
+from otalib.images import make_demo_image
+from otalib.keys import DeviceKeys, LabKey
+from otalib.lab.schema import TrialConfig, TrialResult
+from otalib.mqtt.publish import deploy
+from otalib.mqtt.tls import TlsOptions
+from otalib.mqtt.url import parse_url
+from otalib.update import make_update
+
+#: Patch the virtual board runs before each trial; the update carries BOARD_PATCH + 1 by default.
+BOARD_PATCH = 5
+FAULTS = ("none", "cut", "stall", "corrupt", "power-loss")
+STALL_S = 2.0
+QUIET_S = 1.5
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A parsed ``TrialConfig.fault``."""
+
+    kind: str
+    fraction: float = 0.5
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSpec:
+        kind, _, where = (text or "none").partition("@")
+        if kind not in FAULTS:
+            raise LabError(f"unknown fault {text!r}: one of {', '.join(FAULTS)} (optionally @FRACTION)")
+        try:
+            fraction = float(where) if where else 0.5
+        except ValueError:
+            raise LabError(f"bad fault position in {text!r}: a fraction of the payload, e.g. corrupt@0.5") from None
+        if not 0 <= fraction < 1:
+            raise LabError(f"bad fault position in {text!r}: between 0 and 1")
+        return cls(kind, fraction)
+
+    def link_fault(self, payload: int) -> Fault | None:
+        at = int(payload * self.fraction)
+        if self.kind in ("cut", "corrupt"):
+            return Fault(self.kind, at_byte=at, within="payload")  # type: ignore[arg-type]
+        if self.kind == "stall":
+            return Fault("stall", at_byte=at, duration_s=STALL_S, within="payload")
+        if self.kind == "power-loss":
+            return Fault("stall", at_byte=at, duration_s=None, within="payload")  # held until power is cut
+        return None
+
+
+@dataclass
+class _Clock:
+    """One monotonic clock for a trial; converts the console's wall-clock times onto it."""
+
+    t0: float = field(default_factory=time.monotonic)
+    wall_offset: float = field(default_factory=lambda: time.time() - time.monotonic())
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def of_wall(self, t: float) -> float:
+        return t - self.wall_offset - self.t0
+
+
+class Bench:
+    """Shared resources of a series of trials: brokers per (backend, TLS), the lab key, a work folder."""
+
+    def __init__(self, workdir: str | Path | None = None, *, restart_delay: float = 1.0) -> None:
+        self._own_dir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="otalab-bench-")) if workdir is None else Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.restart_delay = restart_delay
+        self.key = LabKey.generate()
+        self._brokers: dict[tuple[str, bool], Broker] = {}
+
+    def __enter__(self) -> Bench:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the brokers and remove the work folder if the bench made it."""
+        for broker in self._brokers.values():
+            with contextlib.suppress(Exception):
+                broker.stop()
+        self._brokers.clear()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def broker(self, backend: str, tls: bool) -> Broker:
+        """A managed broker of ``backend`` (``auto``, ``mosquitto``, ``embedded``), started once."""
+        key = (backend, tls)
+        if key not in self._brokers:
+            folder = self.workdir / f"broker-{backend}-{'tls' if tls else 'plain'}"
+            self._brokers[key] = start_broker(backend, tls=tls, workdir=folder)
+        return self._brokers[key]
+
+    def describe(self) -> dict[str, Any]:
+        """Broker backends and versions, for a run's metadata."""
+        return {f"{b}{'+tls' if t else ''}": f"{br.backend} {br.version}" for (b, t), br in self._brokers.items()}
+
+    def run(self, config: TrialConfig) -> TrialResult:
+        """Run one trial (the campaign runner)."""
+        return Trial(self, config).run()
+
+
+def run_trial(config: TrialConfig) -> TrialResult:
+    """One trial on a bench of its own (a campaign should share one :class:`Bench`)."""
+    with Bench() as bench:
+        return bench.run(config)
+
+
+class Trial:
+    """One update attempt; see the module docstring."""
+
+    def __init__(self, bench: Bench, config: TrialConfig) -> None:
+        self.bench = bench
+        self.config = config
+        self.fault = FaultSpec.parse(config.fault)
+        self.clock = _Clock()
+        self.phases: dict[str, float | None] = {}
+        self.notes: list[str] = []
+
+    # -- set-up --
+    def _endpoint(self) -> tuple[str, TlsOptions, str]:
+        """(broker URL without topic, TLS options, backend name)."""
+        cfg = self.config
+        if cfg.broker_url:
+            url = parse_url(cfg.broker_url)
+            return url.without_credentials() if not url.username else cfg.broker_url, TlsOptions(), "external"
+        broker = self.bench.broker(cfg.broker_backend or "auto", cfg.tls)
+        tls = TlsOptions(ca=broker.ca_path) if cfg.tls else TlsOptions()
+        return broker.url, tls, broker.backend
+
+    def _device_keys(self) -> DeviceKeys:
+        mode = self.config.mode
+        key = self.bench.key
+        return DeviceKeys(
+            key.verify_key if "signed" in mode else None, key.decrypt_key if "encrypted" in mode else None
+        )
+
+    def _profile(self) -> LinkProfile | None:
+        cfg = self.config
+        if math.isnan(cfg.rate_Bps) and not cfg.latency_ms:
+            return None
+        rate = None if math.isnan(cfg.rate_Bps) else float(cfg.rate_Bps)
+        return LinkProfile(rate, cfg.latency_ms / 1000.0, cfg.link or "custom", up_rate_Bps=rate)
+
+    # -- the trial --
+    def run(self) -> TrialResult:
+        cfg = self.config
+        started = datetime.now(timezone.utc)
+        if cfg.board != "virtual":
+            raise LabError("real-board trials need a board driver: use board='virtual' here, or SerialBoard directly")
+        base_url, tls, backend = self._endpoint()
+        topic = topic_for(cfg.app_id, cfg.version)
+        deploy_url = base_url.rstrip("/") + "/" + topic
+        version = Version.parse(cfg.version)
+        new_patch = cfg.patch if cfg.patch is not None else BOARD_PATCH + 1
+        self.notes.append(f"broker={backend}")
+        with contextlib.ExitStack() as stack:
+            deploy(None, deploy_url, tls=tls, clear=True, timeout=10)  # no firmware left by an earlier trial
+            stack.callback(self._clear, deploy_url, tls)
+            proxy = self._start_proxy(stack, base_url)
+            board = self._start_board(stack, base_url, tls, proxy)
+            tracker = OutcomeTracker(quiet=self._quiet(), timeout=cfg.timeout_s)
+            cursor = self._until_subscribed(board, tracker)
+
+            image = make_demo_image(
+                "esp8266", cfg.app_id, f"{version.major}.{version.minor}.{new_patch}", size=cfg.size
+            )
+            update = make_update(
+                image, _update_mode(cfg.mode), patch=new_patch, key=self.bench.key, timestamp=timestamp_now() + 1
+            )
+            self.phases["t_build"] = self.clock.now()
+            if proxy is not None:
+                fault = self.fault.link_fault(len(update.package))
+                proxy.set_fault(fault, live=True)
+
+            tracker.published(time.time())
+            t_call = self.clock.now()
+            record = deploy(update.package, deploy_url, tls=tls, timeout=max(30.0, cfg.timeout_s))
+            self.phases["t_publish_start"] = t_call + record.publish_start
+            self.phases["t_pubcomp"] = t_call + record.pubcomp_s
+
+            outcome = self._watch(board, tracker, cursor, proxy)
+            self.phases["t_end"] = self.clock.now()
+        error = outcome.split(":", 1)[1] if outcome.startswith("rejected:") else ""
+        t_first, t_last = self.phases.get("t_first_byte"), self.phases.get("t_last_byte")
+        start = self.phases.get("t_publish_start")
+        span = (t_last - start) if (t_last is not None and start is not None) else None
+        throughput = len(update.package) / span if span and span > 0 else math.nan
+        if t_first is None and outcome == "updated":
+            self.notes.append("no OTA lines on the console (debug level < 3)")
+        return TrialResult(
+            cfg,
+            phases=self.phases,
+            outcome=outcome,
+            error=error,
+            bytes=len(update.package),
+            throughput_Bps=throughput,
+            notes="; ".join(self.notes),
+            started_at=started,
+            duration_s=self.phases["t_end"],
+        )
+
+    def _quiet(self) -> float:
+        rate = self.config.rate_Bps
+        transfer = 0.0 if math.isnan(rate) else self.config.size / rate
+        return QUIET_S + 1.2 * transfer + self.config.latency_ms / 250.0
+
+    def _clear(self, url: str, tls: TlsOptions) -> None:
+        with contextlib.suppress(OtaLabError):
+            deploy(None, url, tls=tls, clear=True, timeout=10)
+
+    def _start_proxy(self, stack: contextlib.ExitStack, base_url: str) -> LinkProxy | None:
+        profile = self._profile()
+        if profile is None and self.fault.kind == "none":
+            return None
+        url = parse_url(base_url)
+        proxy = LinkProxy(url.host, url.port, profile)
+        stack.enter_context(proxy)
+        return proxy
+
+    def _start_board(self, stack: contextlib.ExitStack, base_url: str, tls: TlsOptions, proxy: LinkProxy | None):
+        from otalib.board.virtual import VirtualBoard
+
+        cfg = self.config
+        version = Version.parse(cfg.version)
+        flash = self.bench.workdir / f"flash-{cfg.trial_id}-{time.monotonic_ns()}.bin"
+        stack.callback(lambda: flash.unlink(missing_ok=True))
+        board = VirtualBoard(
+            flash,
+            base_url,
+            app_id=cfg.app_id,
+            version=f"{version.major}.{version.minor}.{BOARD_PATCH}",
+            profile=cfg.device_profile,
+            mode="standard" if cfg.mode == "standard" else "advanced",
+            keys=self._device_keys(),
+            tls=tls,
+            link=proxy.address if proxy is not None else None,
+            restart_delay=self.bench.restart_delay,
+            write_current_slot=False,
+            name=f"trial-{cfg.trial_id}",
+        )
+        stack.callback(board.stop)
+        board.start()
+        return board
+
+    def _until_subscribed(self, board, tracker: OutcomeTracker, timeout: float = 15.0) -> int:
+        """Feed the boot lines to the tracker until the board subscribed; return the console cursor."""
+        deadline = time.monotonic() + timeout
+        cursor = 0
+        while True:
+            line, cursor = board.console.get(cursor, max(0.0, deadline - time.monotonic()))
+            if line is None:
+                raise LabError(f"the virtual board did not subscribe within {timeout:.0f}s: {board.status}")
+            tracker.feed(line)
+            if line.event == "subscribing":
+                return cursor
+
+    def _watch(self, board, tracker: OutcomeTracker, cursor: int, proxy: LinkProxy | None) -> str:
+        """Follow the console until the tracker decides; record the phases."""
+        deadline = time.monotonic() + self.config.timeout_s
+        power_cut = switched = False
+        while time.monotonic() < deadline:
+            if self.fault.kind == "power-loss" and not power_cut and proxy is not None and proxy.stats["faults_fired"]:
+                board.power_cycle()  # power lost mid-transfer, while the link holds the rest back
+                proxy.resume()
+                power_cut = True
+                self.notes.append(f"power cut at {self.clock.now():.3f}s")
+            line, cursor = board.console.get(cursor, 0.05)
+            if line is not None:
+                self._phase(line, switched)
+                switched |= line.event in ("switch_ok", "rom_activated", "swapping")
+                outcome = tracker.feed(line)
+                if outcome == "restarted" and power_cut:
+                    tracker.rearm()  # the reboot after the power cut: the update comes again (retained)
+                    tracker.published(line.t)
+                    continue
+                if outcome is not None:
+                    return outcome
+            outcome = tracker.poll(time.time())
+            if outcome is not None:
+                return outcome
+        return "timeout"
+
+    def _phase(self, line: ConsoleLine, switched: bool) -> None:
+        t = self.clock.of_wall(line.t)
+        ev = line.event
+        if ev in ("ota_write", "build_timestamp_current", "ota_started", "update_slot"):
+            self.phases.setdefault("t_first_byte", t)
+        if ev in ("ota_write", "signature"):
+            self.phases["t_last_byte"] = t
+        elif ev == "rom_update_complete":
+            self.phases["t_verified"] = t
+        elif ev in ("switch_ok", "swapping") and "t_switched" not in self.phases:
+            self.phases["t_switched"] = t
+        elif ev in ("boot", "restart") and switched and "t_restart" not in self.phases:
+            self.phases["t_restart"] = t
+        elif ev == "running" and "t_restart" in self.phases:
+            self.phases.setdefault("t_new_version", t)
+
+
+def _update_mode(mode: str) -> str:
+    """Lab mode names are :func:`~otalib.update.make_update` modes."""
+    return mode
+
+
+def run_campaign_on_bench(spec, out_dir: str | Path, *, progress: bool = True, resume: bool = True):
+    """Run a :class:`~otalib.lab.campaign.CampaignSpec` on one shared :class:`Bench`.
+
+    The managed brokers the grid needs are started first, so the run's metadata
+    names their backends and versions; it also records the device profiles and the
+    lab key's verification key fingerprint.
+    """
+    import hashlib
+
+    from otalib.lab.campaign import run_campaign
+
+    trials = spec.trials()
+    with Bench() as bench:
+        for backend, tls in sorted({(t.broker_backend or "auto", t.tls) for t in trials if not t.broker_url}):
+            bench.broker(backend, tls)
+        metadata = {
+            "brokers": bench.describe(),
+            "device_profiles": sorted({t.device_profile for t in trials}),
+            "board": sorted({t.board for t in trials}),
+            "firmware": "otalib demo images (esp8266), one per trial, seeded by size",
+            "verify_key_sha256": hashlib.sha256(bench.key.verify_key).hexdigest(),
+            "restart_delay_s": bench.restart_delay,
+        }
+        return run_campaign(spec, Path(out_dir), bench.run, progress=progress, resume=resume, metadata=metadata)

@@ -1,0 +1,115 @@
+"""Trials on the virtual board through a real Mosquitto: every outcome, phases on one clock, a real campaign."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from otalib.cli import cli
+from otalib.lab.schema import PHASES, TrialConfig, validate_frame
+from otalib.lab.store import load_run
+from otalib.lab.trial import Bench, FaultSpec
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    with Bench() as shared:
+        yield shared
+
+
+def trial(bench, **params):
+    config = TrialConfig(campaign="t", size=params.pop("size", 32 * 1024), broker_backend="mosquitto", **params)
+    return bench.run(config)
+
+
+def test_signed_update_is_applied_with_ordered_phases(bench):
+    result = trial(bench, mode="signed")
+    assert result.outcome == "updated" and result.error == ""
+    phases = [result.phases.get(p) for p in PHASES]
+    present = [p for p in phases if p is not None]
+    assert present == sorted(present)
+    for name in (
+        "t_build",
+        "t_publish_start",
+        "t_pubcomp",
+        "t_first_byte",
+        "t_verified",
+        "t_switched",
+        "t_new_version",
+    ):
+        assert result.phases.get(name) is not None, name
+    assert result.bytes > 32 * 1024 and result.throughput_Bps > 0
+    # the device restarts 1 s after switching, as the real one does
+    assert result.phases["t_restart"] - result.phases["t_switched"] >= 0.9
+    row = validate_frame(__import__("pandas").DataFrame([result.to_row()]))
+    assert row.loc[0, "outcome"] == "updated"
+
+
+def test_older_patch_is_skipped(bench):
+    assert trial(bench, mode="signed", patch=3).outcome == "skipped"
+
+
+def test_equal_patch_reinstalls_only_on_sming_61(bench):
+    assert trial(bench, mode="standard", patch=5, device_profile="sming-6.1").outcome == "updated"
+    assert trial(bench, mode="standard", patch=5, device_profile="reference").outcome == "skipped"
+
+
+def test_varint_quirk_patch_300_reads_as_46_on_sming_61(bench):
+    # the board runs patch 5: 300 read as 46 is newer, so applied; the reference profile reads 300
+    assert trial(bench, mode="standard", patch=300, device_profile="sming-6.1").outcome == "updated"
+    assert trial(bench, mode="standard", patch=300, device_profile="reference").outcome == "updated"
+
+
+def test_corrupted_byte_rejected_in_advanced_bricks_in_standard(bench):
+    signed = trial(bench, mode="signed", fault="corrupt@0.5")
+    assert signed.outcome == "rejected:VerificationFailed" and signed.error == "VerificationFailed"
+    assert trial(bench, mode="encrypted", fault="corrupt@0.5").outcome == "rejected:DecryptionFailed"
+    assert trial(bench, mode="standard", fault="corrupt@0.5").outcome == "bricked"
+
+
+@pytest.mark.parametrize("fault", ["cut@0.5", "power-loss@0.5"])
+def test_transient_faults_end_updated_because_the_message_is_retained(bench, fault):
+    result = trial(bench, mode="signed", fault=fault)
+    assert result.outcome == "updated"
+
+
+def test_slow_link_times_out(bench):
+    result = trial(bench, mode="signed", rate_Bps=2000.0, link="slow", timeout_s=2.0)
+    assert result.outcome == "timeout"
+    assert math.isnan(result.phases.get("t_new_version") or math.nan)
+
+
+def test_tls_trial(bench):
+    assert trial(bench, mode="signed+encrypted", tls=True).outcome == "updated"
+
+
+def test_fault_spec_parsing():
+    assert FaultSpec.parse("corrupt@0.9") == FaultSpec("corrupt", 0.9)
+    assert FaultSpec.parse("none").link_fault(100) is None
+    with pytest.raises(Exception, match="unknown fault"):
+        FaultSpec.parse("meteor")
+
+
+def test_campaign_cli_writes_tidy_data_and_a_report(tmp_path):
+    spec = tmp_path / "c.yaml"
+    spec.write_text(
+        "name: cli\nrepeats: 1\nfixed: {broker_backend: mosquitto, size: 16KiB}\n"
+        "grid:\n  mode: [standard, signed]\n  fault: [none, corrupt]\n"
+    )
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["campaign", str(spec), "-o", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    df, meta = load_run(run)
+    assert len(df) == 4
+    outcomes = dict(zip(zip(df["mode"], df["fault"], strict=True), df["outcome"], strict=True))
+    assert outcomes[("signed", "none")] == "updated"
+    assert outcomes[("signed", "corrupt")] == "rejected:VerificationFailed"
+    assert outcomes[("standard", "corrupt")] == "bricked"
+    assert "mosquitto" in str(meta)
+    report = CliRunner().invoke(cli, ["report", str(run)])
+    assert report.exit_code == 0, report.output
+    assert any(line.endswith(".png") for line in report.stdout.splitlines())
