@@ -28,7 +28,7 @@ TIMELINE_PHASES: tuple[tuple[str, str | None, str], ...] = (
     ("transfer", "t_first_byte", "t_last_byte"),
     ("verify", "t_last_byte", "t_verified"),
     ("switch", "t_verified", "t_switched"),
-    ("restart", "t_restart", "t_new_version"),
+    ("restart", "t_switched", "t_new_version"),  # the device waits 1 s, reboots, reports its version
 )
 
 
