@@ -358,6 +358,8 @@ def test_retained_256k_message_through_the_link(mosquitto_broker) -> None:  # no
             sub.close()
         publishes = proxy.stats["per_connection"][0]["publishes"]
         assert publishes and publishes[0][2] == len(BIG)
+        first, last = proxy.stats["per_connection"][0]["publish_times"][0]
+        assert first is not None and last is not None and first <= last
 
 
 def test_cut_mid_message_disconnects_then_reconnect_gets_it(mosquitto_broker) -> None:  # noqa: F811

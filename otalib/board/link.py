@@ -267,6 +267,8 @@ class _Conn:
     stall_until: float = 0.0
     faults: list[_Attached] = field(default_factory=list)
     tracker: MqttFrameTracker = field(default_factory=MqttFrameTracker)
+    publish_times: list[list[float | None]] = field(default_factory=list)  # [first, last payload byte t]
+    _pub_done: int = 0
     sniff: bytearray = field(default_factory=bytearray)
     ended: set[str] = field(default_factory=set)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -283,7 +285,24 @@ class _Conn:
             "last_byte_t": self.last_byte_t,
             "mqtt_level": self.tracker.level,
             "publishes": list(self.tracker.publishes),
+            "publish_times": [tuple(times) for times in self.publish_times],
         }
+
+    def note_payload_progress(self, now: float) -> None:
+        """Stamp when each PUBLISH payload's first and last byte went to the board."""
+        publishes = self.tracker.publishes
+        while len(self.publish_times) < len(publishes):
+            self.publish_times.append([None, None])
+        for index in range(self._pub_done, len(publishes)):
+            _start, payload, length = publishes[index]
+            times = self.publish_times[index]
+            if times[0] is None and self.bytes_down >= payload + min(length, 1):
+                times[0] = now
+            if times[1] is None and self.bytes_down >= payload + length:
+                times[1] = now
+            if times[1] is None:
+                break
+            self._pub_done = index + 1
 
 
 def _abort(writer: asyncio.StreamWriter | None, *, rst: bool) -> None:
@@ -481,7 +500,11 @@ class LinkProxy:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Counters: connections, bytes_down/up, faults_fired [(kind, offset, t)], first/last_byte_t, per connection."""
+        """Counters: connections, bytes_down/up, faults_fired [(kind, offset, t)], first/last_byte_t, per connection.
+
+        ``per_connection`` entries also hold ``publishes`` ([(packet start, payload start, payload length)],
+        downstream offsets) and ``publish_times`` ([(first, last payload byte forwarded)], monotonic).
+        """
         with self._lock:
             conns = [c.record() for c in self._conns]
             fired = list(self._faults_fired)
@@ -602,6 +625,7 @@ class LinkProxy:
                 if conn.first_byte_t is None:
                     conn.first_byte_t = now
                 conn.last_byte_t = now
+                conn.note_payload_progress(now)
             else:
                 conn.bytes_up += n
 
