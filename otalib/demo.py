@@ -63,7 +63,7 @@ def watched_update(out: Path, say: Callable[[str], None], *, backend: str = "aut
             with SerialBoard(board.console_path) as port:
                 board.start()
                 tracker = OutcomeTracker(quiet=5.0, timeout=30.0)
-                for line in _lines_until(port, tracker, "subscribing", 15.0):
+                for _line in _lines_until(port, tracker, "subscribing", 15.0):
                     pass
                 image = make_demo_image("esp8266", APP_ID, "4.3.2", size=256 * 1024)
                 update = make_update(image, "signed", patch=2, key=key, timestamp=timestamp_now() + 1)

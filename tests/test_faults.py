@@ -277,12 +277,6 @@ def test_power_loss_mid_write_boots_old_slot_then_updates(proc_rig, mode) -> Non
     assert r.proc.expect("running", WAIT).fields["slot"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="device model gap (otalib/board/device.py): a slot whose image is half new, half old boots as if "
-    "intact when its segment walk runs into old/erased data (_image_length returns None -> checksum skipped); "
-    "rBoot's check_image / the chip would reject it",
-)
 def test_power_loss_standard_write_current_slot_quirk_bricks(proc_rig) -> None:
     r = proc_rig("--write-current-slot", mode="standard")
     r.publish(standard_package(r.app))

@@ -548,7 +548,9 @@ def _checksum_bad(flash: FlashImage, slot: int) -> bool:
     start, end = flash.layout.slot_range(slot)
     length = _image_length(flash, start, min(end - start, CHECKSUM_LIMIT))
     if length is None:
-        return False
+        # the segment walk does not end inside the slot: a torn image (half new, half old or
+        # erased data) — unless the slot is too big to check, in which case it is assumed intact
+        return end - start <= CHECKSUM_LIMIT
     try:
         info = inspect_image(flash.read(start, length))
     except ImageError:

@@ -8,6 +8,7 @@ connections, and stops it with SIGTERM, then SIGKILL.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -170,6 +171,7 @@ class Broker:
         """Start the broker process and wait until it accepts connections."""
         if self._proc is not None:
             return self
+        atexit.register(self.stop)  # a broker never outlives the Python that started it (e.g. a notebook kernel)
         if self.requested_port and not port_is_free(self.host, self.requested_port):
             raise BrokerError(f"port {self.host}:{self.requested_port} is in use")
         self._prepare_tls()
@@ -246,6 +248,7 @@ class Broker:
         if self._stopped:
             return
         self._stopped = True
+        atexit.unregister(self.stop)
         self._terminate()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

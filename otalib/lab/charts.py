@@ -264,3 +264,26 @@ __all__ = [
     "plot_time_vs_size",
     "plot_timeline",
 ]
+
+
+def plot_phase_breakdown(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[str, ...] = ("mode", "link")) -> Axes:
+    """Where the time goes: mean seconds per phase, stacked, per group of updated trials."""
+    from otalib.lab.stats import phase_durations
+
+    ax = _axes(ax)
+    done = df[df["outcome"] == "updated"]
+    if done.empty:
+        ax.text(0.5, 0.5, "no updated trials", ha="center", va="center", transform=ax.transAxes)
+        return ax
+    durations = phase_durations(done)
+    labels = [label for label, _, _ in TIMELINE_PHASES]
+    means = durations.groupby([durations[c] for c in by if c in durations])[labels].mean()
+    left = np.zeros(len(means))
+    names = [" / ".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in means.index]
+    for label in labels:
+        ax.barh(names, means[label].to_numpy(), left=left, label=label)
+        left += means[label].to_numpy()
+    ax.set_xlabel("mean seconds (updated trials)")
+    ax.set_title("where the time goes")
+    ax.legend(fontsize="small", ncol=3)
+    return ax

@@ -61,3 +61,23 @@ def time_to_new_version(df: pd.DataFrame) -> pd.Series:
 def failed(df: pd.DataFrame) -> pd.Series:
     """True for each trial whose outcome is not ``updated``."""
     return df["outcome"].astype(str) != "updated"
+
+
+def phase_durations(df):
+    """Seconds spent in each phase of :data:`otalib.lab.charts.TIMELINE_PHASES`, one row per trial.
+
+    Missing phases (e.g. ``verify`` in standard mode) count as 0; the trial
+    columns ``mode``, ``link``, ``size`` and ``outcome`` are kept for grouping.
+    """
+    import pandas as pd
+
+    from otalib.lab.charts import TIMELINE_PHASES
+
+    out = pd.DataFrame(index=df.index)
+    for label, start, end in TIMELINE_PHASES:
+        begin = 0.0 if start is None else df[start]
+        out[label] = (df[end] - begin).clip(lower=0).fillna(0.0)
+    for column in ("mode", "link", "size", "outcome"):
+        if column in df:
+            out[column] = df[column]
+    return out

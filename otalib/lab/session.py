@@ -1,0 +1,183 @@
+"""A lab session: a broker, a board and its console monitor, for step-through notebooks.
+
+The board is otalab's virtual board (``board="virtual"``) or a real one on a serial
+port (``/dev/ttyUSB0``, ``rfc2217://host:port``, …); either way the console is read
+through the serial monitor, so the same notebook code watches both. The broker is a
+managed one (``broker_url=""``) or any external ``mqtt[s]://`` URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from otalib.board.console import OutcomeTracker
+from otalib.board.protocol import ConsoleLine
+from otalib.board.serial_board import SerialBoard
+from otalib.broker import Broker, BrokerUser, start_broker
+from otalib.errors import BoardError
+from otalib.formats.version import Version, topic_for
+from otalib.keys import DeviceKeys
+from otalib.mqtt.publish import DeployRecord, deploy
+from otalib.mqtt.tls import TlsOptions
+from otalib.update import Update
+
+
+class LabSession:
+    """Broker + board + console monitor; a context manager that stops all it started.
+
+    ``broker_url`` (deployments) and ``board_broker_url`` (the board's own connection,
+    e.g. with a device user's credentials) default to the managed broker's URL.
+    """
+
+    def __init__(
+        self,
+        *,
+        board: str = "virtual",
+        broker_url: str = "",
+        backend: str = "auto",
+        app_id: str = "test",
+        version: str = "4.3.1",
+        mode: str = "advanced",
+        keys: DeviceKeys | None = None,
+        profile: str = "sming-6.1",
+        tls: bool = False,
+        require_client_cert: bool = False,
+        users: tuple[BrokerUser, ...] = (),
+        board_tls: TlsOptions | None = None,
+        board_broker_url: str | None = None,
+        deploy_tls: TlsOptions | None = None,
+        workdir: str | Path | None = None,
+        baud: int = 115200,
+        **board_options: Any,
+    ) -> None:
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="otalab-session-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.app_id = app_id
+        self.version = Version.parse(version)
+        self.topic = topic_for(app_id, self.version)
+        self._stack = contextlib.ExitStack()
+        self.broker: Broker | None = None
+        self.board = None
+        self.deploy_tls = deploy_tls or TlsOptions()
+        if not broker_url:
+            self.broker = self._stack.enter_context(
+                start_broker(
+                    backend,
+                    tls=tls,
+                    require_client_cert=require_client_cert,
+                    users=users,
+                    workdir=self.workdir / "broker",
+                )
+            )
+            broker_url = self.broker.url
+            if tls and deploy_tls is None:
+                self.deploy_tls = TlsOptions(ca=self.broker.ca_path)
+        self.broker_url = broker_url
+        if board == "virtual":
+            from otalib.board.virtual import VirtualBoard
+
+            tls_options = board_tls or (TlsOptions(ca=self.broker.ca_path) if tls and self.broker else None)
+            self.board = VirtualBoard(
+                self.workdir / "flash.bin",
+                board_broker_url or broker_url,
+                app_id=app_id,
+                version=str(self.version),
+                mode=mode,
+                keys=keys,
+                profile=profile,
+                tls=tls_options,
+                **board_options,
+            )
+            self._stack.callback(self.board.stop)
+            port = self.board.console_path
+        else:
+            port = board
+        self.console = self._stack.enter_context(SerialBoard(port, baud))
+        self.tracker = OutcomeTracker(quiet=5.0, timeout=60.0)
+        self._cursor = 0
+        if self.board is not None:
+            self.board.start()
+
+    def __enter__(self) -> LabSession:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the board, the monitor and the managed broker."""
+        self._stack.close()
+
+    @property
+    def deploy_url(self) -> str:
+        """The URL that publishes to this board's update topic."""
+        return self.broker_url.rstrip("/") + "/" + self.topic
+
+    def wait_ready(self, timeout: float = 20.0) -> ConsoleLine:
+        """Wait until the board subscribed to its update topic (seen on its console)."""
+        line = self.console.expect("subscribing", timeout)
+        self._feed_until(line)
+        return line
+
+    def _feed_until(self, stop: ConsoleLine | None = None) -> None:
+        for line in self.console.console.history(self._cursor):
+            self._cursor += 1
+            self.tracker.feed(line)
+            if line is stop:
+                break
+
+    def deploy(self, update: Update | bytes | None, *, clear: bool = False, **options: Any) -> DeployRecord:
+        """Publish a package (retained, QoS 2) to the board's topic; arms the outcome tracker."""
+        self._feed_until()
+        package = update.package if isinstance(update, Update) else update
+        self.tracker.rearm()
+        if not clear:
+            self.tracker.published(time.time())
+        return deploy(package, self.deploy_url, tls=options.pop("tls", self.deploy_tls), clear=clear, **options)
+
+    def watch(self, timeout: float = 30.0, *, quiet: float | None = None) -> list[ConsoleLine]:
+        """Console lines from now until the update's outcome is decided (or ``timeout`` s)."""
+        if quiet is not None:
+            self.tracker.quiet = quiet
+        lines: list[ConsoleLine] = []
+        deadline = time.monotonic() + timeout
+        buffer = self.console.console
+        while time.monotonic() < deadline:
+            line, cursor = buffer.get(self._cursor, 0.1)
+            if line is not None:
+                self._cursor = cursor
+                lines.append(line)
+                if self.tracker.feed(line):
+                    break
+            elif self.tracker.poll(time.time()):
+                break
+        return lines
+
+    def record(self, seconds: float) -> list[ConsoleLine]:
+        """Every console line of the next ``seconds`` s (e.g. to see an update loop)."""
+        lines: list[ConsoleLine] = []
+        deadline = time.monotonic() + seconds
+        buffer = self.console.console
+        while (left := deadline - time.monotonic()) > 0:
+            line, cursor = buffer.get(self._cursor, min(0.1, left))
+            if line is not None:
+                self._cursor = cursor
+                self.tracker.feed(line)
+                lines.append(line)
+        return lines
+
+    @property
+    def outcome(self) -> str | None:
+        """The tracker's decision about the last deployed update."""
+        return self.tracker.outcome
+
+    def expect_outcome(self, wanted: str, timeout: float = 30.0) -> list[ConsoleLine]:
+        """Watch, then raise :class:`BoardError` unless the outcome is ``wanted``."""
+        lines = self.watch(timeout)
+        if self.outcome != wanted:
+            raise BoardError(f"expected outcome {wanted}, got {self.outcome}")
+        return lines
