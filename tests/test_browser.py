@@ -129,7 +129,8 @@ def test_notebook_1_runs_in_jupyterlab_and_its_charts_render(jupyterlab):
             lambda d: len(d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")) >= 2
         )
         sizes = driver.execute_script(
-            "return [...document.querySelectorAll('.jp-OutputArea-output img')].map(i => [i.naturalWidth, i.naturalHeight]);"
+            "return [...document.querySelectorAll('.jp-OutputArea-output img')]"
+            ".map(i => [i.naturalWidth, i.naturalHeight]);"
         )
         assert all(w > 100 and h > 100 for w, h in sizes), sizes
         errors = driver.find_elements(
