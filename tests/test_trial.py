@@ -113,3 +113,26 @@ def test_campaign_cli_writes_tidy_data_and_a_report(tmp_path):
     report = CliRunner().invoke(cli, ["report", str(run)])
     assert report.exit_code == 0, report.output
     assert any(line.endswith(".png") for line in report.stdout.splitlines())
+
+
+def test_a_board_on_a_serial_port_is_watched_like_a_real_one(bench):
+    """A trial with ``board=<port>``: the board (here a virtual one, reached only via its pty) is not managed."""
+    from otalib.board.virtual import VirtualBoard
+    from otalib.keys import DeviceKeys
+
+    broker = bench.broker("mosquitto", False)
+    flash = bench.workdir / "real-board.bin"
+    board = VirtualBoard(flash, broker.url, version="4.3.5", keys=DeviceKeys(bench.key.verify_key))
+    board.start()
+    try:
+        board.expect("subscribing", 15)
+        result = trial(bench, mode="signed", board=board.console_path, patch=6)
+        assert result.outcome == "updated", result.notes
+        assert "demo image" in result.notes
+        assert board.status["slot"] == 1
+        with pytest.raises(Exception, match="needs the patch"):
+            trial(bench, mode="signed", board=board.console_path)
+        with pytest.raises(Exception, match="virtual board"):
+            trial(bench, mode="signed", board=board.console_path, patch=7, fault="cut")
+    finally:
+        board.stop()

@@ -4,7 +4,8 @@ A :class:`Bench` holds what trials share (brokers, the lab key, a work folder) s
 campaign does not start a broker per trial; :meth:`Bench.run` is the campaign's runner.
 The board is the virtual board by default (a fresh flash per trial, running
 ``version`` at patch :data:`BOARD_PATCH`), or a real board on a serial port / ``rfc2217://``
-URL. The outcome is read from the console exactly as for a real board
+URL (``TrialConfig.board``; it must be running and subscribed, the trial gives ``patch``, and
+the :class:`Bench` holds its key and a real ROM image). The outcome is read from the console exactly as for a real board
 (:class:`~otalib.board.console.OutcomeTracker`); link profiles and faults go through the
 :class:`~otalib.board.link.LinkProxy`.
 
@@ -28,6 +29,7 @@ from typing import Any
 from otalib.board.console import OutcomeTracker
 from otalib.board.link import Fault, LinkProfile, LinkProxy
 from otalib.board.protocol import ConsoleLine
+from otalib.board.serial_board import SerialBoard
 from otalib.broker import Broker, start_broker
 from otalib.errors import LabError, OtaLabError
 from otalib.formats.ota import timestamp_now
@@ -95,12 +97,24 @@ class _Clock:
 class Bench:
     """Shared resources of a series of trials: brokers per (backend, TLS), the lab key, a work folder."""
 
-    def __init__(self, workdir: str | Path | None = None, *, restart_delay: float = 1.0) -> None:
+    def __init__(
+        self,
+        workdir: str | Path | None = None,
+        *,
+        restart_delay: float = 1.0,
+        key: LabKey | None = None,
+        firmware: bytes | None = None,
+        baud: int = 115200,
+    ) -> None:
+        """``key``/``firmware``: for real boards, the key their firmware embeds and a real ROM image
+        to deploy (the virtual board takes otalib's demo images and a fresh key)."""
         self._own_dir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="otalab-bench-")) if workdir is None else Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.restart_delay = restart_delay
-        self.key = LabKey.generate()
+        self.key = key or LabKey.generate()
+        self.firmware = firmware
+        self.baud = baud
         self._brokers: dict[tuple[str, bool], Broker] = {}
 
     def __enter__(self) -> Bench:
@@ -181,8 +195,9 @@ class Trial:
     def run(self) -> TrialResult:
         cfg = self.config
         started = datetime.now(timezone.utc)
-        if cfg.board != "virtual":
-            raise LabError("real-board trials need a board driver: use board='virtual' here, or SerialBoard directly")
+        real = cfg.board != "virtual"
+        if real:
+            self._check_real_board()
         base_url, tls, backend = self._endpoint()
         topic = topic_for(cfg.app_id, cfg.version)
         deploy_url = base_url.rstrip("/") + "/" + topic
@@ -192,14 +207,22 @@ class Trial:
         with contextlib.ExitStack() as stack:
             deploy(None, deploy_url, tls=tls, clear=True, timeout=10)  # no firmware left by an earlier trial
             stack.callback(self._clear, deploy_url, tls)
-            proxy = self._start_proxy(stack, base_url)
-            board = self._start_board(stack, base_url, tls, proxy)
             tracker = OutcomeTracker(quiet=self._quiet(), timeout=cfg.timeout_s)
-            cursor = self._until_subscribed(board, tracker)
+            if real:  # a board on a serial port / rfc2217:// server, already running and subscribed
+                proxy = None
+                board = stack.enter_context(SerialBoard(cfg.board, self.bench.baud))
+                cursor = 0
+            else:
+                proxy = self._start_proxy(stack, base_url)
+                board = self._start_board(stack, base_url, tls, proxy)
+                cursor = self._until_subscribed(board, tracker)
 
-            image = make_demo_image(
-                "esp8266", cfg.app_id, f"{version.major}.{version.minor}.{new_patch}", size=cfg.size
-            )
+            if self.bench.firmware is not None:
+                image = self.bench.firmware
+            else:
+                image = make_demo_image(
+                    "esp8266", cfg.app_id, f"{version.major}.{version.minor}.{new_patch}", size=cfg.size
+                )
             update = make_update(
                 image, _update_mode(cfg.mode), patch=new_patch, key=self.bench.key, timestamp=timestamp_now() + 1
             )
@@ -234,6 +257,16 @@ class Trial:
             started_at=started,
             duration_s=self.phases["t_end"],
         )
+
+    def _check_real_board(self) -> None:
+        """What a trial on a real board can and cannot do (no link profile or fault between it and its broker)."""
+        cfg = self.config
+        if cfg.patch is None:
+            raise LabError(f"a trial on the real board {cfg.board} needs the patch to publish (newer than it runs)")
+        if self.fault.kind != "none" or not math.isnan(cfg.rate_Bps) or cfg.latency_ms:
+            raise LabError("link profiles and faults need the virtual board (a real board connects to its own broker)")
+        if self.bench.firmware is None:
+            self.notes.append("demo image deployed to a real board: give Bench(firmware=...) a real ROM")
 
     def _quiet(self) -> float:
         rate = self.config.rate_Bps
