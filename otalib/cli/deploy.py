@@ -21,7 +21,7 @@ def _progress_bar(total_hint: int):
 
 
 @click.command("deploy")
-@click.argument("args", nargs=-1, metavar="[PACKAGE] URL")
+@click.argument("args", nargs=-1, metavar="[PACKAGE] [URL]")
 @click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate (PEM) of the broker.")
 @click.option("--client-cert", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate (PEM).")
 @click.option("--client-key", type=click.Path(dir_okay=False, path_type=Path), help="Client private key (PEM).")
@@ -36,7 +36,9 @@ def _progress_bar(total_hint: int):
 @click.option("--clear", is_flag=True, help="Publish the empty retained message that removes the firmware.")
 @click.option("--json", "as_json", is_flag=True, help="Print the timing record as JSON.")
 @click.option("--no-check", is_flag=True, help="Publish even if the file does not parse as a .sdp package.")
-@click.option("--varint/--byte", default=True, show_default=True, help="Patch version encoding of the package.")
+@click.option(
+    "--varint/--byte", default=None, help="Patch version encoding of the package (default: ENABLE_OTA_VARINT_VERSION)."
+)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Publish timeout (s).")
 @click.option(
     "--connect-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Connect timeout (s)."
@@ -58,7 +60,7 @@ def deploy_command(
     clear: bool,
     as_json: bool,
     no_check: bool,
-    varint: bool,
+    varint: bool | None,
     timeout: float,
     connect_timeout: float,
     mqtt_version: str,
@@ -66,18 +68,26 @@ def deploy_command(
     """Publish PACKAGE to URL: mqtt[s]://user:pass@host[:port]/a/<app>/u/<maj>.<min>[/<channel>].
 
     With --clear, give only URL: the empty retained message removes the firmware.
+    Without URL, the lab configuration's MQTT_URL and update topic (APP_ID, APP_VERSION) are used,
+    and MQTT_FINGERPRINT_SHA1 (if set) pins an mqtts:// broker.
     """
+    from otalib.cli.common import get_config
     from otalib.mqtt.publish import deploy
     from otalib.mqtt.tls import TlsOptions, parse_pin
 
+    config = get_config()
+    if varint is None:
+        varint = config.ENABLE_OTA_VARINT_VERSION
     if clear:
-        if len(args) != 1:
+        if len(args) > 1:
             raise UsageError("--clear takes only the URL (no PACKAGE)")
-        package, url = None, args[0]
+        package, url = None, (args[0] if args else config.deploy_url())
     else:
-        if len(args) != 2:
-            raise UsageError("expected PACKAGE URL (or --clear URL)")
-        package, url = Path(args[0]), args[1]
+        if len(args) not in (1, 2):
+            raise UsageError("expected PACKAGE [URL] (or --clear [URL])")
+        package, url = Path(args[0]), (args[1] if len(args) == 2 else config.deploy_url())
+    if not pins and config.MQTT_FINGERPRINT_SHA1 and url.startswith("mqtts://"):
+        pins = (config.MQTT_FINGERPRINT_SHA1,)
     tls = TlsOptions(
         ca=ca,
         client_cert=client_cert,

@@ -1,0 +1,55 @@
+"""The CLI reads the lab configuration (otalab.toml, environment); explicit arguments win."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from otalib.broker import start_broker
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+@pytest.fixture(scope="module")
+def broker():
+    with start_broker("mosquitto") as running:
+        yield running
+
+
+def otalab(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k not in ("APP_ID", "APP_VERSION", "MQTT_URL", "OTALAB_CONFIG")}
+    return subprocess.run(
+        [sys.executable, "-m", "otalib", *args],
+        cwd=cwd,
+        env={**full, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_deploy_takes_url_and_topic_from_otalab_toml(tmp_path, broker):
+    (tmp_path / "otalab.toml").write_text(f'APP_ID = "lamp"\nAPP_VERSION = "2.1"\nMQTT_URL = "{broker.url}"\n')
+    package = str(VECTORS / "pack_5_varint.sdp")
+    result = otalab("deploy", package, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["topic"] == "a/lamp/u/2.1"
+    result = otalab("deploy", package, "--json", cwd=tmp_path, env={"APP_VERSION": "2.2"})
+    assert json.loads(result.stdout)["topic"] == "a/lamp/u/2.2"  # the environment overrides the file
+    explicit = f"{broker.url}/a/other/u/1.0"
+    result = otalab("deploy", package, explicit, "--json", cwd=tmp_path)
+    assert json.loads(result.stdout)["topic"] == "a/other/u/1.0"  # an explicit URL wins
+    assert otalab("deploy", "--clear", "--json", cwd=tmp_path).returncode == 0
+
+
+def test_bad_configuration_is_one_line(tmp_path):
+    (tmp_path / "otalab.toml").write_text("ENABLE_SSL = 7\n")
+    result = otalab("pack", str(VECTORS / "signed.ota"), "x.sdp", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("otalab: error: bad ENABLE_SSL")
+    assert not (tmp_path / "x.sdp").exists()
