@@ -69,17 +69,6 @@ class UpdateResult:
         return asdict(self)
 
 
-class _Decoder(OtaDecoder):
-    """The shared decoder, also keeping the signature/checksum it read (the device prints it
-    before verifying, also when verification fails)."""
-
-    last_digest: bytes | None = None
-
-    def _on_verify(self, digest: bytes) -> None:
-        self.last_digest = digest
-        super()._on_verify(digest)
-
-
 @dataclass
 class _Update:
     parser: PackageParser
@@ -88,7 +77,7 @@ class _Update:
     patch: PatchRead | None = None
     target_slot: int | None = None
     writer: SlotWriter | None = None
-    decoder: _Decoder | None = None
+    decoder: OtaDecoder | None = None
     error: DeviceError | None = None
     too_large: bool = False
     payload_bytes: int = 0
@@ -374,7 +363,7 @@ class Device:
         target = layout.other_slot(running)
         update.target_slot = target
         start, end = layout.slot_range(target)
-        update.decoder = _Decoder(
+        update.decoder = OtaDecoder(
             target_address=start,
             slot_size=end - start,
             verify_key=self.keys.verify,

@@ -254,6 +254,7 @@ class OtaDecoder:
         self.header: OtaHeader | None = None
         self.selected_rom: int | None = None
         self.error: DeviceError | None = None
+        self.last_digest: bytes | None = None  # the signature/checksum read (a device prints it, also on failure)
         self.plain_bytes = 0
         self._events: list[OtaEvent] = []
         # plaintext state
@@ -461,6 +462,7 @@ class OtaDecoder:
 
     def _on_verify(self, digest: bytes) -> None:
         assert self.header is not None
+        self.last_digest = digest
         self._state = _COMPLETE
         if self._signed:
             method = "ed25519ph"
