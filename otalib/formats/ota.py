@@ -23,6 +23,7 @@ from nacl import bindings as sodium
 from nacl.exceptions import BadSignatureError, CryptoError
 
 from otalib.errors import DeviceError, DeviceErrorCode, UsageError
+from otalib.formats._sodium import Puller, ph_update
 from otalib.keys import LabKey
 
 MAGIC_SIGNED = 0xF01AF02A
@@ -287,7 +288,7 @@ class OtaDecoder:
                 if self.encrypted:
                     self._feed_encrypted(memoryview(chunk))
                 else:
-                    self._feed_plain(memoryview(chunk))
+                    self._feed_plain(chunk)
         except DeviceError as exc:
             self.error = exc
             raise
@@ -349,13 +350,13 @@ class OtaDecoder:
                     sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, block, self.decrypt_key)
                 except (CryptoError, ValueError, TypeError):
                     raise DeviceError(DeviceErrorCode.DecryptionFailed, "bad secretstream header") from None
-                self._e_pull = state
+                self._e_pull = Puller(state)
                 self._e_state, self._e_need = _E_LENGTH, 2
             elif self._e_state == _E_LENGTH:
                 self._e_state, self._e_need = _E_CHUNK, int.from_bytes(block, "little") + 1
             else:
                 try:
-                    plain, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(self._e_pull, block)
+                    plain, tag = self._e_pull.pull(block)  # type: ignore[attr-defined]
                 except (CryptoError, ValueError):
                     raise DeviceError(
                         DeviceErrorCode.DecryptionFailed, "a chunk did not decrypt (wrong key or corrupted)"
@@ -364,18 +365,23 @@ class OtaDecoder:
                     self._e_state, self._e_need = _E_FINAL, 0
                 else:
                     self._e_state, self._e_need = _E_LENGTH, 2
-                self._feed_plain(memoryview(plain))
+                self._feed_plain(plain)
 
     # -- the basic stream (BasicStream::write) ----------------------------------------
 
-    def _feed_plain(self, view: memoryview) -> None:
-        while len(view):
+    def _feed_plain(self, data: bytes | memoryview) -> None:
+        # Hot path: ROM data is passed on as ``bytes`` without an extra copy when a whole
+        # chunk belongs to one ROM (the usual case); headers are staged in a small buffer.
+        if isinstance(data, memoryview):
+            data = bytes(data)
+        offset, size = 0, len(data)
+        while offset < size:
             state = self._state
             if state == _COMPLETE:
                 raise DeviceError(DeviceErrorCode.UnsupportedData, "bytes after the signature/checksum")
-            take = min(self._need, len(view))
-            piece = view[:take]
-            view = view[take:]
+            take = min(self._need, size - offset)
+            piece = data if take == size else data[offset : offset + take]
+            offset += take
             self._need -= take
             self.plain_bytes += take
             if state != _VERIFY and self._verifier is not None:
@@ -442,10 +448,9 @@ class OtaDecoder:
         else:
             self._rom_end()
 
-    def _rom_data(self, piece: memoryview) -> None:
+    def _rom_data(self, data: bytes) -> None:
         rom = self._rom
         assert rom is not None
-        data = bytes(piece)
         if self._rom_hash is not None:
             self._rom_hash.update(data)
         self._events.append(RomData(rom.index, self._rom_offset, data, rom.selected))
@@ -492,8 +497,8 @@ class _Ed25519phVerifier:
     def __init__(self) -> None:
         self._state = sodium.crypto_sign_ed25519ph_state()
 
-    def update(self, data: bytes | memoryview) -> None:
-        sodium.crypto_sign_ed25519ph_update(self._state, bytes(data))
+    def update(self, data: bytes) -> None:
+        ph_update(self._state, data)
 
     def verify(self, signature: bytes, public_key: bytes) -> bool:
         try:

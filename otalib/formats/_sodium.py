@@ -1,0 +1,44 @@
+"""Per-chunk libsodium calls on the decoder's hot path, without PyNaCl's per-call argument checks.
+
+The states are PyNaCl's own (created and finished through its public API); only
+``update``/``pull``, called once per 2 KiB chunk, go straight to the same libsodium
+functions through PyNaCl's cffi binding. Arguments are checked here once, by
+construction (bytes of bounded length), instead of on every call.
+"""
+
+from __future__ import annotations
+
+from nacl import bindings as sodium
+from nacl._sodium import ffi, lib
+from nacl.exceptions import CryptoError
+
+ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
+MAX_CHUNK = 0x10000  # a chunk length is a u16 + 1
+
+
+def ph_update(state: sodium.crypto_sign_ed25519ph_state, data: bytes) -> None:
+    """``crypto_sign_ed25519ph_update`` on a PyNaCl Ed25519ph state."""
+    if lib.crypto_sign_ed25519ph_update(state.state, data, len(data)) != 0:  # pragma: no cover - never fails
+        raise CryptoError("crypto_sign_ed25519ph_update failed")
+
+
+class Puller:
+    """``crypto_secretstream_xchacha20poly1305_pull`` with one reused output buffer."""
+
+    def __init__(self, state: sodium.crypto_secretstream_xchacha20poly1305_state) -> None:
+        self._state = state.statebuf
+        self._keep = state  # the state buffer lives as long as this object
+        self._out = ffi.new("unsigned char[]", MAX_CHUNK)
+        self._out_len = ffi.new("unsigned long long *")
+        self._tag = ffi.new("unsigned char *")
+
+    def pull(self, cipher: bytes) -> tuple[bytes, int]:
+        """Decrypt one chunk; raise :class:`CryptoError` if it does not authenticate."""
+        if not ABYTES <= len(cipher) <= MAX_CHUNK:
+            raise CryptoError("bad chunk length")
+        rc = lib.crypto_secretstream_xchacha20poly1305_pull(
+            self._state, self._out, self._out_len, self._tag, cipher, len(cipher), ffi.NULL, 0
+        )
+        if rc != 0:
+            raise CryptoError("chunk did not authenticate")
+        return ffi.buffer(self._out, self._out_len[0])[:], self._tag[0]
