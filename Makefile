@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lab bench lint format clean system-deps notebooks
+.PHONY: demo test lab bench lint format clean system-deps browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,13 +13,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-system-deps:  ## Mosquitto (and Chromium for the browser test) from the system's packages when missing
+system-deps:  ## Mosquitto from the system's packages when missing
 	@bash scripts/system-deps.sh
+
+browser-deps:  ## Mosquitto and Chromium (the browser test) when missing
+	@bash scripts/system-deps.sh --browser
 
 demo: $(STAMP) system-deps  ## the main job: broker, virtual board, signed update, campaign, charts
 	$(VENV)/bin/otalab demo --out data/demo
 
-test: $(STAMP) system-deps  ## the whole test suite
+test: $(STAMP) browser-deps  ## the whole test suite
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lab: $(STAMP) system-deps  ## JupyterLab on the notebooks

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install the system packages otalab's lab uses when they are missing: Mosquitto (the default
-# broker; the embedded amqtt broker is the fallback) and, for the browser test, Chromium.
+# broker; the embedded amqtt broker is the fallback) and, with --browser (the tests), Chromium.
 # Runs apt-get only as root on Debian/Ubuntu; elsewhere it says what to install.
 set -u
+browser=0
+[ "${1:-}" = "--browser" ] && browser=1
 need=()
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   need+=(mosquitto mosquitto-clients)
 fi
-if [ "${OTALAB_BROWSER_TEST:-1}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+if [ "$browser" = 1 ] && [ "${OTALAB_BROWSER_TEST:-1}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   need+=(chromium chromium-driver)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
