@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from otalib.broker.base import Broker, BrokerUser, free_port, port_accepts
 from otalib.broker.embedded import EmbeddedBroker
@@ -68,30 +69,13 @@ def make_broker(
     return EmbeddedBroker(**kwargs)  # type: ignore[arg-type]
 
 
-def start_broker(
-    backend: str = "auto",
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    tls: bool = False,
-    require_client_cert: bool = False,
-    users: Sequence[BrokerUser] = (),
-    max_packet_size: int | None = None,
-    workdir: Path | None = None,
-    server_names: Sequence[str] = (),
-) -> Broker:
-    """Start a lab broker and return it running; use it as a context manager (``stop()`` is idempotent)."""
-    broker = make_broker(
-        backend,
-        host=host,
-        port=port,
-        tls=tls,
-        require_client_cert=require_client_cert,
-        users=users,
-        max_packet_size=max_packet_size,
-        workdir=workdir,
-        server_names=server_names,
-    )
+def start_broker(backend: str = "auto", **options: Any) -> Broker:
+    """Start a lab broker and return it running; use it as a context manager (``stop()`` is idempotent).
+
+    ``options`` are those of :func:`make_broker` (host, port, tls, require_client_cert, users,
+    max_packet_size, workdir, server_names).
+    """
+    broker = make_broker(backend, **options)
     try:
         return broker.start()
     except BaseException:
