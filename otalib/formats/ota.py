@@ -328,33 +328,27 @@ class OtaDecoder:
         return data
 
     def _feed_encrypted(self, view: memoryview) -> None:
-        while len(view):
-            if self._e_state == _E_FINAL:
+        size, offset = len(view), 0
+        while offset < size:
+            state = self._e_state
+            if state == _E_FINAL:
                 raise DeviceError(DeviceErrorCode.InvalidFormat, "data after the final encrypted chunk")
-            take = min(self._e_need, len(view))
-            if not self._e_buf and take == self._e_need:
-                block = bytes(view[:take])  # the whole field is here: no staging copy
-            else:
-                self._e_buf += view[:take]
-                if take < self._e_need:
-                    self._e_need -= take
+            need = self._e_need
+            if self._e_buf or size - offset < need:  # a field split across feeds: stage it
+                take = min(need, size - offset)
+                self._e_buf += view[offset : offset + take]
+                offset += take
+                self._e_need = need - take
+                if self._e_need:
                     return
                 block, self._e_buf = bytes(self._e_buf), bytearray()
-            view = view[take:]
-            self._e_need = 0
-            if self._e_state == _E_HEADER:
-                if self.decrypt_key is None:
-                    raise DeviceError(DeviceErrorCode.DecryptionFailed, "encrypted file, but no decryption key")
-                state = sodium.crypto_secretstream_xchacha20poly1305_state()
-                try:
-                    sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, block, self.decrypt_key)
-                except (CryptoError, ValueError, TypeError):
-                    raise DeviceError(DeviceErrorCode.DecryptionFailed, "bad secretstream header") from None
-                self._e_pull = Puller(state)
-                self._e_state, self._e_need = _E_LENGTH, 2
-            elif self._e_state == _E_LENGTH:
+            else:  # the whole field is here: no staging copy
+                block = bytes(view[offset : offset + need])
+                offset += need
+                self._e_need = 0
+            if state == _E_LENGTH:
                 self._e_state, self._e_need = _E_CHUNK, int.from_bytes(block, "little") + 1
-            else:
+            elif state == _E_CHUNK:
                 try:
                     plain, tag = self._e_pull.pull(block)  # type: ignore[attr-defined]
                 except (CryptoError, ValueError):
@@ -366,6 +360,19 @@ class OtaDecoder:
                 else:
                     self._e_state, self._e_need = _E_LENGTH, 2
                 self._feed_plain(plain)
+            else:
+                self._init_pull(block)
+
+    def _init_pull(self, header: bytes) -> None:
+        if self.decrypt_key is None:
+            raise DeviceError(DeviceErrorCode.DecryptionFailed, "encrypted file, but no decryption key")
+        state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        try:
+            sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, header, self.decrypt_key)
+        except (CryptoError, ValueError, TypeError):
+            raise DeviceError(DeviceErrorCode.DecryptionFailed, "bad secretstream header") from None
+        self._e_pull = Puller(state)
+        self._e_state, self._e_need = _E_LENGTH, 2
 
     # -- the basic stream (BasicStream::write) ----------------------------------------
 
