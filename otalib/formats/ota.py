@@ -98,14 +98,20 @@ def build_plain(
         if not 0 <= rom.address < 2**32:
             raise UsageError(f"bad ROM address {rom.address:#x}: must fit in 32 bits")
         parts.append(ROM_HEADER.pack(rom.address, len(rom.data)))
-        parts.append(rom.data)
-    body = b"".join(parts)
+        parts.append(bytes(rom.data))
+    # hash the parts as they are and join once, signature included (no second copy of the image)
     if signed:
         assert key is not None
         state = sodium.crypto_sign_ed25519ph_state()
-        sodium.crypto_sign_ed25519ph_update(state, body)
-        return body + sodium.crypto_sign_ed25519ph_final_create(state, key.signing_key)
-    return body + hashlib.md5(body).digest()
+        for part in parts:
+            ph_update(state, part)
+        parts.append(sodium.crypto_sign_ed25519ph_final_create(state, key.signing_key))
+    else:
+        digest = hashlib.md5()
+        for part in parts:
+            digest.update(part)
+        parts.append(digest.digest())
+    return b"".join(parts)
 
 
 def encrypt(plain: bytes, stream_key: bytes) -> bytes:
