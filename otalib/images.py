@@ -15,6 +15,8 @@ so :func:`read_app_info` finds it in the first bytes of a flash slot.
 from __future__ import annotations
 
 import contextlib
+import enum
+import hashlib
 import io
 import json
 import os
@@ -34,6 +36,8 @@ from otalib.fileio import read_input, write_atomic
 ESP_IMAGE_MAGIC = 0xE9
 #: First byte of an ESP8266 "v2" image (irom0 segment before a second header).
 ESP8266_V2_MAGIC = 0xEA
+#: The "segment count" byte of every v2 image (a format version, not a count).
+ESP8266_V2_SEGMENT = 4
 #: Starts the app marker of otalab demo images.
 APP_MARKER = b"OTALAB-APP\0"
 #: Chips whose demo images otalab can synthesise.
@@ -56,9 +60,22 @@ _DEMO_FLASH = {"esp8266": ("4MB", "40m", "dio"), "esp32": ("4MB", "40m", "dio")}
 _FLASH_MODES = {"qio": 0, "qout": 1, "dio": 2, "dout": 3}
 
 
+class ImageFormat(str, enum.Enum):
+    """The image formats otalab reads (all through esptool's classes)."""
+
+    ESP8266_V1 = "esp8266-v1"  # magic 0xE9: esptool's v1 image (rboot.bin, otalab demo images)
+    ESP8266_V2 = "esp8266-v2"  # magic 0xEA: irom0 first, then a v1 header (Sming/esptool2 rom0.bin)
+    ESP32 = "esp32"  # magic 0xE9 + extended header (ESP32 family, SHA-256 appended)
+
+
 @dataclass(frozen=True)
 class ImageInfo:
-    """What an ESP image says about itself (as esptool reads it)."""
+    """What an ESP image says about itself (as esptool reads it).
+
+    ``sha256`` is the digest an ESP32 image carries; ``file_sha256`` the SHA-256 of the
+    image bytes (``size`` of them). ``crc32`` is the CRC32 esptool appends to a v2 image,
+    None when there is none (esptool2, which Sming uses, writes none; rBoot checks none).
+    """
 
     chip: str
     image_version: int
@@ -75,6 +92,9 @@ class ImageInfo:
     flash_mode: str | None = None
     flash_size: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    format: ImageFormat = ImageFormat.ESP8266_V1
+    file_sha256: str = ""
+    crc32: int | None = None
 
     @property
     def valid(self) -> bool:
@@ -86,6 +106,7 @@ class ImageInfo:
         data = asdict(self)
         data["segments"] = [{"address": addr, "size": size} for addr, size in self.segments]
         data["warnings"] = list(self.warnings)
+        data["format"] = self.format.value
         data["valid"] = self.valid
         return data
 
@@ -206,12 +227,21 @@ def normalise_chip(chip: str) -> str:
 
 
 def is_esp_image(data: bytes) -> bool:
-    """Cheap check: does ``data`` start like an ESP application image?"""
-    if len(data) < 8:
+    """Cheap check: does ``data`` (a whole image or its first 16+ bytes) start like an ESP image?
+
+    The one test otalab uses everywhere (inspect, deploy's package check, pack, build,
+    the virtual board's rBoot): magic 0xE9 (ESP8266 v1, ESP32 family) with 1..16
+    segments, or 0xEA (ESP8266 v2, as Sming's esptool2 writes for rBoot) with its
+    constant 4 and an irom0 segment saved at load address 0.
+    """
+    head = bytes(data[:16])
+    if len(head) < 8:
         return False
-    if data[0] == ESP_IMAGE_MAGIC:
-        return 1 <= data[1] <= _MAX_SEGMENTS
-    return data[0] == ESP8266_V2_MAGIC
+    if head[0] == ESP_IMAGE_MAGIC:
+        return 1 <= head[1] <= _MAX_SEGMENTS
+    if head[0] == ESP8266_V2_MAGIC and head[1] == ESP8266_V2_SEGMENT:
+        return len(head) < 12 or head[8:12] == bytes(4)
+    return False
 
 
 def _guess_chip(data: bytes) -> str:
@@ -238,17 +268,32 @@ def _load(chip: str, data: bytes) -> tuple[Any, int]:
             raise ImageError("truncated ESP image: SHA-256 digest missing at the end")
         length = image.data_length + _SHA256_LEN
     else:
-        length = _parsed_length(image, data)
+        length = _parsed_length(image)
     if length > stream_len:
         raise ImageError("truncated ESP image: checksum missing at the end")
+    if _crc32_of_v2(image, data[:length], data[length : length + 4]) is not None:
+        length += 4
     return image, length
 
 
-def _parsed_length(image: Any, data: bytes) -> int:
-    """Length of an image without digest: end of the last segment, aligned to 16, plus the checksum."""
+def _parsed_length(image: Any) -> int:
+    """Length of an image without digest: end of the last segment, aligned to 16 with the checksum byte.
+
+    esptool's loader reads no further (an ESP8266 v2 image may have a CRC32 after it:
+    see :func:`_crc32_of_v2`).
+    """
     last = max((seg.file_offs + 8 + len(seg.data) for seg in image.segments if seg.file_offs is not None), default=8)
-    crc = 4 if getattr(image, "version", 1) == 2 else 0  # ESP8266 v2: CRC32 after the checksum
-    return (last // 16 + 1) * 16 + crc
+    return (last // 16 + 1) * 16
+
+
+def _crc32_of_v2(image: Any, body: bytes, tail: bytes) -> int | None:
+    """The CRC32 esptool appends to a v2 image, when ``tail`` holds it (esptool2 writes none)."""
+    if getattr(image, "version", 1) != 2 or len(tail) < 4:
+        return None
+    from esptool.bin_image import esp8266_crc32
+
+    stored = int.from_bytes(tail[:4], "little")
+    return stored if stored == esp8266_crc32(body) else None
 
 
 def _describe_load_error(exc: Exception) -> str:
@@ -271,7 +316,7 @@ def inspect_image(data: bytes, chip: str | None = None) -> ImageInfo:
     if not data:
         raise ImageError("not an ESP image: empty data")
     if data[0] not in (ESP_IMAGE_MAGIC, ESP8266_V2_MAGIC):
-        raise ImageError(f"not an ESP image: first byte is {data[0]:#04x}, expected 0xe9")
+        raise ImageError(f"not an ESP image: first byte is {data[0]:#04x}, expected 0xe9 or 0xea")
     if len(data) < 8:
         raise ImageError("truncated ESP image: shorter than its 8-byte header")
     if chip is not None:
@@ -322,9 +367,19 @@ def _info(chip: str, image: Any, data: bytes, messages: list[str]) -> ImageInfo:
     flash_size = get_key_from_value(image.ROM_LOADER.FLASH_SIZES, image.flash_size_freq & 0xF0)
     flash_mode = get_key_from_value(_FLASH_MODES, image.flash_mode)
     app = read_app_info(data) or _idf_app_info(image)
+    version = int(getattr(image, "version", 1))
+    crc32 = None
+    if chip != "esp8266":
+        image_format = ImageFormat.ESP32
+    elif version == 2:
+        image_format = ImageFormat.ESP8266_V2
+        if len(data) == _parsed_length(image) + 4:
+            crc32 = _crc32_of_v2(image, data[:-4], data[-4:])
+    else:
+        image_format = ImageFormat.ESP8266_V1
     return ImageInfo(
         chip=chip,
-        image_version=int(getattr(image, "version", 1)),
+        image_version=version,
         entry=int(image.entrypoint),
         segments=tuple((int(seg.addr), len(seg.data)) for seg in image.segments),
         checksum_valid=calculated == image.checksum,
@@ -338,6 +393,9 @@ def _info(chip: str, image: Any, data: bytes, messages: list[str]) -> ImageInfo:
         flash_mode=flash_mode,
         flash_size=flash_size,
         warnings=tuple(messages),
+        format=image_format,
+        file_sha256=hashlib.sha256(data).hexdigest(),
+        crc32=crc32,
     )
 
 

@@ -74,6 +74,11 @@ def _esp_image_module():
     return images
 
 
+def _looks_like_esp_image(data: bytes) -> bool:
+    images = _esp_image_module()
+    return images is not None and images.is_esp_image(data)
+
+
 def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None) -> Report:
     """Decode an OTA file completely and report what a device would see."""
     keys = DeviceKeys.of(key)
@@ -162,7 +167,7 @@ def _package_prefix(data: bytes, varint: bool) -> int:
     except InputError:
         return 0
     payload = data[used:]
-    if payload and (_is_ota_magic(payload) or payload[0] == 0xE9 or _encrypted_chain_fits(payload)):
+    if payload and (_is_ota_magic(payload) or _looks_like_esp_image(payload) or _encrypted_chain_fits(payload)):
         return used
     return 0
 
@@ -183,8 +188,7 @@ def inspect_bytes(
         raise InputError("the file is empty")
     if _is_ota_magic(data):
         return inspect_ota(data, key)
-    images = _esp_image_module()
-    if data[0] == 0xE9 and images is not None and images.is_esp_image(data) and hint != ".sdp":
+    if _looks_like_esp_image(data) and hint != ".sdp":
         return inspect_image_bytes(data)
     raw_encrypted = _encrypted_chain_fits(data)
     if allow_package and not (raw_encrypted and hint != ".sdp"):

@@ -9,7 +9,7 @@ import click
 from otalib.cli.common import echo_json, warn
 from otalib.errors import UsageError
 from otalib.fileio import write_atomic
-from otalib.images import ImageInfo, elf2image, inspect_file, inspect_image, make_demo_image
+from otalib.images import ImageFormat, ImageInfo, elf2image, inspect_file, inspect_image, make_demo_image
 
 _SIZE_RE = re.compile(r"^(\d+)\s*([kKmM]i?[bB]?)?$")
 
@@ -27,17 +27,25 @@ def format_info(info: ImageInfo, name: str = "") -> list[str]:
     """Human lines describing an image."""
     version = f" v{info.image_version}" if info.chip == "esp8266" else ""
     lines = [f"{name}: {info.chip.upper()} image{version}, {info.size} bytes" if name else f"{info.chip} image"]
+    v2 = info.format is ImageFormat.ESP8266_V2
+    lines.append(f"  format:   {info.format.value}" + (" (irom0 first, for rBoot)" if v2 else ""))
     lines.append(f"  entry:    {info.entry:#010x}")
     lines.append(f"  flash:    {info.flash_size or '?'} {info.flash_mode or '?'}")
     lines.append(f"  segments: {len(info.segments)}")
     for index, (addr, size) in enumerate(info.segments):
-        lines.append(f"    {index:2d}  load {addr:#010x}  {size:8d} bytes")
+        where = "irom0, runs from flash" if v2 and index == 0 else f"load {addr:#010x}"
+        lines.append(f"    {index:2d}  {where:<22s} {size:8d} bytes")
     check = "valid" if info.checksum_valid else f"INVALID (calculated {info.calculated_checksum:#04x})"
     lines.append(f"  checksum: {info.checksum:#04x} {check}")
+    if v2:
+        none = "none (esptool2 writes none; rBoot checks none)"
+        crc = f"{info.crc32:#010x} valid" if info.crc32 is not None else none
+        lines.append(f"  crc32:    {crc}")
     if info.sha256_valid is not None:
         lines.append(f"  sha256:   {'valid' if info.sha256_valid else 'INVALID'} ({info.sha256})")
     if info.app_id is not None:
         lines.append(f"  app:      {info.app_id} {info.app_version}")
+    lines.append(f"  file sha256: {info.file_sha256}")
     return lines
 
 

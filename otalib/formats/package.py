@@ -35,7 +35,9 @@ def payload_kind(payload: bytes) -> str:
     head = bytes(payload[:4])
     if head in OTA_MAGICS:
         return "ota"
-    if head[:1] == bytes([ESP_IMAGE_MAGIC]):
+    from otalib.images import is_esp_image
+
+    if is_esp_image(payload):
         return "esp-image"
     if len(payload) > 26:
         chunk = int.from_bytes(payload[24:26], "little") + 1
