@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from otalib.errors import ConfigError
+from otalib.errors import ConfigError, UsageError
 from otalib.formats.version import Version
 
 if sys.version_info >= (3, 11):
@@ -119,5 +119,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             values[name] = _coerce(name, env[name])
             source = f"{source}+env" if "+env" not in source else source
     config = LabConfig(**values, source=source)  # type: ignore[arg-type]
-    config.version  # noqa: B018 - validates APP_VERSION
+    try:
+        config.version  # noqa: B018 - validates APP_VERSION
+    except UsageError as exc:
+        raise ConfigError(f"bad APP_VERSION={config.APP_VERSION!r} ({source}): {exc}") from None
     return config

@@ -21,10 +21,17 @@ from otalib.cli import cli
 from otalib.errors import LabError
 from otalib.lab import store
 from otalib.lab.campaign import run_campaign
-from otalib.lab.charts import plot_failure_rates, plot_time_cdf, plot_time_vs_size, plot_timeline
+from otalib.lab.charts import (
+    TIMELINE_PHASES,
+    plot_failure_rates,
+    plot_phase_breakdown,
+    plot_time_cdf,
+    plot_time_vs_size,
+    plot_timeline,
+)
 from otalib.lab.report import summarize, write_report
 from otalib.lab.schema import TrialConfig, validate_frame
-from otalib.lab.stats import fit_throughput, wilson_interval
+from otalib.lab.stats import fit_throughput, phase_durations, wilson_interval
 
 
 @pytest.fixture(autouse=True)
@@ -194,13 +201,49 @@ def test_time_cdf_one_step_line_per_mode():
     df = synthetic_frame()
     ax = plot_time_cdf(df, ax=new_ax())
     assert legend_labels(ax) == ["standard (n=6)", "signed (n=6)"]
-    for line in ax.lines:
-        y = np.asarray(line.get_ydata())
-        assert y[0] == 0.0 and y[-1] == pytest.approx(1.0) and np.all(np.diff(y) >= 0)
+    updated = df[df["outcome"] == "updated"]
+    for line, mode in zip(ax.lines, ["standard", "signed"], strict=True):
+        times = np.sort((updated["t_new_version"] - updated["t_publish_start"])[updated["mode"] == mode].to_numpy())
+        x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+        assert x == pytest.approx(np.concatenate([[times[0]], times]))  # publish -> new version, sorted
+        assert y == pytest.approx(np.concatenate([[0.0], np.arange(1, 7) / 6]))
     ax = plot_time_cdf(df[df["outcome"] != "updated"], ax=new_ax())
     assert len(ax.lines) == 0 and texts(ax) == ["no updated trials"]
     ax = plot_time_cdf(updated_row(), ax=new_ax())
     assert legend_labels(ax) == ["standard (n=1)"]
+
+
+def test_phase_durations_per_trial():
+    df = synthetic_frame()
+    durations = phase_durations(df)
+    assert list(durations.columns) == [label for label, _, _ in TIMELINE_PHASES] + ["mode", "link", "size", "outcome"]
+    row, got = df.iloc[0], durations.iloc[0]
+    assert row["outcome"] == "updated"
+    for label, start, end in TIMELINE_PHASES:
+        begin = 0.0 if start is None else row[start]
+        assert got[label] == pytest.approx(row[end] - begin), label
+    failed = durations[df["outcome"] == "bricked"].iloc[0]
+    assert failed["verify"] == failed["switch"] == failed["restart"] == 0.0  # phases never reached count as 0
+    assert failed["transfer"] > 0
+
+
+def test_phase_breakdown_stacks_the_mean_of_each_phase():
+    df = synthetic_frame()
+    ax = plot_phase_breakdown(df, ax=new_ax())
+    labels = [label for label, _, _ in TIMELINE_PHASES]
+    assert legend_labels(ax) == labels
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["signed / wifi", "standard / wifi"]
+    done = phase_durations(df[df["outcome"] == "updated"])
+    means = done.groupby("mode")[labels].mean()
+    bars = ax.patches  # one bar per group for each phase, phase after phase
+    assert len(bars) == 2 * len(labels)
+    for index, label in enumerate(labels):
+        for bar, mode in zip(bars[2 * index : 2 * index + 2], ["signed", "standard"], strict=True):
+            assert bar.get_width() == pytest.approx(means.loc[mode, label]), (label, mode)
+            previous = means.loc[mode, labels[:index]].sum()
+            assert bar.get_x() == pytest.approx(previous)  # stacked on the phases before it
+    ax = plot_phase_breakdown(df[df["outcome"] != "updated"], ax=new_ax())
+    assert len(ax.patches) == 0 and texts(ax) == ["no updated trials"]
 
 
 def test_charts_without_ax_make_their_own_figure():

@@ -26,21 +26,26 @@ def test_file_then_environment(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("content", "env", "needle"),
+    ("content", "env", "message"),
     [
-        ("NOPE = 1\n", {}, "unknown setting"),
-        ("APP_ID = \n", {}, "bad configuration file"),
-        ("", {"ENABLE_SSL": "maybe"}, "expected 1 or 0"),
-        ("", {"APP_VERSION_PATCH": "x"}, "whole number"),
-        ("", {"APP_VERSION": "four"}, "bad version"),
+        ("NOPE = 1\n", {}, "unknown setting(s) in {file}: NOPE"),
+        ("APP_ID = \n", {}, "bad configuration file {file}: Invalid value (at line 1, column 10)"),
+        ("", {"ENABLE_SSL": "maybe"}, "bad ENABLE_SSL='maybe': expected 1 or 0"),
+        ("", {"APP_VERSION_PATCH": "x"}, "bad APP_VERSION_PATCH='x': expected a whole number"),
+        ("", {"APP_VERSION_PATCH": "-1"}, "bad APP_VERSION_PATCH='-1': must not be negative"),
+        (
+            "",
+            {"APP_VERSION": "four"},
+            "bad APP_VERSION='four' ({file}+env): bad version 'four': expected MAJOR.MINOR or MAJOR.MINOR.PATCH",
+        ),
     ],
 )
-def test_bad_configuration_is_one_clear_error(tmp_path, content, env, needle):
+def test_bad_configuration_is_one_clear_error(tmp_path, content, env, message):
     file = tmp_path / "otalab.toml"
     file.write_text(content)
-    with pytest.raises(ConfigError if needle != "bad version" else Exception) as err:
+    with pytest.raises(ConfigError) as err:
         load_config(file, env=env)
-    assert needle in str(err.value)
+    assert type(err.value) is ConfigError and str(err.value) == message.format(file=file)
 
 
 def test_missing_explicit_file(tmp_path):

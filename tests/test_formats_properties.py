@@ -140,20 +140,53 @@ def test_package_round_trip_with_any_chunking(patch, varint, payload, data):
     assert end.payload_bytes == len(payload)
 
 
-def test_device_checks_in_order():
+def _two_faults(case: str) -> tuple[bytes, dict]:
+    """A file with TWO faults and the decoder options of the device that reads it (see the table below)."""
+    good = dict(timestamp=1000, signed=True)
+    rom = Rom(0x8000, b"\xe9" * 100)
+    if case == "format+downgrade":  # a signed file on an unsigned-only build, and older than the firmware
+        return build_ota([rom], KEY, **good), dict(expect_signed=False, current_timestamp=2000)
+    if case == "downgrade+too-large":
+        return build_ota([rom], KEY, **good), dict(current_timestamp=2000, target_address=0x8000, slot_size=50)
+    if case == "too-large+signature":
+        file = bytearray(build_ota([rom], KEY, **good))
+        file[-1] ^= 1
+        return bytes(file), dict(target_address=0x8000, slot_size=50)
+    if case == "signature+no-rom":
+        file = bytearray(build_ota([rom], KEY, **good))
+        file[-1] ^= 1
+        return bytes(file), dict(target_address=0x20000, slot_size=0xF8000)
+    if case == "no-rom+trailing":
+        return build_ota([rom], KEY, **good) + b"\x00", dict(target_address=0x20000, slot_size=0xF8000)
+    raise AssertionError(case)
+
+
+#: Sming's order of checks (protocol.md, "What the device checks, in order"): each file has two
+#: faults, and the device must report the one it checks first.
+@pytest.mark.parametrize(
+    ("case", "first"),
+    [
+        ("format+downgrade", "InvalidFormat"),
+        ("downgrade+too-large", "DowngradeNotAllowed"),
+        ("too-large+signature", "RomTooLarge"),
+        ("signature+no-rom", "VerificationFailed"),
+        ("no-rom+trailing", "NoRomFound"),
+    ],
+)
+@pytest.mark.parametrize("chunk", [None, 1], ids=["whole", "bytewise"])
+def test_device_checks_in_order(case, first, chunk):
+    file, options = _two_faults(case)
+    decoder = OtaDecoder(verify_key=KEY.verify_key, **options)
+    pieces = [file] if chunk is None else [file[i : i + chunk] for i in range(len(file))]
+    with pytest.raises(DeviceError) as err:
+        for piece in pieces:
+            decoder.feed(piece)
+        decoder.close()
+    assert err.value.code.value == first
+
+
+def test_each_check_alone():
     good = build_ota([Rom(0x8000, b"\xe9" * 100)], KEY, signed=True, timestamp=1000)
-    with pytest.raises(DeviceError) as err:
-        OtaDecoder(verify_key=KEY.verify_key, current_timestamp=2000).feed(good)
-    assert err.value.code.value == "DowngradeNotAllowed"
-    with pytest.raises(DeviceError) as err:
-        OtaDecoder(verify_key=KEY.verify_key, expect_signed=False).feed(good)
-    assert err.value.code.value == "InvalidFormat"
-    with pytest.raises(DeviceError) as err:
-        OtaDecoder(verify_key=KEY.verify_key, target_address=0x108000, slot_size=50).feed(good)
-    assert err.value.code.value == "RomTooLarge"
-    with pytest.raises(DeviceError) as err:
-        OtaDecoder(verify_key=KEY.verify_key, target_address=0x20000, slot_size=0xF8000).feed(good)
-    assert err.value.code.value == "NoRomFound"
     with pytest.raises(DeviceError) as err:
         OtaDecoder(verify_key=KEY.verify_key).feed(good + b"\x00")
     assert err.value.code.value == "UnsupportedData"
@@ -162,8 +195,9 @@ def test_device_checks_in_order():
     with pytest.raises(DeviceError) as err:
         decoder.close()
     assert err.value.code.value == "InvalidFormat" and "truncated" in err.value.detail
-    with pytest.raises(DeviceError):  # errors are sticky
+    with pytest.raises(DeviceError) as again:  # errors are sticky
         decoder.feed(b"")
+    assert again.value is err.value
 
 
 def test_data_after_the_final_encrypted_chunk_is_invalid_format():

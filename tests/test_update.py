@@ -31,10 +31,14 @@ def test_every_mode_inspects_as_verified(mode):
 
 def test_other_key_is_rejected_and_missing_key_refused():
     update = make_update(IMAGE, "signed", patch=1, key=KEY)
-    assert not inspect_bytes(update.package, LabKey.generate()).ok
-    with pytest.raises(UsageError):
+    other = inspect_bytes(update.package, LabKey.generate())
+    payload = other.data["payload"]
+    assert not other.ok and payload["verified"] is False
+    assert payload["error"] == "VerificationFailed"
+    assert payload["error_detail"] == "ed25519ph over the file does not match"
+    with pytest.raises(UsageError, match=r"^mode 'encrypted' needs a key$"):
         make_update(IMAGE, "encrypted", patch=1)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"^unknown update mode 'zip': one of "):
         make_update(IMAGE, "zip", patch=1, key=KEY)
 
 
