@@ -94,10 +94,10 @@ def _tool(name: str, bindir: Path) -> str:
 def peak_rss_kib(broker, workdir: Path, size: int) -> int:
     app = f"rss{size // MB}"
     flash = workdir / f"{app}.bin"
-    make_flash(flash, "4.3.5", app_id=app, layout=big_layout(17)).close()
+    make_flash(flash, "4.3.5", app_id=app, layout=big_layout(16)).close()
     key = workdir / "verify.key.bin"
     key.write_bytes(KEY.verify_key)
-    args = ["--broker", broker.url, "--app-id", app, "--flash", str(flash), "--slot-mib", "17"]
+    args = ["--broker", broker.url, "--app-id", app, "--flash", str(flash), "--slot-mib", "16"]
     args += ["--verify-key", str(key), "--profile", "reference", "--debug-level", "3"]
     image = firmware("4.3.6", timestamp=T_RUNNING + 1000, patch=6, size=size, app_id=app)
     package = signed_package("4.3.6", 6, image=image, app_id=app, address=0x100000)
@@ -130,7 +130,7 @@ def main() -> None:
         print(f"1 MB mosquitto_pub -> mosquitto_sub:                 {m * 1000:.1f} ms (median of {args.runs})")
         print(f"ratio board / mosquitto: {b / m:.2f}x (target <= 2x)")
         small = peak_rss_kib(broker, workdir, MB)
-        large = peak_rss_kib(broker, workdir, 16 * MB)
+        large = peak_rss_kib(broker, workdir, 16 * MB - 64 * 1024)  # fills a 16 MiB slot (the most real chips have)
         print(f"peak RSS of the board process receiving  1 MB: {small / 1024:.1f} MiB")
         print(f"peak RSS of the board process receiving 16 MB: {large / 1024:.1f} MiB")
         print(f"growth: {(large - small) / 1024:.2f} MiB (target < 2 MiB)")

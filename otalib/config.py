@@ -46,6 +46,8 @@ class LabConfig:
     ENABLE_OTA_SIGNING: bool = True
     ENABLE_OTA_ENCRYPTION: bool = False
     OTA_KEY: str = "ota.key"
+    #: Build time of the board's firmware (ms since 1900, as in the .ota header); None: unknown.
+    FIRMWARE_BUILD_TIMESTAMP: int | None = None
     source: str = "defaults"
 
     @property

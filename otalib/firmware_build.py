@@ -40,8 +40,6 @@ _TOOLCHAIN_MISSING_RE = re.compile(
     r"|\b(SMING_HOME|ESP_HOME|IDF_PATH)\b.*\b(not set|undefined|not defined|invalid)",
     re.IGNORECASE,
 )
-_PARTITION_MAGIC = b"\xaa\x50"
-_PARTITION_ENTRY = 32
 
 
 @dataclass(frozen=True)
@@ -221,16 +219,9 @@ def _chip_of_arch(arch: str) -> str:
 
 def read_partition_table(data: bytes) -> dict[str, int]:
     """{label: offset} of the app partitions in an ESP-IDF/Sming binary partition table."""
-    table: dict[str, int] = {}
-    for pos in range(0, len(data) - _PARTITION_ENTRY + 1, _PARTITION_ENTRY):
-        entry = data[pos : pos + _PARTITION_ENTRY]
-        if entry[:2] != _PARTITION_MAGIC:
-            break
-        ptype, offset = entry[2], int.from_bytes(entry[4:8], "little")
-        label = entry[12:28].split(b"\0", 1)[0].decode("ascii", "replace")
-        if ptype == 0 and label:  # app partitions only
-            table[label] = offset
-    return table
+    from otalib.board.partitions import app_partitions
+
+    return app_partitions(data)
 
 
 def _parse_int(value: Any) -> int | None:

@@ -99,3 +99,189 @@ def test_standard_package_of_the_real_rom_is_recognised() -> None:
     assert payload_kind(package[1:]) == "esp-image"
     report = inspect_bytes(package)
     assert report.kind == "sdp" and report.data["payload"]["kind"] == "esp-image" and report.ok
+
+
+# --------------------------------------------------------------------------- the esp8266 virtual board
+
+SMING_OTA = REAL / "firmware.ota"
+#: The build timestamp in the header of Sming's own firmware.ota (ms since 1900).
+SMING_OTA_TIMESTAMP = 4004872437378
+SMING_OTA_ROM_SHA256 = "96cf2d32457f96be0ab406f06661987f6311a66784b456ce2abaa3a6ac539ebf"
+
+
+def _real_board(tmp_path: Path, *, build_timestamp: int | None = None, layout=None):
+    from board_helpers import make_device
+
+    from otalib.board.flash import ESP8266_LAYOUT
+    from otalib.board.virtual import prepare_flash
+    from otalib.keys import DeviceKeys
+
+    flash = prepare_flash(
+        tmp_path / "flash.bin",
+        "test",
+        "4.3.1",
+        layout=layout or ESP8266_LAYOUT,
+        initial_image=ROM0.read_bytes(),
+        build_timestamp=build_timestamp,
+        partitions=(REAL / "partitions.bin").read_bytes() if layout is None else None,
+    )
+    device, out = make_device(flash, key=None)
+    device.keys = DeviceKeys((REAL / "verify.key.bin").read_bytes())
+    return flash, device, out
+
+
+def test_real_rom_boots_from_rom0_at_0x2000(tmp_path: Path) -> None:
+    flash, device, out = _real_board(tmp_path, build_timestamp=1234)
+    result = device.boot()
+    assert result.booted and result.slot == 0 and device.build_timestamp == 1234
+    assert flash.read(0x2000, 1) == b"\xea" and flash.read(0x3FA000, 2) == b"\xaa\x50"
+    running = next(e for e in out.events() if e.event == "running")
+    assert (running.fields["slot"], running.fields["address"]) == (0, 0x2000)
+    flash.close()
+
+
+def test_signed_update_with_real_rom_at_0x2000_boots_from_rom1(tmp_path: Path) -> None:
+    from board_helpers import KEY, deliver, make_device
+
+    from otalib.board.flash import ESP8266_LAYOUT
+    from otalib.board.virtual import prepare_flash
+    from otalib.formats.ota import Rom, build_ota
+    from otalib.formats.package import pack
+
+    flash = prepare_flash(
+        tmp_path / "flash.bin", "test", "4.3.1", layout=ESP8266_LAYOUT, initial_image=ROM0.read_bytes()
+    )
+    device, out = make_device(flash)  # verify key: KEY
+    device.boot()
+    out.clear()
+    stamp = 4_000_000_000_123
+    ota = build_ota([Rom(0x2000, ROM0.read_bytes())], KEY, signed=True, timestamp=stamp)
+    result = deliver(device, pack(ota, 2))
+    assert result.outcome == "applied" and result.target_slot == 1, out.output
+    assert "Update slot rom1 [0x00102000.." in out.output and "Skip ROM" not in out.output
+    assert flash.read(0x102000, len(ROM0.read_bytes())) == ROM0.read_bytes()
+    out.clear()
+    device.restart()
+    assert device.slot == 1 and device.build_timestamp == stamp  # the .ota's timestamp, kept for the slot
+    running = next(e for e in out.events() if e.event == "running")
+    assert (running.fields["slot"], running.fields["address"]) == (1, 0x102000)
+    # the next update prints the installed firmware's build timestamp, not 0
+    out.clear()
+    older = build_ota([Rom(0x2000, ROM0.read_bytes())], KEY, signed=True, timestamp=stamp - 1)
+    assert deliver(device, pack(older, 3)).outcome == "rejected"
+    assert f"Build timestamp of current firmware: {stamp & 0xFFFFFFFF}ll" in out.output
+    flash.close()
+
+
+@pytest.mark.parametrize(("board_timestamp", "outcome"), [(SMING_OTA_TIMESTAMP - 1, "applied"), (None, "applied")])
+def test_smings_own_two_rom_ota_applies_to_rom1(tmp_path: Path, board_timestamp, outcome) -> None:
+    from board_helpers import deliver
+
+    from otalib.formats.package import pack
+
+    flash, device, out = _real_board(tmp_path, build_timestamp=board_timestamp)
+    device.boot()
+    out.clear()
+    result = deliver(device, pack(SMING_OTA.read_bytes(), 2))
+    assert result.outcome == outcome and result.target_slot == 1, out.output
+    # the first ROM (0x2000) matches rom1 (0x102000 & 0xFFFFF); the second is skipped
+    assert "Update slot rom1 [0x00102000.." in out.output and "Skip ROM image for [0x00102000.." in out.output
+    device.restart()
+    assert device.slot == 1 and device.build_timestamp == SMING_OTA_TIMESTAMP
+    installed = flash.read(0x102000, 312_544)  # a later build than rom0.bin: the .ota's own ROM
+    assert hashlib.sha256(installed).hexdigest() == SMING_OTA_ROM_SHA256 and inspect_image(installed).valid
+    flash.close()
+
+
+def test_smings_ota_is_a_downgrade_for_a_newer_build(tmp_path: Path) -> None:
+    from board_helpers import deliver
+
+    from otalib.formats.package import pack
+
+    flash, device, out = _real_board(tmp_path, build_timestamp=SMING_OTA_TIMESTAMP + 1)
+    device.boot()
+    result = deliver(device, pack(SMING_OTA.read_bytes(), 2))
+    assert result.outcome == "rejected" and result.error == "DowngradeNotAllowed", out.output
+    device.restart()
+    assert device.slot == 0 and device.build_timestamp == SMING_OTA_TIMESTAMP + 1
+    flash.close()
+
+
+def test_host_layout_skips_a_rom_for_0x2000(tmp_path: Path) -> None:
+    """The emulator's layout (rom1 at 0x108000) has no slot for Sming's real ROM addresses."""
+    from board_helpers import deliver
+
+    from otalib.board.flash import HOST_LAYOUT
+    from otalib.formats.ota import Rom, build_ota
+    from otalib.formats.package import pack
+    from otalib.keys import LabKey
+
+    flash, device, out = _real_board(tmp_path, build_timestamp=0, layout=HOST_LAYOUT)
+    device.boot()
+    key = LabKey.from_bytes(bytes(range(64)), "test")
+    device.keys = type(device.keys)(key.verify_key)
+    result = deliver(device, pack(build_ota([Rom(0x2000, ROM0.read_bytes())], key, signed=True, timestamp=5), 2))
+    assert result.outcome == "rejected" and "Skip ROM image for [0x00002000.." in out.output
+    flash.close()
+
+
+# --------------------------------------------------------------------------- otalab board: options first
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--patch", "-1"], "bad --patch -1"),
+        (["--app-id", "a/b"], "bad app id"),
+        (["--slot-mib", "2000000000"], "1..16 MiB"),
+        (["--slot-mib", "17"], "1..16 MiB"),
+        (["--layout", "host", "--partitions", str(REAL / "partitions.bin")], "both set the flash layout"),
+        (["--partitions", str(REAL / "rom0.bin")], "larger than 4096 bytes"),
+        (["--partitions", str(REAL / "verify.key.bin")], "not a partition table"),
+        (["--rom", str(REAL / "partitions.bin")], "not an ESP image"),
+        (["--build-timestamp", "-5"], "-5"),
+    ],
+)
+def test_board_refuses_bad_options_before_making_a_flash(tmp_path: Path, args: list[str], message: str) -> None:
+    flash = tmp_path / "flash.bin"
+    result = run("board", "--broker", "mqtt://127.0.0.1:1", "--flash", str(flash), *args)
+    assert result.exit_code in (1, 2), result.output  # a usage error, or an unreadable input
+    assert message in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_board_layout_options(tmp_path: Path) -> None:
+    from otalib.board.flash import ESP8266_LAYOUT, HOST_LAYOUT, big_layout
+    from otalib.cli.board import _board_layout
+
+    assert _board_layout("esp8266", None, None, None) == (ESP8266_LAYOUT, None)
+    assert _board_layout("esp32", None, None, None) == (HOST_LAYOUT, None)
+    assert _board_layout("esp8266", "host", None, None) == (HOST_LAYOUT, None)
+    assert _board_layout("esp8266", None, None, 16) == (big_layout(16), None)
+    layout, table = _board_layout("esp8266", None, REAL / "partitions.bin", None)
+    assert layout.roms == (0x2000, 0x102000) and table == (REAL / "partitions.bin").read_bytes()
+
+
+def test_new_flash_takes_the_given_build_timestamp_never_now(tmp_path: Path) -> None:
+    from board_helpers import KEY, deliver, make_device
+
+    from otalib.board.virtual import prepare_flash
+    from otalib.formats.ota import Rom, build_ota
+    from otalib.formats.package import pack
+    from otalib.images import make_demo_image
+
+    old_file = pack(
+        build_ota([Rom(0x8000, make_demo_image("esp8266", "test", "4.3.2"))], KEY, signed=True, timestamp=5), 2
+    )
+    flash = prepare_flash(tmp_path / "unknown.bin", "test", "4.3.1")
+    device, out = make_device(flash)
+    device.boot()
+    assert device.build_timestamp == 0  # unknown: not the time the flash was made
+    assert deliver(device, old_file).outcome == "applied", out.output
+    flash.close()
+    flash = prepare_flash(tmp_path / "given.bin", "test", "4.3.1", build_timestamp=6)
+    device, out = make_device(flash)
+    device.boot()
+    assert device.build_timestamp == 6
+    assert deliver(device, old_file).error == "DowngradeNotAllowed"
+    flash.close()

@@ -227,7 +227,7 @@ class ProcessRig:
         make_flash(flash, "4.3.5", app_id=self.app).close()
         self.link = LinkProxy(broker.host, broker.port, LinkProfile(rate_Bps=40_000)).start()
         args = ["--broker", broker.url, "--app-id", self.app, "--version", "4.3.5", "--flash", str(flash)]
-        args += ["--mode", mode, "--link", self.link.address, "--restart-delay", "0.1", *extra]
+        args += ["--layout", "host", "--mode", mode, "--link", self.link.address, "--restart-delay", "0.1", *extra]
         if mode == "advanced":
             key_file = tmp_path / f"{self.app}.verify.key.bin"
             key_file.write_bytes(KEY.verify_key)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import signal
+from pathlib import Path
+
 import pytest
 
 from otalib.board.flash import (
@@ -73,3 +78,87 @@ def test_layouts():
     assert big.slot_size == 16 * 1024 * 1024 and big.roms[1] + big.slot_size == big.flash_size
     with pytest.raises(UsageError):
         Layout(flash_size=0x100000, roms=(0x8000, 0x108000))
+
+
+# --------------------------------------------------------------------------- layouts, creation, notes
+
+REAL = Path(__file__).parent / "vectors" / "esp8266"
+
+
+def test_named_layouts_and_smings_partition_table():
+    from otalib.board.flash import ESP8266_LAYOUT, HOST_LAYOUT, layout_from_partitions, named_layout
+    from otalib.board.partitions import PartitionType, read_partitions
+
+    assert named_layout("esp8266").roms == (0x2000, 0x102000) and ESP8266_LAYOUT.partition_table == 0x3FA000
+    assert named_layout("host") is HOST_LAYOUT and HOST_LAYOUT.roms == (0x8000, 0x108000)
+    table = (REAL / "partitions.bin").read_bytes()
+    entries = read_partitions(table)
+    assert [(p.label, p.offset, p.size) for p in entries if p.type is PartitionType.APP] == [
+        ("rom0", 0x2000, 0xF8000),
+        ("rom1", 0x102000, 0xF8000),
+    ]
+    layout = layout_from_partitions(table)
+    assert (layout.flash_size, layout.roms, layout.slot_size, layout.partition_table) == (
+        ESP8266_LAYOUT.flash_size,
+        ESP8266_LAYOUT.roms,
+        ESP8266_LAYOUT.slot_size,
+        0x3FA000,
+    )
+    corrupt = bytearray(table)
+    corrupt[0x24] ^= 1  # rom0's offset: the stored MD5 no longer matches
+    with pytest.raises(UsageError, match="MD5"):
+        read_partitions(bytes(corrupt))
+    with pytest.raises(UsageError, match="not a partition table"):
+        layout_from_partitions(b"\xff" * 64)
+    with pytest.raises(UsageError):
+        named_layout("esp9000")
+
+
+@pytest.mark.parametrize("slot_mib", [0, 17, 2_000_000_000, -1])
+def test_slots_are_bounded_by_real_flash_chips(slot_mib):
+    with pytest.raises(UsageError, match=r"1\.\.16 MiB"):
+        big_layout(slot_mib)
+    with pytest.raises(UsageError):
+        Layout(flash_size=1 << 40, roms=(0x100000,), slot_size=max(slot_mib, 1) << 20)
+
+
+def test_new_flash_appears_only_complete(tmp_path):
+    path = tmp_path / "f.bin"
+
+    def fail(flash):
+        flash.write_slot(0, b"\xe9\x01" + b"\0" * 100)
+        raise UsageError("bad image")
+
+    with pytest.raises(UsageError):
+        FlashImage(path, initialise=fail)
+    assert list(tmp_path.iterdir()) == []  # no flash, no temp file
+    with FlashImage(path, initialise=lambda f: f.write_slot(0, b"\xe9\x01" + b"\0" * 100)) as flash:
+        assert flash.created and flash.slot_head(0, 2) == b"\xe9\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_flash_creation_on_a_full_disk_leaves_nothing(tmp_path):
+    path = tmp_path / "f.bin"
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0x100000, old[1]))  # writes beyond 1 MiB fail (EFBIG)
+    try:
+        with pytest.raises(BoardError, match=f"cannot create flash file {path}"):
+            FlashImage(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert os.listdir(tmp_path) == []
+
+
+def test_build_timestamp_notes_survive_config_writes_and_die_with_the_slot(tmp_path):
+    with FlashImage(tmp_path / "f.bin") as flash:
+        flash.write_slot(1, b"\xea\x04" + b"\1" * 5000)
+        assert flash.noted_build_timestamp(1) is None
+        flash.note_build_timestamp(1, 4_000_000_000_000)
+        flash.set_current_rom(1)  # rBoot rewrites its sector: the note stays
+        assert flash.boot_config().current_rom == 1
+    with FlashImage(tmp_path / "f.bin", create=False) as flash:
+        assert flash.noted_build_timestamp(1) == 4_000_000_000_000 and flash.noted_build_timestamp(0) is None
+        flash.write_slot(1, b"\xe9\x01" + b"\2" * 5000)  # other firmware in the slot: the note is void
+        assert flash.noted_build_timestamp(1) is None

@@ -249,7 +249,7 @@ def test_board_process_kill_and_restart(broker, tmp_path):
     key_file.write_bytes(KEY.verify_key)
     flash = tmp_path / "proc.bin"
     app = f"vb{next(_apps)}"
-    args = ["--broker", broker.url, "--app-id", app, "--version", "4.3.5", "--flash", str(flash)]
+    args = ["--broker", broker.url, "--app-id", app, "--version", "4.3.5", "--flash", str(flash), "--layout", "host"]
     # the reference profile: no equal-patch re-install of the retained update (sming-6.1 would loop
     # between the slots, and which one runs at the kill would be down to timing)
     args += ["--verify-key", str(key_file), "--restart-delay", "0.1", "--profile", "reference"]

@@ -229,7 +229,7 @@ class Device:
             marker.get("app_id") if marker else None,
             marker.get("version") if marker else None,
             marker.get("patch") if marker else None,
-            marker.get("build_timestamp") if marker else None,
+            _build_timestamp(self.flash, rom, marker),
             tried=tuple(tried),
         )
         self.console.banner(self.flash_file_name, layout.rom_table, current_slot=rom, flash_size=self.flash.size)
@@ -247,6 +247,12 @@ class Device:
         assert version is not None
         self.console.show_info(self.chip_id, layout.rom_table, rom, layout.roms[rom], version.major_minor)
         return result
+
+    def _note_installed(self, slot: int, decoder: OtaDecoder) -> None:
+        """Keep the installed ``.ota``'s timestamp as the slot's build time (a real ROM's own is unreadable)."""
+        header = getattr(decoder, "header", None)
+        if header is not None:
+            self.flash.note_build_timestamp(slot, header.timestamp)
 
     def _bricked(self, reason: str, tried: tuple[int, ...], slot: int | None = None) -> BootResult:
         self.state = "bricked"
@@ -478,6 +484,7 @@ class Device:
                 detail=update.error.detail,
             )
         assert update.target_slot is not None
+        self._note_installed(update.target_slot, decoder)
         self.flash.set_current_rom(update.target_slot)
         self.console.rom_activated(update.target_slot)
         self.console.switching_ok()
@@ -490,12 +497,19 @@ class Device:
 
 
 def _header_ok(head: bytes) -> bool:
-    """rBoot's check: an ESP image header (magic 0xE9 with 1..16 segments, or a v2 0xEA)."""
-    if len(head) < 8:
-        return False
-    if head[0] == 0xE9:
-        return 1 <= head[1] <= 16
-    return head[0] == 0xEA
+    """rBoot's check: an ESP image header (0xE9 v1 with 1..16 segments, or 0xEA v2 as Sming's esptool2 writes)."""
+    from otalib.images import is_esp_image
+
+    return is_esp_image(head)
+
+
+def _build_timestamp(flash: FlashImage, slot: int, marker: dict | None) -> int | None:
+    """The running firmware's build time: compiled into a demo image's marker, else the one noted
+    for the slot (the ``.ota`` that installed it, or given when it was flashed); None: unknown."""
+    stamp = marker.get("build_timestamp") if marker else None
+    if isinstance(stamp, int) and not isinstance(stamp, bool):
+        return stamp
+    return flash.noted_build_timestamp(slot)
 
 
 def _read_marker(head: bytes) -> dict | None:
@@ -508,12 +522,18 @@ def _read_marker(head: bytes) -> dict | None:
 
 
 def _image_length(flash: FlashImage, start: int, limit: int) -> int | None:
-    """Bytes to read for the v1 ESP image at ``start``, from its segment headers (None: unknown/too big).
+    """Bytes to read for the ESP image at ``start``, from its segment headers (None: unknown/too big).
 
     The header is 8 bytes (ESP8266) or 24 (ESP32 family, then a SHA-256 may follow);
     both walks are tried and the longer plausible one is read (esptool ignores the rest).
     """
     head = flash.read(start, 24)
+    if head[0] == 0xEA:  # ESP8266 v2: irom0 segment, then a v1 header and its segments
+        irom = 16 + int.from_bytes(head[12:16], "little")
+        if irom + 8 > limit:
+            return None
+        length = _image_length(flash, start + irom, limit - irom)
+        return None if length is None else irom + length
     if head[0] != 0xE9:
         return None
     lengths = []

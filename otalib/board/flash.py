@@ -1,20 +1,29 @@
 """A file-backed SPI flash with rBoot's two-ROM layout (the virtual board's flash chip).
 
-The file is the flash: created erased (all ``0xFF``), read and written with
+The file is the flash: created erased (all ``0xFF``) and initialised in a temp file
+that is then renamed (never a half-made flash), read and written with
 ``pread``/``pwrite`` so nothing of its content stays in memory. Sectors are 4 KiB.
 rBoot keeps its config in the sector at ``0x1000``::
 
     u8 magic (0xE1), u8 version (0x01), u8 mode, u8 current_rom, u8 gpio_rom,
     u8 count, u8 unused[2], u32 roms[4]
 
-:data:`TWO_ROM_LAYOUT` is the Sming sample's "spiffs-two-roms" layout (4 MB flash,
-``rom0`` at 0x8000 and ``rom1`` at 0x108000, 0xF8000 bytes each).
+Layouts of the Sming sample's "spiffs-two-roms" hardware config (4 MB flash, two
+0xF8000-byte slots; protocol.md §4): :data:`ESP8266_LAYOUT`, a real ESP8266 (rBoot at 0x0,
+``rom0`` 0x2000, ``rom1`` 0x102000, partition table 0x3FA000), and :data:`HOST_LAYOUT`,
+Sming's Host emulator (``rom0`` 0x8000, ``rom1`` 0x108000: what the recorded consoles show).
+:func:`layout_from_partitions` reads a layout from a Sming ``partitions.bin``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import hashlib
+import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,23 +35,51 @@ BOOT_CONFIG_ADDR = 0x1000
 RBOOT_MAGIC = 0xE1
 RBOOT_VERSION = 0x01
 MAX_ROMS = 4
+#: The largest ROM slot a real flash chip holds (16 MiB chips; rBoot maps at most 8 MiB).
+MAX_SLOT_SIZE = 16 * 0x100000
+#: The largest virtual flash (two 16 MiB slots and 1 MiB below them).
+MAX_FLASH_SIZE = 2 * MAX_SLOT_SIZE + 0x100000
 _CONFIG = struct.Struct("<BBBBBB2x4I")
+#: otalab's note of the build timestamp per slot: in rBoot's config sector, after its config
+#: (a real rBoot leaves the rest of the sector unused); not something a device has.
+_NOTES_ADDR = BOOT_CONFIG_ADDR + 0x800
+_NOTES_MAGIC = b"OTALAB-SLOTS\0"
+_NOTES_HEAD = 0x10000  # the slot bytes a note is bound to (rewriting them voids the note)
+
+
+class LayoutName(str, enum.Enum):
+    """The named flash layouts of the sample (``otalab board --layout``)."""
+
+    ESP8266 = "esp8266"  # a real ESP8266 built by Sming: rom0 0x2000, rom1 0x102000
+    HOST = "host"  # Sming's Host emulator (the recorded consoles): rom0 0x8000, rom1 0x108000
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Flash size and the ROM slots' addresses; every slot is ``slot_size`` bytes."""
+    """Flash size and the ROM slots' addresses; every slot is ``slot_size`` bytes.
+
+    ``partition_table``: where Sming's partition table lives (None: not modelled).
+    """
 
     flash_size: int = 0x400000
     roms: tuple[int, ...] = (0x8000, 0x108000)
     slot_size: int = 0xF8000
+    name: str = LayoutName.HOST.value
+    partition_table: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.roms) <= MAX_ROMS:
             raise UsageError(f"a layout has 1..{MAX_ROMS} ROM slots")
+        if not 0 < self.slot_size <= MAX_SLOT_SIZE or self.slot_size % SECTOR:
+            raise UsageError(f"ROM slot size {self.slot_size:#x}: expected whole 4 KiB sectors, at most 16 MiB")
+        if not 0 < self.flash_size <= MAX_FLASH_SIZE:
+            raise UsageError(f"flash size {self.flash_size:#x}: at most {MAX_FLASH_SIZE // 0x100000} MiB")
         for addr in self.roms:
             if addr % SECTOR or addr < BOOT_CONFIG_ADDR + SECTOR or addr + self.slot_size > self.flash_size:
                 raise UsageError(f"ROM slot at {addr:#x} (size {self.slot_size:#x}) does not fit the flash")
+        table = self.partition_table
+        if table is not None and (table % SECTOR or not BOOT_CONFIG_ADDR < table < self.flash_size):
+            raise UsageError(f"partition table at {table:#x} does not fit the flash")
 
     def slot_range(self, slot: int) -> tuple[int, int]:
         """``(start, end)`` flash addresses of ``slot``."""
@@ -59,14 +96,60 @@ class Layout:
         return tuple((addr, self.slot_size) for addr in self.roms)
 
 
-#: The Sming sample's layout (4 MB flash, two 992 KB slots).
-TWO_ROM_LAYOUT = Layout()
+#: A real ESP8266 with Sming's "spiffs-two-roms" (4 MB flash, two 992 KB slots, rBoot at 0x0).
+ESP8266_LAYOUT = Layout(roms=(0x2000, 0x102000), name=LayoutName.ESP8266.value, partition_table=0x3FA000)
+#: Sming's Host emulator with the same hardware config (what the recorded consoles show).
+HOST_LAYOUT = Layout()
+#: The Host emulator's layout (the name older code uses).
+TWO_ROM_LAYOUT = HOST_LAYOUT
+LAYOUTS: dict[LayoutName, Layout] = {LayoutName.ESP8266: ESP8266_LAYOUT, LayoutName.HOST: HOST_LAYOUT}
+
+
+def named_layout(name: LayoutName | str) -> Layout:
+    """:data:`ESP8266_LAYOUT` or :data:`HOST_LAYOUT` by name; :class:`UsageError` otherwise."""
+    try:
+        return LAYOUTS[LayoutName(name)]
+    except ValueError:
+        raise UsageError(f"unknown layout {name!r} (choose from {', '.join(n.value for n in LayoutName)})") from None
 
 
 def big_layout(slot_mib: int = 16) -> Layout:
-    """A bigger two-ROM layout: ``2 * slot_mib`` MiB + 1 MiB flash with ``slot_mib`` MiB slots."""
+    """A bigger two-ROM layout: ``2 * slot_mib`` MiB + 1 MiB flash with ``slot_mib`` MiB slots (1..16)."""
+    if isinstance(slot_mib, bool) or not isinstance(slot_mib, int) or not 1 <= slot_mib <= MAX_SLOT_SIZE // 0x100000:
+        raise UsageError(f"bad slot size {slot_mib!r} MiB: real flash chips allow 1..16 MiB slots")
     slot = slot_mib * 0x100000
-    return Layout(flash_size=2 * slot + 0x100000, roms=(0x100000, 0x100000 + slot), slot_size=slot)
+    return Layout(flash_size=2 * slot + 0x100000, roms=(0x100000, 0x100000 + slot), slot_size=slot, name="big")
+
+
+def layout_from_partitions(data: bytes, *, source: str = "partition table") -> Layout:
+    """The layout a Sming ``partitions.bin`` describes: its app partitions are the ROM slots.
+
+    The flash size is the ``spiFlash`` device entry's (else the end of the last partition,
+    rounded up to a MiB); the table itself sits 0x6000 below the end, as Sming puts it.
+    """
+    from otalib.board.partitions import PartitionType, read_partitions
+
+    entries = read_partitions(data, source=source)
+    apps = sorted((p for p in entries if p.type is PartitionType.APP), key=lambda p: (p.subtype, p.offset))
+    if not apps:
+        raise UsageError(f"{source}: no app partitions (ROM slots)")
+    sizes = {p.size for p in apps}
+    if len(sizes) != 1:
+        raise UsageError(f"{source}: the ROM slots differ in size ({', '.join(f'{s:#x}' for s in sorted(sizes))})")
+    device = next((p for p in entries if p.type is PartitionType.STORAGE and p.offset == 0), None)
+    end = max(p.offset + p.size for p in entries if p is not device)
+    flash_size = device.size if device is not None else -(-end // 0x100000) * 0x100000
+    table: int | None = flash_size - 0x6000
+    others = [p for p in entries if p is not device]
+    if table < 0 or any(p.offset < table + SECTOR and table < p.offset + p.size for p in others):
+        table = None
+    return Layout(
+        flash_size=flash_size,
+        roms=tuple(p.offset for p in apps),
+        slot_size=sizes.pop(),
+        name="partitions",
+        partition_table=table,
+    )
 
 
 @dataclass(frozen=True)
@@ -94,36 +177,47 @@ class BootConfig:
 
 
 class FlashImage:
-    """A flash chip backed by the file ``path`` (created erased when missing).
+    """A flash chip backed by the file ``path``.
 
-    An existing file must have the layout's flash size. Use as a context manager or
-    call :meth:`close`.
+    A missing (or empty) file is made erased, ``initialise``d (e.g. its first firmware
+    flashed) in a temp file beside it and renamed into place: a failure (a full disk, a
+    bad image) leaves no flash file. An existing file must have the layout's flash size.
+    Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], layout: Layout = TWO_ROM_LAYOUT, *, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        layout: Layout = TWO_ROM_LAYOUT,
+        *,
+        create: bool = True,
+        initialise: Callable[[FlashImage], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.layout = layout
         self.size = layout.flash_size
         self.created = False
-        exists = self.path.exists()
-        if not exists and not create:
-            raise BoardError(f"flash file not found: {self.path}")
+        self._fd = -1
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            actual = self.path.stat().st_size
+        except FileNotFoundError:
+            actual = None
+        except OSError as exc:
+            raise BoardError(f"cannot open flash file {self.path}: {exc.strerror or exc}") from None
+        if actual is None and not create:
+            raise BoardError(f"flash file not found: {self.path}")
+        if not actual:
+            _create_flash_file(self.path, layout, initialise)
+            self.created = True
+        try:
+            self._fd = os.open(self.path, os.O_RDWR)
         except OSError as exc:
             raise BoardError(f"cannot open flash file {self.path}: {exc.strerror or exc}") from None
         actual = os.fstat(self._fd).st_size
-        if not exists or actual == 0:
-            self._fill_erased()
-            self.created = True
-        elif actual != self.size:
+        if actual != self.size:
             os.close(self._fd)
+            self._fd = -1
             raise BoardError(f"flash file {self.path} has {actual} bytes, the layout needs {self.size}")
-
-    def _fill_erased(self) -> None:
-        block = bytes([ERASED]) * 0x100000
-        for offset in range(0, self.size, len(block)):
-            os.pwrite(self._fd, block[: min(len(block), self.size - offset)], offset)
 
     # -- raw access --
     def _check(self, addr: int, length: int) -> None:
@@ -175,9 +269,12 @@ class FlashImage:
         return BootConfig.unpack(self.read(BOOT_CONFIG_ADDR, _CONFIG.size))
 
     def write_boot_config(self, config: BootConfig) -> None:
-        """Erase the config sector and write ``config`` (as rBoot does)."""
+        """Erase the config sector and write ``config`` (as rBoot does; otalab's slot notes stay)."""
+        notes = self.read(_NOTES_ADDR, SECTOR - (_NOTES_ADDR - BOOT_CONFIG_ADDR))
         self.erase_sector(BOOT_CONFIG_ADDR)
         self.write(BOOT_CONFIG_ADDR, config.pack())
+        if notes.startswith(_NOTES_MAGIC):
+            self.write(_NOTES_ADDR, notes.rstrip(b"\xff"))
 
     def default_boot_config(self) -> BootConfig:
         """What rBoot writes when it finds no config: boot ROM 0."""
@@ -207,6 +304,74 @@ class FlashImage:
     def erase_slot_header(self, slot: int) -> None:
         """Erase the first sector of ``slot`` (it can no longer boot)."""
         self.erase_sector(self.layout.slot_range(slot)[0])
+
+    # -- otalab's note of each slot's build timestamp --
+    def _slot_digest(self, slot: int) -> str:
+        start, end = self.layout.slot_range(slot)
+        return hashlib.sha256(self.read(start, min(_NOTES_HEAD, end - start))).hexdigest()[:32]
+
+    def _notes(self) -> dict[str, dict]:
+        raw = self.read(_NOTES_ADDR, SECTOR - (_NOTES_ADDR - BOOT_CONFIG_ADDR))
+        if not raw.startswith(_NOTES_MAGIC):
+            return {}
+        body = raw[len(_NOTES_MAGIC) :].split(b"\0", 1)[0]
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            notes = json.loads(body.decode())
+            if isinstance(notes, dict):
+                return notes
+        return {}
+
+    def note_build_timestamp(self, slot: int, timestamp: int) -> None:
+        """Remember ``timestamp`` (ms since 1900) as the build time of the firmware now in ``slot``.
+
+        A real device reads its compiled-in timestamp from the code; the virtual board
+        cannot read it from a real ROM, so it keeps the timestamp of the ``.ota`` that
+        installed the slot (or the one given when it was flashed). Rewriting the slot's
+        first 64 KiB otherwise voids the note.
+        """
+        notes = {k: v for k, v in self._notes().items() if k != str(slot) and k.isdigit()}
+        notes[str(slot)] = {"timestamp": int(timestamp), "digest": self._slot_digest(slot)}
+        data = _NOTES_MAGIC + json.dumps(notes, separators=(",", ":")).encode() + b"\0"
+        config = self.read(BOOT_CONFIG_ADDR, _CONFIG.size)
+        self.erase_sector(BOOT_CONFIG_ADDR)
+        self.write(BOOT_CONFIG_ADDR, config)
+        self.write(_NOTES_ADDR, data)
+
+    def noted_build_timestamp(self, slot: int) -> int | None:
+        """The timestamp :meth:`note_build_timestamp` kept for ``slot``, if the slot still holds that firmware."""
+        note = self._notes().get(str(slot))
+        if not isinstance(note, dict) or not isinstance(note.get("timestamp"), int):
+            return None
+        return note["timestamp"] if note.get("digest") == self._slot_digest(slot) else None
+
+
+def _create_flash_file(path: Path, layout: Layout, initialise: Callable[[FlashImage], None] | None) -> None:
+    """An erased flash file of ``layout``'s size, initialised, made in a temp file and renamed to ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            block = bytes([ERASED]) * 0x100000
+            for offset in range(0, layout.flash_size, len(block)):
+                data = block[: min(len(block), layout.flash_size - offset)]
+                if os.pwrite(fd, data, offset) != len(data):
+                    raise OSError(28, "short write (disk full?)")
+        finally:
+            os.close(fd)
+        if initialise is not None:
+            with FlashImage(tmp, layout, create=False) as flash:
+                initialise(flash)
+                flash.flush()
+        else:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BoardError(f"cannot create flash file {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class SlotWriter:

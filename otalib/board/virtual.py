@@ -34,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from otalib.board.console import ConsoleParser
 from otalib.board.device import Device, UpdateResult
-from otalib.board.flash import TWO_ROM_LAYOUT, FlashImage, Layout
+from otalib.board.flash import SECTOR, TWO_ROM_LAYOUT, FlashImage, Layout
 from otalib.board.mqtt_stream import StreamingClient
 from otalib.board.protocol import ConsoleBuffer, ConsoleLine, Expectation
 from otalib.board.serial_board import LineSplitter, SerialBoard
@@ -161,6 +161,8 @@ class VirtualBoard:
         restart_delay: float = 1.0,
         chip: str = "esp8266",
         build_timestamp: int | None = None,
+        initial_image: bytes | None = None,
+        partitions: bytes | None = None,
         keepalive: int = 60,
         name: str = "virtual",
         on_update: Callable[[UpdateResult], None] | None = None,
@@ -175,8 +177,19 @@ class VirtualBoard:
         self._ssl = make_ssl_context(self.tls) if self.url.tls else None
         ver = Version.parse(version)
         if patch is not None:
+            if isinstance(patch, bool) or not isinstance(patch, int) or patch < 0:
+                raise UsageError(f"bad patch {patch!r}: expected a non-negative integer")
             ver = Version(ver.major, ver.minor, patch)
-        self.flash = prepare_flash(flash, app_id, str(ver), layout=layout, chip=chip, build_timestamp=build_timestamp)
+        self.flash = prepare_flash(
+            flash,
+            app_id,
+            str(ver),
+            layout=layout,
+            chip=chip,
+            build_timestamp=build_timestamp,
+            initial_image=initial_image,
+            partitions=partitions,
+        )
         self.console = ConsoleBuffer()
         self._parser = ConsoleParser()
         self._splitter = LineSplitter()
@@ -383,25 +396,43 @@ def prepare_flash(
     layout: Layout = TWO_ROM_LAYOUT,
     chip: str = "esp8266",
     build_timestamp: int | None = None,
+    initial_image: bytes | None = None,
+    partitions: bytes | None = None,
 ) -> FlashImage:
-    """Open the flash file; a new (or empty) one gets a demo image of ``version`` in rom0."""
-    flash = FlashImage(path, layout)
-    if flash.created:
-        from otalib.formats.ota import timestamp_now
-        from otalib.images import make_demo_image
+    """Open the flash file; a new (or empty) one gets its first firmware in rom0.
 
-        ver = Version.parse(version)
-        image = make_demo_image(
-            chip,
-            app_id,
-            str(ver),
-            build_timestamp=timestamp_now() if build_timestamp is None else build_timestamp,
-            patch=ver.patch,
-        )
+    That is ``initial_image`` (e.g. Sming's real ``rom0.bin``) or else a demo image of
+    ``version``; ``build_timestamp`` (ms since 1900) is its build time (None: unknown,
+    so the firmware takes any ``.ota``). ``partitions`` (a Sming ``partitions.bin``) is
+    written at the layout's partition table address. Everything is checked before the
+    file is made, and the file appears only complete (temp file + rename).
+    """
+    from otalib.images import check_app_id, is_esp_image, make_demo_image
+
+    ver = Version.parse(version)
+    check_app_id(app_id)
+    if build_timestamp is not None and not 0 <= build_timestamp < 1 << 64:
+        raise UsageError(f"bad build timestamp {build_timestamp}: expected ms since 1900 (0..2^64-1)")
+    if initial_image is not None:
+        image = bytes(initial_image)
+        if not is_esp_image(image):
+            raise UsageError("the initial firmware is not an ESP image (magic 0xE9 or 0xEA)")
+    else:
+        image = make_demo_image(chip, app_id, str(ver), build_timestamp=build_timestamp, patch=ver.patch)
+    if len(image) > layout.slot_size:
+        raise UsageError(f"the initial firmware ({len(image)} bytes) does not fit a {layout.slot_size}-byte slot")
+    if partitions is not None and (layout.partition_table is None or len(partitions) > SECTOR):
+        raise UsageError("this layout has no room for a partition table (or the table is over 4 KiB)")
+
+    def initialise(flash: FlashImage) -> None:
         flash.write_slot(0, image)
         flash.write_boot_config(flash.default_boot_config())
-        flash.flush()
-    return flash
+        if partitions is not None and layout.partition_table is not None:
+            flash.write(layout.partition_table, partitions)
+        if initial_image is not None and build_timestamp is not None:
+            flash.note_build_timestamp(0, build_timestamp)
+
+    return FlashImage(path, layout, initialise=initialise)
 
 
 class VirtualBoardProcess:

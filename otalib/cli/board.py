@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from otalib.board.flash import Layout, LayoutName, big_layout, layout_from_partitions, named_layout
+from otalib.config import load_config
 from otalib.errors import UsageError
 
 
@@ -40,7 +42,33 @@ def register(group: click.Group) -> None:
 @click.option("--write-current-slot", is_flag=True, help="The sample's bug: standard mode writes the running slot.")
 @click.option("--restart-delay", type=float, default=1.0, show_default=True, help="Seconds before the restart.")
 @click.option("--hold", is_flag=True, help="Stay powered off until a line arrives on stdin (monitor attached).")
-@click.option("--slot-mib", type=int, default=None, help="Bigger flash: two slots of N MiB (default: 4 MB layout).")
+@click.option(
+    "--layout",
+    type=click.Choice([n.value for n in LayoutName]),
+    default=None,
+    help="Flash layout: esp8266 (a real one: rom0 0x2000, rom1 0x102000; the default for --chip esp8266) "
+    "or host (Sming's Host emulator: rom0 0x8000, rom1 0x108000; the default for --chip esp32).",
+)
+@click.option(
+    "--partitions",
+    "partitions_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Take the layout from a Sming partitions.bin (written into a new flash).",
+)
+@click.option("--slot-mib", type=int, default=None, help="Bigger flash: two slots of N MiB, 1..16 (default: 4 MB).")
+@click.option(
+    "--rom",
+    "rom_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="First firmware of a new flash (e.g. Sming's rom0.bin) instead of a demo image.",
+)
+@click.option(
+    "--build-timestamp",
+    type=click.IntRange(0, (1 << 64) - 1),
+    default=None,
+    help="Build time of a new flash's firmware, ms since 1900 as in the .ota header "
+    "(default: $FIRMWARE_BUILD_TIMESTAMP, else unknown: any .ota is newer).",
+)
 def board(
     broker_url: str,
     app_id: str,
@@ -64,6 +92,10 @@ def board(
     restart_delay: float,
     slot_mib: int | None,
     hold: bool,
+    layout: str | None,
+    partitions_path: Path | None,
+    rom_path: Path | None,
+    build_timestamp: int | None,
 ) -> None:
     """Run a virtual Sming device taking OTA updates over MQTT.
 
@@ -71,11 +103,19 @@ def board(
     line, then one ``update: {...}`` line per message. Runs until SIGINT/SIGTERM;
     SIGUSR1 resets the device.
     """
-    from otalib.board.flash import TWO_ROM_LAYOUT, big_layout
     from otalib.board.virtual import VirtualBoard
+    from otalib.images import check_app_id
     from otalib.keys import DeviceKeys, load_binary_key
     from otalib.mqtt.tls import TlsOptions, parse_pin
 
+    # everything is checked before the flash file is made
+    check_app_id(app_id)
+    if patch is not None and patch < 0:
+        raise UsageError(f"bad --patch {patch}: expected a non-negative integer")
+    flash_layout, partitions = _board_layout(chip, layout, partitions_path, slot_mib)
+    initial_image = _read_bounded(rom_path, "firmware file", flash_layout.slot_size) if rom_path else None
+    if build_timestamp is None:
+        build_timestamp = load_config().FIRMWARE_BUILD_TIMESTAMP
     if mode == "standard" and (verify_key or decrypt_key):
         raise UsageError("--verify-key/--decrypt-key are for --mode advanced")
     keys = DeviceKeys(
@@ -83,7 +123,6 @@ def board(
         load_binary_key(decrypt_key, "decryption key") if decrypt_key else None,
     )
     tls = TlsOptions(ca=ca, client_cert=client_cert, client_key=client_key, pins=tuple(parse_pin(p) for p in pins))
-    layout = big_layout(slot_mib) if slot_mib else TWO_ROM_LAYOUT
     tmp = None
     if flash_path is None:
         tmp = tempfile.TemporaryDirectory(prefix="otalab-board-")
@@ -104,7 +143,10 @@ def board(
         keys=keys,
         varint=varint,
         debug_level=debug_level,
-        layout=layout,
+        layout=flash_layout,
+        build_timestamp=build_timestamp,
+        initial_image=initial_image,
+        partitions=partitions,
         tls=tls,
         link=link,
         write_current_slot=write_current_slot,
@@ -129,3 +171,34 @@ def board(
         vboard.stop()
         if tmp is not None:
             tmp.cleanup()
+
+
+def _board_layout(
+    chip: str, layout: str | None, partitions_path: Path | None, slot_mib: int | None
+) -> tuple[Layout, bytes | None]:
+    """The flash layout the options ask for (and the partition table to write into a new flash)."""
+    options = (("--layout", layout), ("--partitions", partitions_path), ("--slot-mib", slot_mib))
+    chosen = [name for name, value in options if value is not None]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} both set the flash layout: give one")
+    if slot_mib is not None:
+        return big_layout(slot_mib), None
+    if partitions_path is not None:
+        table = _read_bounded(partitions_path, "partition table", 0x1000)
+        return layout_from_partitions(table, source=str(partitions_path)), table
+    default = LayoutName.ESP8266 if chip == "esp8266" else LayoutName.HOST
+    return named_layout(layout or default), None
+
+
+def _read_bounded(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of ``path`` (an :class:`InputError` naming it if unreadable or over ``limit`` bytes)."""
+    from otalib.errors import InputError
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise InputError(f"{what} {path} is larger than {limit} bytes")
+    return data
