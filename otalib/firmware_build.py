@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from otalib import procs
 from otalib.errors import BuildError, ImageError, InputError, UsageError
 from otalib.images import ImageInfo, inspect_image, is_esp_image
 
@@ -161,7 +162,7 @@ def run_build(
     missing = False
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(
+        proc = procs.popen(
             argv,
             cwd=folder,
             env=env,

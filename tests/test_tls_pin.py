@@ -67,13 +67,13 @@ def test_context_files_are_checked(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def tls_broker():
-    with start_broker("mosquitto", tls=True, users=[USER]) as broker:
+    with start_broker("mosquitto", tls=True, users=[USER], plain_port=0) as broker:
         yield broker
 
 
 @pytest.fixture(scope="module")
 def cert_broker():
-    with start_broker("mosquitto", tls=True, require_client_cert=True, users=[USER]) as broker:
+    with start_broker("mosquitto", tls=True, require_client_cert=True, users=[USER], plain_port=0) as broker:
         yield broker
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from otalib import procs
 from otalib.board.console import ConsoleParser
 from otalib.board.device import Device, UpdateResult
 from otalib.board.flash import SECTOR, TWO_ROM_LAYOUT, FlashImage, Layout
@@ -459,7 +460,7 @@ class VirtualBoardProcess:
         return [sys.executable, "-m", "otalib", "board", "--hold", *self.args]
 
     def start(self) -> VirtualBoardProcess:
-        self.proc = subprocess.Popen(
+        self.proc = procs.popen(
             self.command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -46,8 +46,13 @@ def make_broker(
     max_packet_size: int | None = None,
     workdir: Path | None = None,
     server_names: Sequence[str] = (),
+    plain_port: int | None = None,
 ) -> Broker:
-    """A configured but not yet started broker (see :func:`start_broker`)."""
+    """A configured but not yet started broker (see :func:`start_broker`).
+
+    With ``tls`` the broker listens on TLS only; ``plain_port`` (0: a free one) adds a plain
+    listener, which needs no TLS and no client certificate.
+    """
     if backend not in BACKENDS:
         raise UsageError(f"unknown broker backend {backend!r} (use {', '.join(BACKENDS)})")
     kwargs = dict(
@@ -59,6 +64,7 @@ def make_broker(
         max_packet_size=max_packet_size,
         workdir=workdir,
         server_names=server_names,
+        plain_port=plain_port,
     )
     if backend == "auto":
         backend = "mosquitto" if find_mosquitto() is not None else "embedded"
@@ -73,7 +79,7 @@ def start_broker(backend: str = "auto", **options: Any) -> Broker:
     """Start a lab broker and return it running; use it as a context manager (``stop()`` is idempotent).
 
     ``options`` are those of :func:`make_broker` (host, port, tls, require_client_cert, users,
-    max_packet_size, workdir, server_names).
+    max_packet_size, workdir, server_names, plain_port).
     """
     broker = make_broker(backend, **options)
     try:

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +22,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
+from otalib import procs
 from otalib.certs import LabPKI
 from otalib.errors import BrokerError, UsageError
+from otalib.procs import owned_tempdir
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -100,10 +101,16 @@ class Broker:
         max_packet_size: int | None = None,
         workdir: Path | None = None,
         server_names: Sequence[str] = (),
-        plain_listener: bool = True,
+        plain_port: int | None = None,
     ) -> None:
         if require_client_cert and not tls:
             raise UsageError("require_client_cert needs tls")
+        if plain_port is not None and not tls:
+            raise UsageError("a plain listener beside the main one needs tls (without tls the broker is plain)")
+        if plain_port is not None and not 0 <= plain_port <= 65535:
+            raise UsageError(f"bad plain port {plain_port}")
+        if plain_port and plain_port == port:
+            raise UsageError(f"the plain port {plain_port} is the TLS port")
         if max_packet_size is not None and max_packet_size < 20:
             raise UsageError(f"max_packet_size {max_packet_size} is too small (at least 20 bytes)")
         if not 0 <= port <= 65535:
@@ -119,12 +126,12 @@ class Broker:
         self.users: tuple[BrokerUser, ...] = tuple(users)
         self.max_packet_size = max_packet_size
         self.server_names = tuple(server_names)
-        self.plain_listener = plain_listener
+        self.requested_plain_port = plain_port
         self.plain_port: int | None = None
         self.version = ""
         self.notes: list[str] = []
         self._own_workdir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"otalab-{self.backend}-")) if workdir is None else Path(workdir)
+        self.workdir = owned_tempdir(self.backend) if workdir is None else Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / self.log_name
         self.pki: LabPKI | None = None
@@ -149,8 +156,17 @@ class Broker:
 
     @property
     def plain_url(self) -> str | None:
-        """URL of the extra plain listener beside a TLS one, if there is one."""
+        """URL of the plain listener asked for beside the TLS one (no TLS, no client certificate), if any."""
         return f"mqtt://{self._url_host()}:{self.plain_port}" if self.plain_port else None
+
+    @property
+    def plain_warning(self) -> str | None:
+        """What the plain listener lets through, if there is one (for the user to read)."""
+        if not self.plain_url:
+            return None
+        what = "bypasses the client-certificate requirement: " if self.require_client_cert else ""
+        access = "user:password alone" if self.users else "anyone"
+        return f"plain listener {self.plain_url} is not encrypted and {what}{access} can connect and publish"
 
     def _url_host(self) -> str:
         return f"[{self.host}]" if ":" in self.host else self.host
@@ -172,23 +188,24 @@ class Broker:
         if self._proc is not None:
             return self
         atexit.register(self.stop)  # a broker never outlives the Python that started it (e.g. a notebook kernel)
-        if self.requested_port and not port_is_free(self.host, self.requested_port):
-            raise BrokerError(f"port {self.host}:{self.requested_port} is in use")
+        for wanted in (self.requested_port, self.requested_plain_port):
+            if wanted and not port_is_free(self.host, wanted):
+                raise BrokerError(f"port {self.host}:{wanted} is in use")
         self._prepare_tls()
-        attempts = 1 if self.requested_port else PORT_RETRIES
+        attempts = PORT_RETRIES if self.requested_port == 0 or self.requested_plain_port == 0 else 1
         last = ""
         for _ in range(attempts):
             self.port = self.requested_port or free_port(self.host)
-            self.plain_port = None
-            if self.tls and self.plain_listener:
-                self.plain_port = free_port(self.host)
-                while self.plain_port == self.port:
-                    self.plain_port = free_port(self.host)
+            self.plain_port = self.requested_plain_port
+            if self.plain_port == 0:
+                self.plain_port = self._free_port_but(self.port)
+            elif self.plain_port == self.port:  # the kernel's pick for the main port: pick again
+                self.port = self._free_port_but(self.plain_port)
             argv = self._command()
             with open(self.log_path, "ab") as log:
                 log.write(f"--- otalab: starting {' '.join(argv)}\n".encode())
                 log.flush()
-                self._proc = subprocess.Popen(
+                self._proc = procs.popen(
                     argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -201,6 +218,12 @@ class Broker:
             last = self.log_tail()
             self._terminate()
         raise BrokerError(f"{self.backend} broker did not start on {self.host}:{self.port}: {last}")
+
+    def _free_port_but(self, taken: int) -> int:
+        port = free_port(self.host)
+        while port == taken:
+            port = free_port(self.host)
+        return port
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + START_TIMEOUT

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from otalib import procs
 from otalib.broker.base import Broker
 from otalib.errors import BrokerError
 from otalib.fileio import SECRET_MODE, write_atomic
@@ -62,7 +63,7 @@ def find_mosquitto() -> Path | None:
 def mosquitto_version(binary: Path) -> str:
     """``2.0.11`` from ``mosquitto -h`` (empty if it cannot be told)."""
     try:
-        out = subprocess.run([str(binary), "-h"], capture_output=True, timeout=5, check=False).stdout
+        out = procs.run([str(binary), "-h"], capture_output=True, timeout=5, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ""
     match = re.search(rb"mosquitto version (\S+)", out)
@@ -103,7 +104,7 @@ class MosquittoBroker(Broker):
         if tool is not None:
             write_atomic(self.passwd_path, b"", mode=SECRET_MODE)
             for user in self.users:
-                done = subprocess.run(
+                done = procs.run(
                     [str(tool), "-b", str(self.passwd_path), user.name, user.password],
                     capture_output=True,
                     timeout=10,

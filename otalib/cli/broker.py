@@ -25,6 +25,7 @@ def describe(broker: Broker, client_ids: list[str]) -> list[str]:
     lines = [f"backend: {broker.backend} {broker.version}".rstrip(), f"url: {broker.url}"]
     if broker.plain_url:
         lines.append(f"plain url: {broker.plain_url}")
+        lines.append(f"warning: {broker.plain_warning}")
     for user in broker.users:
         right = "publish a/#" if user.role == "deployer" else f"read {user.read_topic}"
         lines.append(f"user: {user.name} ({user.role}, may {right})")
@@ -57,8 +58,13 @@ def describe(broker: Broker, client_ids: list[str]) -> list[str]:
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="Broker to run.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="Port (default: a free ephemeral port).")
-@click.option("--tls", is_flag=True, help="One TLS listener with a lab CA (plus a plain listener).")
+@click.option("--tls", is_flag=True, help="Listen on TLS only, with a lab CA.")
 @click.option("--require-client-cert", is_flag=True, help="TLS clients must present a lab-CA certificate.")
+@click.option(
+    "--plain-port",
+    type=click.IntRange(0, 65535),
+    help="With --tls: also a plain listener (0: a free port); it needs no TLS and no client certificate.",
+)
 @click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", help="Deployer account (may publish a/#).")
 @click.option(
     "--device-user", "device_users", multiple=True, metavar="NAME:PASSWORD", help="Device account (reads only)."
@@ -79,6 +85,7 @@ def broker_command(
     port: int,
     tls: bool,
     require_client_cert: bool,
+    plain_port: int | None,
     users: tuple[str, ...],
     device_users: tuple[str, ...],
     app_id: str,
@@ -92,6 +99,8 @@ def broker_command(
     accounts += [parse_user(u, "device", app_id) for u in device_users]
     if client_ids and not tls:
         raise UsageError("--client-cert needs --tls")
+    if plain_port is not None and not tls:
+        raise UsageError("--plain-port needs --tls (without --tls the broker listens in plain on --port)")
     ids = list(dict.fromkeys(client_ids))
     if require_client_cert and not ids:
         ids = [u.name for u in accounts] or ["deployer", "device"]
@@ -101,6 +110,7 @@ def broker_command(
         port=port,
         tls=tls,
         require_client_cert=require_client_cert,
+        plain_port=plain_port,
         users=accounts,
         max_packet_size=max_packet_size,
         workdir=workdir,

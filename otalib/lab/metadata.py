@@ -11,7 +11,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from otalib import __version__
+from otalib import __version__, procs
 
 #: Distributions whose versions are recorded with every run.
 DEPENDENCIES = (
@@ -50,7 +50,7 @@ def git_revision(repo: Path = _REPO) -> dict[str, Any] | None:
     """``{"revision", "dirty"}`` of the git work tree at ``repo``; ``None`` if not a repository."""
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=True)
+        done = procs.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=True)
         return done.stdout.strip()
 
     try:

@@ -9,7 +9,6 @@ managed one (``broker_url=""``) or any external ``mqtt[s]://`` URL.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from otalib.formats.version import Version, topic_for
 from otalib.keys import DeviceKeys
 from otalib.mqtt.publish import DeployRecord, deploy
 from otalib.mqtt.tls import TlsOptions
+from otalib.procs import owned_tempdir
 from otalib.update import Update
 
 
@@ -54,7 +54,7 @@ class LabSession:
         baud: int = 115200,
         **board_options: Any,
     ) -> None:
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="otalab-session-"))
+        self.workdir = Path(workdir or owned_tempdir("session"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.app_id = app_id
         self.version = Version.parse(version)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,6 +39,7 @@ from otalib.lab.schema import TrialConfig, TrialResult
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.tls import TlsOptions
 from otalib.mqtt.url import parse_url
+from otalib.procs import owned_tempdir
 from otalib.update import make_update
 
 #: Patch the virtual board runs before each trial; the update carries BOARD_PATCH + 1 by default.
@@ -109,7 +109,7 @@ class Bench:
         """``key``/``firmware``: for real boards, the key their firmware embeds and a real ROM image
         to deploy (the virtual board takes otalib's demo images and a fresh key)."""
         self._own_dir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix="otalab-bench-")) if workdir is None else Path(workdir)
+        self.workdir = owned_tempdir("bench") if workdir is None else Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.restart_delay = restart_delay
         self.key = key or LabKey.generate()
