@@ -11,6 +11,8 @@ A spec (YAML, JSON or a dict)::
       link: [lan, wifi, lte]     # lan, wifi, slow, dsl: the link proxy's profiles
     links:                       # more named link profiles (optional)
       lte: {rate_Bps: 125000, latency_ms: 40}
+    build_timestamp: 4004872437378  # the virtual board's firmware build time (optional;
+                                    # ms since 1900 as in the .ota header; default unknown)
 
 The trial itself is a pluggable callable ``TrialConfig -> TrialResult``.
 """
@@ -61,7 +63,7 @@ def known_links() -> dict[str, dict[str, float]]:
 #: Parameters a grid or ``fixed`` may set (``campaign`` and ``repeat`` come from the spec).
 PARAMETERS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("campaign", "repeat"))
 
-_SPEC_KEYS = ("name", "grid", "repeats", "fixed", "links")
+_SPEC_KEYS = ("name", "grid", "repeats", "fixed", "links", "build_timestamp")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]i?[bB]?|[bB])?\s*$")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "ki": 1024, "kib": 1024, "kb": 1024, "m": 1 << 20, "mi": 1 << 20}
 _SIZE_UNITS |= {"mib": 1 << 20, "mb": 1 << 20}
@@ -99,6 +101,7 @@ class CampaignSpec:
     repeats: int = 1
     fixed: dict[str, Any] = field(default_factory=dict)
     links: dict[str, dict[str, float]] = field(default_factory=dict)
+    build_timestamp: int | None = None  # the virtual board's firmware build time, ms since 1900
 
     def __post_init__(self) -> None:
         self._check()
@@ -120,6 +123,7 @@ class CampaignSpec:
                 repeats=data.get("repeats", 1),
                 fixed=data.get("fixed") or {},
                 links=data.get("links") or {},
+                build_timestamp=data.get("build_timestamp"),
             )
         except LabError as exc:
             raise LabError(f"{source}: {exc}") from None
@@ -159,9 +163,10 @@ class CampaignSpec:
                 return [redact(v) for v in value]
             return redact_url(value) if isinstance(value, str) else value
 
-        return clean(
-            {"name": self.name, "repeats": self.repeats, "grid": self.grid, "fixed": self.fixed, "links": self.links}
-        )
+        spec = {"name": self.name, "repeats": self.repeats, "grid": self.grid, "fixed": self.fixed, "links": self.links}
+        if self.build_timestamp is not None:
+            spec["build_timestamp"] = self.build_timestamp
+        return clean(spec)
 
     def _check(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -182,6 +187,9 @@ class CampaignSpec:
         both = sorted(set(self.grid) & set(self.fixed))
         if both:
             raise LabError(f"parameter(s) both in grid and fixed: {', '.join(both)}")
+        stamp = self.build_timestamp
+        if stamp is not None and (not isinstance(stamp, int) or isinstance(stamp, bool) or not 0 <= stamp < 1 << 64):
+            raise LabError(f"'build_timestamp' must be ms since 1900 (an integer 0..2^64-1), got {stamp!r}")
         if not isinstance(self.links, dict):
             raise LabError("'links' must be a mapping of name -> {rate_Bps, latency_ms}")
         for name, profile in self.links.items():

@@ -29,6 +29,10 @@ from otalib.update import Update
 class LabSession:
     """Broker + board + console monitor; a context manager that stops all it started.
 
+    ``build_timestamp`` (ms since 1900, as in the ``.ota`` header; default: the lab
+    configuration's ``FIRMWARE_BUILD_TIMESTAMP``, else unknown) is the build time of the
+    virtual board's firmware on a new flash: older ``.ota`` files are downgrades.
+
     ``broker_url`` (deployments) and ``board_broker_url`` (the board's own connection,
     e.g. with a device user's credentials) default to the managed broker's URL.
     """
@@ -52,6 +56,7 @@ class LabSession:
         deploy_tls: TlsOptions | None = None,
         workdir: str | Path | None = None,
         baud: int = 115200,
+        build_timestamp: int | None = None,
         **board_options: Any,
     ) -> None:
         self.workdir = Path(workdir or owned_tempdir("session"))
@@ -90,6 +95,7 @@ class LabSession:
                 keys=keys,
                 profile=profile,
                 tls=tls_options,
+                build_timestamp=build_timestamp if build_timestamp is not None else _configured_build_timestamp(),
                 **board_options,
             )
             self._stack.callback(self.board.stop)
@@ -181,3 +187,9 @@ class LabSession:
         if self.outcome != wanted:
             raise BoardError(f"expected outcome {wanted}, got {self.outcome}")
         return lines
+
+
+def _configured_build_timestamp() -> int | None:
+    from otalib.config import load_config
+
+    return load_config().FIRMWARE_BUILD_TIMESTAMP

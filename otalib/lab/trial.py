@@ -105,9 +105,11 @@ class Bench:
         key: LabKey | None = None,
         firmware: bytes | None = None,
         baud: int = 115200,
+        build_timestamp: int | None = None,
     ) -> None:
         """``key``/``firmware``: for real boards, the key their firmware embeds and a real ROM image
-        to deploy (the virtual board takes otalib's demo images and a fresh key)."""
+        to deploy (the virtual board takes otalib's demo images and a fresh key). ``build_timestamp``:
+        the virtual boards' firmware build time (ms since 1900; None: unknown)."""
         self._own_dir = workdir is None
         self.workdir = owned_tempdir("bench") if workdir is None else Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +117,7 @@ class Bench:
         self.key = key or LabKey.generate()
         self.firmware = firmware
         self.baud = baud
+        self.build_timestamp = build_timestamp
         self._brokers: dict[tuple[str, bool], Broker] = {}
 
     def __enter__(self) -> Bench:
@@ -304,6 +307,7 @@ class Trial:
             tls=tls,
             link=proxy.address if proxy is not None else None,
             restart_delay=self.bench.restart_delay,
+            build_timestamp=self.bench.build_timestamp,
             write_current_slot=False,
             name=f"trial-{cfg.trial_id}",
         )
@@ -383,7 +387,7 @@ def run_campaign_on_bench(spec, out_dir: str | Path, *, progress: bool = True, r
     from otalib.lab.campaign import run_campaign
 
     trials = spec.trials()
-    with Bench() as bench:
+    with Bench(build_timestamp=spec.build_timestamp) as bench:
         for backend, tls in sorted({(t.broker_backend or "auto", t.tls) for t in trials if not t.broker_url}):
             bench.broker(backend, tls)
         metadata = {
@@ -393,5 +397,6 @@ def run_campaign_on_bench(spec, out_dir: str | Path, *, progress: bool = True, r
             "firmware": "otalib demo images (esp8266), one per trial, seeded by size",
             "verify_key_sha256": hashlib.sha256(bench.key.verify_key).hexdigest(),
             "restart_delay_s": bench.restart_delay,
+            "firmware_build_timestamp": bench.build_timestamp,
         }
         return run_campaign(spec, Path(out_dir), bench.run, progress=progress, resume=resume, metadata=metadata)

@@ -1,0 +1,56 @@
+"""The firmware build timestamp of a new virtual board: CLI, lab configuration, LabSession, campaign spec."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from otalib.config import load_config
+from otalib.errors import ConfigError, LabError
+from otalib.lab.campaign import CampaignSpec
+
+STAMP = 4_004_872_437_378
+
+
+def test_lab_configuration_key(tmp_path) -> None:
+    assert load_config(env={}).FIRMWARE_BUILD_TIMESTAMP is None
+    assert load_config(env={"FIRMWARE_BUILD_TIMESTAMP": str(STAMP)}).FIRMWARE_BUILD_TIMESTAMP == STAMP
+    (tmp_path / "otalab.toml").write_text(f"FIRMWARE_BUILD_TIMESTAMP = {STAMP}\n")
+    assert load_config(tmp_path / "otalab.toml", env={}).FIRMWARE_BUILD_TIMESTAMP == STAMP
+    with pytest.raises(ConfigError, match="FIRMWARE_BUILD_TIMESTAMP"):
+        load_config(env={"FIRMWARE_BUILD_TIMESTAMP": "yesterday"})
+
+
+def test_campaign_spec_field() -> None:
+    base = {"name": "t", "grid": {"size": [1024]}}
+    assert CampaignSpec.from_dict(base).build_timestamp is None
+    assert "build_timestamp" not in CampaignSpec.from_dict(base).to_dict()  # old specs stay as they were
+    spec = CampaignSpec.from_dict({**base, "build_timestamp": STAMP})
+    assert spec.build_timestamp == STAMP and spec.to_dict()["build_timestamp"] == STAMP
+    for bad in (-1, "now", 1 << 64, True):
+        with pytest.raises(LabError, match="build_timestamp"):
+            CampaignSpec.from_dict({**base, "build_timestamp": bad})
+
+
+def test_trial_board_takes_the_benchs_build_timestamp(tmp_path) -> None:
+    from otalib.lab.schema import TrialConfig
+    from otalib.lab.trial import Bench, Trial
+
+    with Bench(tmp_path, build_timestamp=STAMP) as bench:
+        trial = Trial(bench, TrialConfig(version="4.3.0"))
+        with contextlib.ExitStack() as stack:
+            board = trial._start_board(stack, "mqtt://127.0.0.1:1", None, None)
+            board.console.expect("running", 10)
+            assert board.device.build_timestamp == STAMP
+
+
+@pytest.mark.parametrize("given", [STAMP, None])
+def test_lab_session_board_build_timestamp(tmp_path, monkeypatch, given) -> None:
+    from otalib.lab.session import LabSession
+
+    monkeypatch.setenv("FIRMWARE_BUILD_TIMESTAMP", str(STAMP + 1))
+    monkeypatch.chdir(tmp_path)
+    with LabSession(workdir=tmp_path, build_timestamp=given, backend="embedded") as session:
+        session.console.expect("running", 20)
+        assert session.board.device.build_timestamp == (given if given is not None else STAMP + 1)
