@@ -2,10 +2,14 @@
 
 The Sming framework builds with ``make`` and takes the application version as
 make variables (``make APP_VERSION=4.3 APP_VERSION_PATCH=5``); its images land
-in ``out/<arch>/<config>/firmware/`` (``rom0.bin``, ``rom1.bin`` for ESP8266,
-``app.bin`` for ESP32). Slot addresses come from a partition table found in the
-firmware folder (Sming's ``partitions.bin`` or a hardware-config JSON), else
-from the default layouts (protocol.md §4).
+in ``out/<arch>/<config>/firmware/`` (``rom0.bin`` for ESP8266, which serves
+both slots through rBoot's big-flash mapping, ``app.bin`` for ESP32). Slot addresses
+come from a partition table found in the firmware folder (Sming's ``partitions.bin``
+or a hardware-config JSON), else from the default layouts (protocol.md §4).
+
+make rebuilds only what changed on disk, and Sming compiles ``APP_VERSION_PATCH``
+into the sources that use it: so that a new version reaches the firmware,
+:func:`run_build` touches those sources first (:func:`touch_version_users`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shlex
 import subprocess
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,8 @@ from otalib.images import ImageInfo, inspect_image, is_esp_image
 
 #: Default slot addresses when the firmware folder has no partition table.
 DEFAULT_ADDRESSES: dict[str, dict[str, int]] = {
-    "esp8266": {"rom0": 0x8000, "rom1": 0x108000},
+    "esp8266": {"rom0": 0x2000, "rom1": 0x102000},  # a real ESP8266 (Sming's spiffs-two-roms)
+    "host": {"rom0": 0x8000, "rom1": 0x108000},  # Sming's Host emulator
     "esp32": {"app": 0x10000, "factory": 0x10000, "ota_0": 0x10000},
 }
 #: Programs that take ``NAME=value`` arguments as make variables.
@@ -54,6 +60,32 @@ class RomFile:
     config: str = ""
     address_source: str = "default"  # "partitions" | "default" | "unknown"
     info: ImageInfo | None = None
+    #: Every slot this file is flashed to, ``(name, address)``; the first is ``slot``/``address``.
+    slots: tuple[tuple[str, int | None], ...] = ()
+    error: str | None = None  # why the image could not be read
+
+    @property
+    def all_slots(self) -> tuple[tuple[str, int | None], ...]:
+        return self.slots or ((self.slot, self.address),)
+
+    def image_facts(self) -> dict[str, Any] | None:
+        """Chip, format, entry, size, SHA-256 of the file, segments, checksum, app (if marked)."""
+        info = self.info
+        if info is None:
+            return None
+        return {
+            "chip": info.chip,
+            "format": info.format.value,
+            "entry": info.entry,
+            "entry_hex": f"{info.entry:#010x}",
+            "size": info.size,
+            "sha256": info.file_sha256,
+            "segments": len(info.segments),
+            "valid": info.valid,
+            "checksum_valid": info.checksum_valid,
+            "app_id": info.app_id,
+            "app_version": info.app_version,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,9 +94,14 @@ class RomFile:
             "address": self.address,
             "address_hex": f"{self.address:#x}" if self.address is not None else None,
             "address_source": self.address_source,
+            "slots": [
+                {"slot": name, "address": addr, "address_hex": f"{addr:#x}" if addr is not None else None}
+                for name, addr in self.all_slots
+            ],
             "arch": self.arch,
             "config": self.config,
-            "image": self.info.to_dict() if self.info else None,
+            "image": self.image_facts(),
+            "image_error": self.error,
         }
 
 
@@ -78,6 +115,8 @@ class BuildResult:
     log_tail: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     toolchain_missing: bool = False
+    #: Sources touched before the build so that the version variables reach the firmware.
+    recompiled: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -90,6 +129,7 @@ class BuildResult:
             "ok": self.ok,
             "duration_s": round(self.duration_s, 3),
             "toolchain_missing": self.toolchain_missing,
+            "recompiled": [str(p) for p in self.recompiled],
             "roms": [rom.to_dict() for rom in self.roms],
             "log_tail": self.log_tail,
         }
@@ -157,6 +197,7 @@ def run_build(
     if not folder.is_dir():
         raise InputError(f"no such project folder: {folder}")
     argv, variables = build_command(command, app_version, patch)
+    recompiled = touch_version_users(folder, variables)
     env = {**os.environ, **variables}
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
     missing = False
@@ -203,7 +244,55 @@ def run_build(
         log_tail=list(tail),
         duration_s=duration,
         toolchain_missing=missing,
+        recompiled=recompiled,
     )
+
+
+# --------------------------------------------------------------------------- version variables
+
+#: Source files that may compile the version in (make tracks their dates, not the variables).
+SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".h", ".hh", ".hpp", ".ino")
+_SOURCE_LIMIT = 1 << 20  # larger files are not sources of an application
+_SKIP_DIRS = {"out", "build", "node_modules", "__pycache__"}
+
+
+def version_users(project: Path, names: Iterable[str]) -> list[Path]:
+    """The project's source files that mention one of the variables ``names`` (outside ``out/``)."""
+    needles = [name.encode() for name in names]
+    found: list[Path] = []
+    if not needles:
+        return found
+    for root, dirs, files in os.walk(project):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.suffix.lower() not in SOURCE_SUFFIXES:
+                continue
+            try:
+                if path.stat().st_size > _SOURCE_LIMIT:
+                    continue
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if any(needle in data for needle in needles):
+                found.append(path)
+    return found
+
+
+def touch_version_users(project: Path, variables: dict[str, str]) -> list[Path]:
+    """Touch the sources that use the given version variables, so make recompiles them.
+
+    Sming passes ``APP_VERSION``/``APP_VERSION_PATCH`` as compiler defines, and make
+    only rebuilds what is older than its sources: without this, a new patch would
+    silently never reach the image (only ``BuildTimestamp.cpp`` is always rebuilt).
+    """
+    touched = version_users(project, variables)
+    for path in touched:
+        try:
+            os.utime(path)
+        except OSError as exc:
+            raise BuildError(f"cannot touch {path} (it compiles in the version): {exc.strerror or exc}") from None
+    return touched
 
 
 # --------------------------------------------------------------------------- ROMs and partitions
@@ -215,6 +304,8 @@ def _chip_of_arch(arch: str) -> str:
         return "esp8266"
     if name.startswith("esp32"):
         return "esp32"
+    if name.startswith("host"):
+        return "host"
     return name
 
 
@@ -257,10 +348,10 @@ def read_partitions_json(data: Any) -> dict[str, tuple[int, str | None]]:
     return found
 
 
-def _folder_partitions(folder: Path) -> tuple[dict[str, int], dict[str, str]]:
-    """(address by slot name, slot name by ROM file name) from partition files in ``folder``."""
+def _folder_partitions(folder: Path) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """(address by slot name, slot names by ROM file name) from partition files in ``folder``."""
     addresses: dict[str, int] = {}
-    by_file: dict[str, str] = {}
+    by_file: dict[str, list[str]] = {}
     for table in sorted(folder.glob("partitions*.bin")):
         try:
             addresses.update(read_partition_table(table.read_bytes()))
@@ -273,8 +364,8 @@ def _folder_partitions(folder: Path) -> tuple[dict[str, int], dict[str, str]]:
             continue
         for name, (address, filename) in read_partitions_json(data).items():
             addresses[name] = address
-            if filename:
-                by_file[filename] = name
+            if filename and name not in by_file.setdefault(filename, []):
+                by_file[filename].append(name)
     return addresses, by_file
 
 
@@ -291,7 +382,12 @@ def _is_rom_candidate(path: Path) -> bool:
 
 
 def find_roms(project: Path | str) -> list[RomFile]:
-    """The ROM images in ``project/out/<arch>/<config>/firmware/`` with their slot and address."""
+    """The ROM images in ``project/out/<arch>/<config>/firmware/`` with every slot each one serves.
+
+    A slot's file is named by a hardware-config JSON, else is ``<slot>.bin``; on an
+    ESP8266 the slots left without a file of their own take the first ROM (rBoot maps
+    the same ``rom0.bin`` into either slot, and Sming flashes it to both).
+    """
     out = Path(project) / "out"
     if not out.is_dir():
         return []
@@ -302,19 +398,44 @@ def find_roms(project: Path | str) -> list[RomFile]:
         config = "/".join(parts[1:])
         chip = _chip_of_arch(arch)
         addresses, by_file = _folder_partitions(firmware)
-        for path in sorted(firmware.glob("*.bin")):
-            if not path.is_file() or not _is_rom_candidate(path):
-                continue
-            slot = by_file.get(path.name, path.stem)
-            source = "partitions"
-            address = addresses.get(slot)
-            if address is None:
-                address = DEFAULT_ADDRESSES.get(chip, {}).get(slot)
-                source = "default" if address is not None else "unknown"
-            info: ImageInfo | None
-            try:
-                info = inspect_image(path.read_bytes())
-            except (ImageError, OSError):
-                info = None
-            roms.append(RomFile(path, slot, address, arch, config, source, info))
+        defaults = DEFAULT_ADDRESSES.get(chip, {})
+        files = [p for p in sorted(firmware.glob("*.bin")) if p.is_file() and _is_rom_candidate(p)]
+        served = {path: by_file.get(path.name) or [path.stem] for path in files}
+        if chip in ("esp8266", "host") and files:
+            known = {slot for slots in served.values() for slot in slots}
+            first = next((p for p in files if "rom0" in served[p]), files[0])
+            slots = list(addresses) if addresses else list(defaults)
+            served[first] += [slot for slot in slots if slot not in known and slot.startswith("rom")]
+        for path in files:
+            located = []
+            for slot in served[path]:
+                address, source = addresses.get(slot), "partitions"
+                if address is None:
+                    address = defaults.get(slot)
+                    source = "default" if address is not None else "unknown"
+                located.append((slot, address, source))
+            info, error = _read_image(path)
+            slot, address, source = located[0]
+            roms.append(
+                RomFile(
+                    path,
+                    slot,
+                    address,
+                    arch,
+                    config,
+                    source,
+                    info,
+                    tuple((name, addr) for name, addr, _ in located),
+                    error,
+                )
+            )
     return roms
+
+
+def _read_image(path: Path) -> tuple[ImageInfo | None, str | None]:
+    try:
+        return inspect_image(path.read_bytes()), None
+    except ImageError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc.strerror or exc}"

@@ -60,7 +60,7 @@ def test_run_build_passes_version_and_finds_roms(project: Path) -> None:
     ]
     roms = {rom.slot: rom for rom in result.roms}
     assert sorted(roms) == ["rom0", "rom1"]  # bootloader and non-images left out
-    assert (roms["rom0"].address, roms["rom1"].address) == (0x8000, 0x108000)
+    assert (roms["rom0"].address, roms["rom1"].address) == (0x2000, 0x102000)  # a real ESP8266 (protocol.md §4)
     assert roms["rom0"].address_source == "default"
     assert roms["rom0"].path == project / FW / "rom0.bin"
     assert (roms["rom0"].arch, roms["rom0"].config) == ("Esp8266", "debug")
@@ -138,7 +138,7 @@ def test_missing_cross_compiler_is_recognised(tmp_path: Path) -> None:
 def test_cli_build_human(project: Path) -> None:
     result = invoke("build", "--project", str(project), "--app-version", "4.3", "--patch", "7")
     assert result.exit_code == 0, result.output
-    assert "rom0 @ 0x8000" in result.output and "rom1 @ 0x108000" in result.output
+    assert "rom0 @ 0x2000" in result.output and "rom1 @ 0x102000" in result.output
     assert "test 4.3.5" in result.output
     assert "APP_VERSION=4.3 APP_VERSION_PATCH=7" in (project / "out/vars.txt").read_text()
 
@@ -148,7 +148,7 @@ def test_cli_build_json_and_env_defaults(project: Path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     assert record["ok"] is True and record["command"] == ["make", "APP_VERSION=2.1", "APP_VERSION_PATCH=9"]
-    assert [(r["slot"], r["address"]) for r in record["roms"]] == [("rom0", 0x8000), ("rom1", 0x108000)]
+    assert [(r["slot"], r["address"]) for r in record["roms"]] == [("rom0", 0x2000), ("rom1", 0x102000)]
     assert record["roms"][0]["image"]["checksum_valid"] is True
 
 
@@ -174,3 +174,77 @@ def test_cli_build_no_toolchain_points_to_demo(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0
     assert "otalab image demo" in result.output
+
+
+# --------------------------------------------------------------------------- a Sming-like project
+
+REAL = Path(__file__).parent / "vectors" / "esp8266"
+
+SMING_MAKEFILE = f"""\
+all: {FW}/rom0.bin
+
+out/app.o: app/application.cpp
+\tmkdir -p out
+\techo "compiled with APP_VERSION_PATCH=$(APP_VERSION_PATCH)" > out/app.o
+
+{FW}/rom0.bin: out/app.o
+\tmkdir -p {FW}
+\tcp rom0.src {FW}/rom0.bin
+\tcp partitions.src {FW}/partitions.bin
+"""
+
+
+@pytest.fixture
+def sming_project(tmp_path: Path) -> Path:
+    """Like Sming's Upgrade sample: the patch is compiled into app/application.cpp; one rom0.bin, a partition table."""
+    folder = tmp_path / "Upgrade"
+    (folder / "app").mkdir(parents=True)
+    (folder / "Makefile").write_text(SMING_MAKEFILE)
+    (folder / "app/application.cpp").write_text('Serial << "patch " << APP_VERSION_PATCH << endl;\n')
+    (folder / "app/other.cpp").write_text("int unrelated;\n")
+    shutil.copy(REAL / "rom0.bin", folder / "rom0.src")
+    shutil.copy(REAL / "partitions.bin", folder / "partitions.src")
+    return folder
+
+
+def _age(folder: Path) -> None:
+    """Every file an hour old (the last build happened long ago, whatever the clock's resolution)."""
+    import os
+    import time
+
+    past = time.time() - 3600
+    for path in folder.rglob("*"):
+        if path.is_file():
+            os.utime(path, (past, past + (1 if "out" in path.parts else 0)))
+
+
+def test_new_patch_reaches_the_firmware(sming_project: Path) -> None:
+    assert run_build(sming_project, patch=2).ok
+    _age(sming_project)
+    result = invoke("build", "--project", str(sming_project), "--app-version", "4.3", "--patch", "3")
+    assert result.exit_code == 0, result.output
+    assert (sming_project / "out/app.o").read_text().strip() == "compiled with APP_VERSION_PATCH=3"
+    assert "APP_VERSION=4.3 APP_VERSION_PATCH=3 reaches the firmware: recompiled app/application.cpp" in result.output
+    _age(sming_project)
+    record = json.loads(invoke("build", "--project", str(sming_project), "--patch", "4", "--json").output)
+    assert record["recompiled"] == [str(sming_project / "app/application.cpp")]
+    assert (sming_project / "out/app.o").read_text().strip() == "compiled with APP_VERSION_PATCH=4"
+
+
+def test_real_rom_listed_for_every_slot_with_its_facts(sming_project: Path) -> None:
+    result = invoke("build", "--project", str(sming_project), "--json")
+    assert result.exit_code == 0, result.output
+    [rom] = json.loads(result.output)["roms"]
+    assert [(s["slot"], s["address"]) for s in rom["slots"]] == [("rom0", 0x2000), ("rom1", 0x102000)]
+    assert rom["address_source"] == "partitions"
+    image = rom["image"]
+    assert (image["chip"], image["format"], image["entry"], image["size"]) == (
+        "esp8266",
+        "esp8266-v2",
+        0x40100004,
+        312544,
+    )
+    assert image["sha256"] == "d7904a9b3de85cdf9565da0cc10d64365bb72c228bc4f6e9138270bec5cbe031" and image["valid"]
+    text = invoke("build", "--project", str(sming_project)).output
+    assert "slots rom0 @ 0x2000, rom1 @ 0x102000 (partitions)" in text
+    assert "esp8266 esp8266-v2 image, entry 0x40100004, 312544 bytes, 5 segments, valid" in text

@@ -11,15 +11,22 @@ from otalib.errors import BuildError
 from otalib.firmware_build import DEMO_HINT, RomFile, check_app_version, check_patch, run_build
 
 
-def format_rom(rom: RomFile) -> str:
-    """One line per ROM: path, slot, address (and where it came from), image summary."""
-    address = f"{rom.address:#x}" if rom.address is not None else "?"
-    line = f"  {rom.path}  slot {rom.slot} @ {address} ({rom.address_source})"
-    if rom.info is not None:
-        app = f", app {rom.info.app_id} {rom.info.app_version}" if rom.info.app_id else ""
-        valid = "valid" if rom.info.valid else "INVALID checksum"
-        line += f"  [{rom.info.chip}, {rom.info.size} bytes, {valid}{app}]"
-    return line
+def format_rom(rom: RomFile) -> list[str]:
+    """Lines of one ROM: path, every slot it serves (and where the addresses came from), image facts."""
+    slots = ", ".join(f"{name} @ {addr:#x}" if addr is not None else f"{name} @ ?" for name, addr in rom.all_slots)
+    lines = [f"  {rom.path}  slot{'s' if len(rom.all_slots) > 1 else ''} {slots} ({rom.address_source})"]
+    info = rom.info
+    if info is not None:
+        app = f", app {info.app_id} {info.app_version}" if info.app_id else ""
+        valid = "valid" if info.valid else "INVALID checksum"
+        lines.append(
+            f"    {info.chip} {info.format.value} image, entry {info.entry:#010x}, {info.size} bytes, "
+            f"{len(info.segments)} segments, {valid}{app}"
+        )
+        lines.append(f"    sha256 {info.file_sha256}")
+    elif rom.error:
+        lines.append(f"    not readable as an ESP image: {rom.error}")
+    return lines
 
 
 @click.command("build")
@@ -41,16 +48,23 @@ def build_cmd(
     version = check_app_version(app_version) if app_version is not None else None
     patch_number = check_patch(patch) if patch is not None else None
     result = run_build(project, command, version, patch_number, timeout=timeout)
+    variables = " ".join(
+        f"{name}={value}" for name, value in (("APP_VERSION", version), ("APP_VERSION_PATCH", patch_number)) if value
+    )
     if as_json:
         echo_json(result.to_dict())
     else:
         if not result.ok:
             for line in result.log_tail[-15:]:
                 click.echo(f"  | {line}", err=True)
+        if result.recompiled:
+            names = ", ".join(os.path.relpath(p, project) for p in result.recompiled)
+            click.echo(f"{variables} reaches the firmware: recompiled {names} (they use it)")
         if result.roms:
             click.echo(f"ROM images in {project}:")
             for rom in result.roms:
-                click.echo(format_rom(rom))
+                for line in format_rom(rom):
+                    click.echo(line)
         else:
             click.echo(f"no ROM images found under {os.path.join(project, 'out')}")
     if result.toolchain_missing and not result.ok:
@@ -59,6 +73,8 @@ def build_cmd(
         raise BuildError(f"build failed (exit {result.returncode}): {' '.join(result.command)}")
     if not result.roms:
         warn("the build produced no ROM images (out/<arch>/<config>/firmware/*.bin)")
+    if variables and not result.recompiled and not as_json:
+        warn(f"no source of {project} mentions {variables.split('=')[0]}: the version may not reach the firmware")
 
 
 def register(group: click.Group) -> None:
