@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from otalib.broker import find_mosquitto
 from otalib.cli import cli
 from otalib.errors import ImageError
 from otalib.images import ImageFormat, inspect_image, is_esp_image
@@ -285,3 +286,38 @@ def test_new_flash_takes_the_given_build_timestamp_never_now(tmp_path: Path) -> 
     assert device.build_timestamp == 6
     assert deliver(device, old_file).error == "DowngradeNotAllowed"
     flash.close()
+
+
+# --------------------------------------------------------------------------- end to end: otalab board + Mosquitto
+
+
+@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
+def test_board_process_takes_smings_ota_over_mqtt(tmp_path: Path) -> None:
+    from otalib.board.flash import ESP8266_LAYOUT, FlashImage
+    from otalib.board.virtual import VirtualBoardProcess
+    from otalib.broker import start_broker
+    from otalib.formats.package import pack
+    from otalib.mqtt.publish import deploy
+
+    flash = tmp_path / "flash.bin"
+    args = ["--app-id", "realota", "--version", "4.3.1", "--flash", str(flash), "--profile", "reference"]
+    args += ["--partitions", str(REAL / "partitions.bin"), "--rom", str(ROM0)]
+    args += ["--build-timestamp", str(SMING_OTA_TIMESTAMP - 60_000), "--verify-key", str(REAL / "verify.key.bin")]
+    args += ["--restart-delay", "0.1"]
+    with start_broker("mosquitto") as broker, VirtualBoardProcess(["--broker", broker.url, *args]) as proc:
+        first = proc.expect("running", 20)
+        assert (first.fields["slot"], first.fields["address"]) == (0, 0x2000)
+        proc.expect("subscribing", 20)
+        deploy(pack(SMING_OTA.read_bytes(), 2), f"{broker.url}/a/realota/u/4.3")  # retained
+        slot = proc.expect("update_slot", 20)
+        assert (slot.fields["slot"], slot.fields["start"]) == (1, 0x102000)
+        assert proc.expect("switch_ok", 20)
+        after = proc.expect("running", 20)
+        assert (after.fields["slot"], after.fields["address"]) == (1, 0x102000)
+        proc.power_cycle()  # kill -9 and start again: the retained patch 2 is the running one now
+        again = proc.expect("running", 20)
+        assert (again.fields["slot"], again.fields["address"]) == (1, 0x102000)
+        proc.expect("subscribing", 20)
+    with FlashImage(flash, ESP8266_LAYOUT, create=False) as image:
+        assert image.slot_note(1) == {"timestamp": SMING_OTA_TIMESTAMP, "patch": 2}
+        assert image.read(0x3FA000, 3072) == (REAL / "partitions.bin").read_bytes()

@@ -223,13 +223,14 @@ class Device:
         if rom != config.current_rom:
             self.flash.set_current_rom(rom)
         marker = _read_marker(self.flash.slot_head(rom, 0x2000))
+        note = {} if marker else self.flash.slot_note(rom)  # a real ROM: what the board noted at install
         result = BootResult(
             True,
             rom,
             marker.get("app_id") if marker else None,
             marker.get("version") if marker else None,
-            marker.get("patch") if marker else None,
-            _build_timestamp(self.flash, rom, marker),
+            marker.get("patch") if marker else note.get("patch"),
+            _build_timestamp(marker, note),
             tried=tuple(tried),
         )
         self.console.banner(self.flash_file_name, layout.rom_table, current_slot=rom, flash_size=self.flash.size)
@@ -248,11 +249,12 @@ class Device:
         self.console.show_info(self.chip_id, layout.rom_table, rom, layout.roms[rom], version.major_minor)
         return result
 
-    def _note_installed(self, slot: int, decoder: OtaDecoder) -> None:
-        """Keep the installed ``.ota``'s timestamp as the slot's build time (a real ROM's own is unreadable)."""
+    def _note_installed(self, slot: int, decoder: OtaDecoder, patch: int | None) -> None:
+        """Keep the installed ``.ota``'s timestamp (and the package's patch) for the slot: a real ROM's
+        compiled-in ones are unreadable to the board."""
         header = getattr(decoder, "header", None)
         if header is not None:
-            self.flash.note_build_timestamp(slot, header.timestamp)
+            self.flash.note_build_timestamp(slot, header.timestamp, patch)
 
     def _bricked(self, reason: str, tried: tuple[int, ...], slot: int | None = None) -> BootResult:
         self.state = "bricked"
@@ -484,7 +486,7 @@ class Device:
                 detail=update.error.detail,
             )
         assert update.target_slot is not None
-        self._note_installed(update.target_slot, decoder)
+        self._note_installed(update.target_slot, decoder, patch)
         self.flash.set_current_rom(update.target_slot)
         self.console.rom_activated(update.target_slot)
         self.console.switching_ok()
@@ -503,13 +505,13 @@ def _header_ok(head: bytes) -> bool:
     return is_esp_image(head)
 
 
-def _build_timestamp(flash: FlashImage, slot: int, marker: dict | None) -> int | None:
+def _build_timestamp(marker: dict | None, note: dict) -> int | None:
     """The running firmware's build time: compiled into a demo image's marker, else the one noted
     for the slot (the ``.ota`` that installed it, or given when it was flashed); None: unknown."""
     stamp = marker.get("build_timestamp") if marker else None
     if isinstance(stamp, int) and not isinstance(stamp, bool):
         return stamp
-    return flash.noted_build_timestamp(slot)
+    return note.get("timestamp")
 
 
 def _read_marker(head: bytes) -> dict | None:

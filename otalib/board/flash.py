@@ -321,7 +321,7 @@ class FlashImage:
                 return notes
         return {}
 
-    def note_build_timestamp(self, slot: int, timestamp: int) -> None:
+    def note_build_timestamp(self, slot: int, timestamp: int, patch: int | None = None) -> None:
         """Remember ``timestamp`` (ms since 1900) as the build time of the firmware now in ``slot``.
 
         A real device reads its compiled-in timestamp from the code; the virtual board
@@ -331,18 +331,27 @@ class FlashImage:
         """
         notes = {k: v for k, v in self._notes().items() if k != str(slot) and k.isdigit()}
         notes[str(slot)] = {"timestamp": int(timestamp), "digest": self._slot_digest(slot)}
+        if patch is not None:
+            notes[str(slot)]["patch"] = int(patch)
         data = _NOTES_MAGIC + json.dumps(notes, separators=(",", ":")).encode() + b"\0"
         config = self.read(BOOT_CONFIG_ADDR, _CONFIG.size)
         self.erase_sector(BOOT_CONFIG_ADDR)
         self.write(BOOT_CONFIG_ADDR, config)
         self.write(_NOTES_ADDR, data)
 
-    def noted_build_timestamp(self, slot: int) -> int | None:
-        """The timestamp :meth:`note_build_timestamp` kept for ``slot``, if the slot still holds that firmware."""
+    def slot_note(self, slot: int) -> dict:
+        """What :meth:`note_build_timestamp` kept for ``slot`` (``timestamp``, maybe ``patch``), if the
+        slot still holds that firmware; else ``{}``."""
         note = self._notes().get(str(slot))
         if not isinstance(note, dict) or not isinstance(note.get("timestamp"), int):
-            return None
-        return note["timestamp"] if note.get("digest") == self._slot_digest(slot) else None
+            return {}
+        if note.get("digest") != self._slot_digest(slot):
+            return {}
+        return {k: v for k, v in note.items() if k in ("timestamp", "patch") and isinstance(v, int)}
+
+    def noted_build_timestamp(self, slot: int) -> int | None:
+        """The timestamp :meth:`note_build_timestamp` kept for ``slot``, if the slot still holds that firmware."""
+        return self.slot_note(slot).get("timestamp")
 
 
 def _create_flash_file(path: Path, layout: Layout, initialise: Callable[[FlashImage], None] | None) -> None:

@@ -431,7 +431,7 @@ def prepare_flash(
         if partitions is not None and layout.partition_table is not None:
             flash.write(layout.partition_table, partitions)
         if initial_image is not None and build_timestamp is not None:
-            flash.note_build_timestamp(0, build_timestamp)
+            flash.note_build_timestamp(0, build_timestamp, ver.patch)
 
     return FlashImage(path, layout, initialise=initialise)
 
