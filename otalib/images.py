@@ -422,6 +422,63 @@ def inspect_file(path: str | os.PathLike[str], chip: str | None = None) -> Image
     return inspect_image(read_input(path, "image file"), chip)
 
 
+# --------------------------------------------------------------------------- the parts of an image
+
+
+def image_regions(data: bytes, chip: str | None = None) -> list[dict[str, Any]]:
+    """The parts of an ESP image in file order, as esptool walks it (for notebooks and training).
+
+    One dict per part: ``offset``, ``size``, ``part`` (header, segment header, segment,
+    padding+checksum, crc32, sha256), ``load_address`` (segments) and ``meaning``.
+    """
+    data = bytes(data)
+    info = inspect_image(data, chip)
+    with _esptool_quiet():
+        from esptool.bin_image import LoadFirmwareImage
+
+        image = LoadFirmwareImage(info.chip, data[: info.size])
+    regions: list[dict[str, Any]] = []
+
+    def add(offset: int, size: int, part: str, meaning: str, load: int | None = None) -> None:
+        regions.append({"offset": offset, "size": size, "part": part, "load_address": load, "meaning": meaning})
+
+    v2 = info.format is ImageFormat.ESP8266_V2
+    head = 24 if info.format is ImageFormat.ESP32 else 8
+    if v2:
+        add(0, 8, "header (v2)", "0xEA, 4, flash mode, size/freq, entry: no version field")
+    else:
+        add(0, head, "header", f"0xE9, segment count, flash mode, size/freq, entry{', chip id' if head == 24 else ''}")
+    for index, seg in enumerate(image.segments):
+        start = int(seg.file_offs)
+        if v2 and index == 1:
+            add(start - 8, 8, "header (v1)", "0xE9 and the loadable segments' count; flash fields; entry")
+        irom = v2 and index == 0
+        add(start, 8, "segment header", "load address and length")
+        kinds = "irom0: code run from flash" if irom else ", ".join(seg.get_memory_type(image)) or "?"
+        add(start + 8, len(seg.data), f"segment {index}", kinds, None if irom else int(seg.addr))
+    end = _parsed_length(image)
+    last = regions[-1]["offset"] + regions[-1]["size"]
+    add(last, end - last, "padding + checksum", f"XOR checksum {info.checksum:#04x} in the last byte")
+    if info.crc32 is not None:
+        add(end, 4, "crc32", "esptool's CRC32 of the image (esptool2 writes none)")
+    if info.sha256 is not None:
+        add(info.size - _SHA256_LEN, _SHA256_LEN, "sha256", "SHA-256 of the image before it")
+    return regions
+
+
+def find_in_image(data: bytes, *texts: str) -> list[dict[str, Any]]:
+    """Where each of ``texts`` occurs in an image: ``text``, ``offset``, the ``part`` holding it."""
+    regions = image_regions(data)
+    found = []
+    for text in texts:
+        needle, start = text.encode(), 0
+        while (offset := bytes(data).find(needle, start)) >= 0:
+            part = next((r for r in regions if r["offset"] <= offset < r["offset"] + r["size"]), None)
+            found.append({"text": text, "offset": offset, "part": part["part"] if part else "outside the image"})
+            start = offset + 1
+    return found
+
+
 # --------------------------------------------------------------------------- app marker
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import struct
 from pathlib import Path
@@ -321,3 +322,17 @@ def test_board_process_takes_smings_ota_over_mqtt(tmp_path: Path) -> None:
     with FlashImage(flash, ESP8266_LAYOUT, create=False) as image:
         assert image.slot_note(1) == {"timestamp": SMING_OTA_TIMESTAMP, "patch": 2}
         assert image.read(0x3FA000, 3072) == (REAL / "partitions.bin").read_bytes()
+
+
+def test_image_regions_cover_the_real_rom_in_order() -> None:
+    from otalib.images import find_in_image, image_regions
+
+    data = ROM0.read_bytes()
+    regions = image_regions(data)
+    assert [r["part"] for r in regions[:4]] == ["header (v2)", "segment header", "segment 0", "header (v1)"]
+    assert all(a["offset"] + a["size"] == b["offset"] for a, b in itertools.pairwise(regions))
+    assert regions[-1]["offset"] + regions[-1]["size"] == len(data)
+    assert data[regions[3]["offset"]] == 0xE9  # the second (v1) header after irom0
+    # the version string is data of the application, not a header field
+    [where] = find_in_image(data, "4.3")
+    assert where["part"] == "segment 4" and where["offset"] == 310003
