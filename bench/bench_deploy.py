@@ -89,7 +89,7 @@ def bench_backend(
         host, port = broker.host, str(broker.port)
         extra = ["--mqtt-version", "3.1.1"] if backend == "embedded" else []
         for mb in sizes:
-            package = bytes([1]) + b"\xe9" + os.urandom(mb * 1024 * 1024 - 2)
+            package = bytes([1]) + b"\xe9\x01" + os.urandom(mb * 1024 * 1024 - 3)
             path = folder / f"fw-{mb}.sdp"
             path.write_bytes(package)
             ours = [OTALAB, "deploy", str(path), url, *extra]

@@ -49,6 +49,8 @@ class LabConfig:
     #: Build time of the board's firmware (ms since 1900, as in the .ota header); None: unknown.
     FIRMWARE_BUILD_TIMESTAMP: int | None = None
     source: str = "defaults"
+    #: The settings given in the file or the environment (the others are defaults).
+    explicit: frozenset[str] = frozenset()
 
     @property
     def version(self) -> Version:
@@ -68,7 +70,7 @@ class LabConfig:
         return self.MQTT_URL.rstrip("/") + "/" + self.topic
 
 
-_NAMES = [f.name for f in fields(LabConfig) if f.name != "source"]
+_NAMES = [f.name for f in fields(LabConfig) if f.name not in ("source", "explicit")]
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n", ""}
 
@@ -120,7 +122,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         if name in env:
             values[name] = _coerce(name, env[name])
             source = f"{source}+env" if "+env" not in source else source
-    config = LabConfig(**values, source=source)  # type: ignore[arg-type]
+    config = LabConfig(**values, source=source, explicit=frozenset(values))  # type: ignore[arg-type]
     try:
         config.version  # noqa: B018 - validates APP_VERSION
     except UsageError as exc:

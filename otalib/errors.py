@@ -29,6 +29,10 @@ class KeyFileError(InputError):
     """A key file is missing, malformed or would be overwritten."""
 
 
+class OutputError(OtaLabError):
+    """An output file could not be written (the message names it)."""
+
+
 class ImageError(InputError):
     """An ESP image could not be read, built or recognised."""
 

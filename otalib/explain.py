@@ -20,10 +20,11 @@ from otalib.formats.ota import (
     SIGNATURE_BYTES,
     OtaDecoder,
     OtaHeader,
-    timestamp_to_datetime,
 )
 from otalib.formats.version import decode_patch, device_patch
+from otalib.inspect import timestamp_text
 from otalib.keys import DeviceKeys, LabKey
+from otalib.package_check import is_esp_image
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def _plain_fields(data: bytes, base: int, label: str = "") -> list[Field]:
         return [Field(base, len(data), "truncated", "data", data[:16].hex())]
     magic, timestamp, count = HEADER.unpack_from(data)
     kind = {MAGIC_SIGNED: "signed", MAGIC_UNSIGNED: "not signed"}.get(magic, "unknown")
-    when = timestamp_to_datetime(timestamp).strftime("%Y-%m-%d %H:%M:%S UTC")
+    when = timestamp_text(timestamp)
     fields += [
         Field(base, 4, f"{label}header", "magic", f"{magic:#010x} ({kind})"),
         Field(base + 4, 8, f"{label}header", "build timestamp", f"{timestamp} ms since 1900 ({when})"),
@@ -92,7 +93,7 @@ def layout(data: bytes, key: LabKey | DeviceKeys | None = None, varint: bool = T
     fields: list[Field] = []
     base = 0
     magic = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
-    if magic not in (MAGIC_SIGNED, MAGIC_UNSIGNED) and data[:1] != b"\xe9":
+    if magic not in (MAGIC_SIGNED, MAGIC_UNSIGNED) and not is_esp_image(data):
         decoder = OtaDecoder(decrypt_key=keys.decrypt, verify_key=keys.verify)
         is_encrypted_ota = False
         try:
@@ -110,7 +111,7 @@ def layout(data: bytes, key: LabKey | DeviceKeys | None = None, varint: bool = T
     magic = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
     if magic in (MAGIC_SIGNED, MAGIC_UNSIGNED):
         return fields + _plain_fields(data, base)
-    if data[:1] == b"\xe9":
+    if is_esp_image(data):
         return [*fields, Field(base, len(data), "firmware", "raw ESP image (standard mode)", data[:4].hex() + "…")]
     fields.append(Field(base, ENC_HEADER_BYTES, "encryption", "secretstream header", data[:8].hex() + "…"))
     offset, index = ENC_HEADER_BYTES, 0

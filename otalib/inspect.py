@@ -1,105 +1,186 @@
 """Recognise and check any update file: ``.ota`` (plain or encrypted), ``.sdp``, ESP image.
 
-Drives the same :class:`~otalib.formats.ota.OtaDecoder` as the virtual board.
+Judges a file as a device built in a given way (:class:`DeviceBuild`) would: it
+drives the same :class:`~otalib.formats.package.PackageParser` and
+:class:`~otalib.formats.ota.OtaDecoder` as the virtual board, and says whether
+that device would apply it, skip it (and which patch it reads) or reject it
+(and with which of the device's error names).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from otalib.errors import DeviceError, InputError
-from otalib.formats.ota import (
-    ENC_HEADER_BYTES,
-    MAGIC_SIGNED,
-    MAGIC_UNSIGNED,
-    OtaDecoder,
-    OtaHeader,
-    RomEnd,
-    Unverified,
-    Verified,
-    iter_chunks,
-    timestamp_to_datetime,
-)
-from otalib.formats.version import decode_patch, device_patch
+from otalib.errors import DeviceError, DeviceErrorCode, InputError
+from otalib.fileio import MAX_PACKAGE_BYTES
+from otalib.formats.ota import OtaDecoder, OtaHeader, RomEnd, Unverified, Verified, iter_chunks, timestamp_to_datetime
+from otalib.formats.package import PackageParser, PatchRead
+from otalib.formats.version import DeviceProfile, decode_patch, device_patch
 from otalib.keys import DeviceKeys, LabKey
+from otalib.package_check import PayloadKind, encrypted_chain_fits, is_esp_image, is_ota_magic, payload_kind
 
 FEED_CHUNK = 64 * 1024
 
 
+class Outcome(str, Enum):
+    """What a device does with an update."""
+
+    APPLIED = "applied"
+    SKIPPED = "skipped"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"  # the device's key is needed to tell
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class DeviceBuild:
+    """How the judging device was built; ``None`` means not known (then the file decides).
+
+    ``signing``/``encryption`` are ``ENABLE_OTA_SIGNING``/``ENABLE_OTA_ENCRYPTION``,
+    ``advanced`` is ``ENABLE_OTA_ADVANCED``, ``firmware_timestamp`` the running
+    firmware's build timestamp (ms since 1900; downgrade protection),
+    ``current_patch`` its patch version (older packages are skipped).
+    """
+
+    keys: DeviceKeys = field(default_factory=DeviceKeys)
+    signing: bool | None = None
+    encryption: bool | None = None
+    advanced: bool | None = None
+    firmware_timestamp: int | None = None
+    current_patch: int | None = None
+    profile: DeviceProfile = DeviceProfile.SMING_61
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "profile", DeviceProfile(self.profile))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary (never the keys themselves)."""
+        return {
+            "signing": self.signing,
+            "encryption": self.encryption,
+            "advanced": self.advanced,
+            "verify_key": self.keys.verify is not None,
+            "decrypt_key": self.keys.decrypt is not None,
+            "firmware_timestamp": self.firmware_timestamp,
+            "current_patch": self.current_patch,
+            "profile": self.profile.value,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The device's decision: ``error`` is its error name when rejected, ``patch_read`` the patch it decoded."""
+
+    outcome: Outcome
+    error: str | None = None
+    reason: str = ""
+    patch_read: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome.value,
+            "error": self.error,
+            "reason": self.reason,
+            "patch_read": self.patch_read,
+        }
+
+
 @dataclass
 class Report:
-    """What ``inspect`` found; ``ok`` only when everything present verified."""
+    """What ``inspect`` found. ``ok`` only when the device would apply it and everything in it verified."""
 
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    verdict: Verdict | None = None
+    build: DeviceBuild | None = None
 
     @property
     def ok(self) -> bool:
-        return bool(self.data.get("verified"))
+        verified = bool(self.data.get("verified"))
+        if self.verdict is None:  # a bare ESP image: nothing to apply, its checks decide
+            return verified
+        return self.verdict.outcome is Outcome.APPLIED and verified
 
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": self.kind, **self.data}
+        if self.verdict is not None:
+            out["device"] = {**self.verdict.to_dict(), "build": self.build.describe() if self.build else None}
+        out["ok"] = self.ok
         if self.warnings:
             out["warnings"] = list(self.warnings)
         return out
 
 
-def _is_ota_magic(data: bytes) -> bool:
-    return len(data) >= 4 and int.from_bytes(data[:4], "little") in (MAGIC_SIGNED, MAGIC_UNSIGNED)
+OUT_OF_RANGE = "out of range: after year 9999"
 
 
-def _encrypted_chain_fits(data: bytes) -> bool:
-    """True when ``data`` walks as secretstream header + length-prefixed chunks to its exact end."""
-    offset = ENC_HEADER_BYTES
-    if len(data) < offset + 2 + 17:
-        return False
-    while offset < len(data):
-        if offset + 2 > len(data):
-            return False
-        size = int.from_bytes(data[offset : offset + 2], "little") + 1
-        if size < 17:
-            return False
-        offset += 2 + size
-    return offset == len(data)
-
-
-def _esp_image_module():
+def timestamp_datetime(ms: int) -> datetime | None:
+    """The UTC time of a build timestamp, or None when no calendar date fits it."""
     try:
-        from otalib import images
-    except ImportError:  # pragma: no cover - images module not installed
+        return timestamp_to_datetime(ms)
+    except (OverflowError, ValueError):
         return None
-    return images
 
 
-def _looks_like_esp_image(data: bytes) -> bool:
-    images = _esp_image_module()
-    return images is not None and images.is_esp_image(data)
+def timestamp_text(ms: int) -> str:
+    """A build timestamp as UTC text, total: says ``out of range`` when no calendar date fits it."""
+    when = timestamp_datetime(ms)
+    return OUT_OF_RANGE if when is None else when.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
-def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None) -> Report:
-    """Decode an OTA file completely and report what a device would see."""
-    keys = DeviceKeys.of(key)
-    decoder = OtaDecoder(verify_key=keys.verify, decrypt_key=keys.decrypt, hash_roms=True)
+def _ota_verdict(exc: DeviceError | None, unverified: str | None, keys: DeviceKeys) -> Verdict:
+    if exc is not None:
+        if exc.code is DeviceErrorCode.DecryptionFailed and keys.decrypt is None:
+            reason = "encrypted: the device's decryption key is needed (-k or --decrypt-key)"
+            return Verdict(Outcome.UNKNOWN, reason=reason)
+        return Verdict(Outcome.REJECTED, exc.code.value, exc.detail)
+    if unverified is not None:
+        return Verdict(Outcome.UNKNOWN, reason="signed: the device's verification key is needed (-k or --verify-key)")
+    return Verdict(Outcome.APPLIED)
+
+
+def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: DeviceBuild | None = None) -> Report:
+    """Decode an OTA file completely, as the device ``build`` would (default: keys only, build unknown)."""
+    build = _build(key, build)
+    keys = build.keys
+    encrypted = build.encryption
+    if encrypted is None and not is_ota_magic(data) and not encrypted_chain_fits(data):
+        encrypted = False  # neither plain nor an encrypted container: rejected by either build, as a bad magic
+    decoder = OtaDecoder(
+        verify_key=keys.verify,
+        decrypt_key=keys.decrypt,
+        encrypted=encrypted,
+        expect_signed=build.signing,
+        current_timestamp=build.firmware_timestamp,
+        hash_roms=True,
+    )
     info: dict[str, Any] = {
         "signed": None,
-        "encrypted": not _is_ota_magic(data),
+        "encrypted": not is_ota_magic(data) and (encrypted_chain_fits(data) or build.encryption is True),
         "timestamp": None,
         "verified": False,
         "error": None,
         "roms": [],
         "size": len(data),
     }
-    report = Report("ota", info)
+    report = Report("ota", info, build=build)
+    unverified: str | None = None
 
     def take(events: list) -> None:
+        nonlocal unverified
         for event in events:
             if isinstance(event, OtaHeader):
                 info["signed"] = event.signed
                 info["timestamp"] = event.timestamp
-                info["built"] = timestamp_to_datetime(event.timestamp).isoformat()
+                when = timestamp_datetime(event.timestamp)
+                info["built"] = OUT_OF_RANGE if when is None else when.isoformat()
             elif isinstance(event, RomEnd):
                 info["roms"].append({"address": event.address, "size": event.size, "sha256": event.sha256})
             elif isinstance(event, Verified):
@@ -107,27 +188,67 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None) -> Report:
                 info["method"] = event.method
             elif isinstance(event, Unverified):
                 info["method"] = event.method
+                unverified = event.reason
                 report.warnings.append(f"signature not checked: {event.reason} (-k KEY)")
 
+    error: DeviceError | None = None
     try:
         for chunk in iter_chunks(data, FEED_CHUNK):
             take(decoder.feed(chunk))
         decoder.close()
     except DeviceError as exc:
         take(decoder.drain())
+        error = exc
         info["error"] = exc.code.value
         info["error_detail"] = exc.detail
         info["verified"] = False
-        if exc.code.value == "DecryptionFailed" and keys.decrypt is None:
+        if exc.code is DeviceErrorCode.DecryptionFailed and keys.decrypt is None:
             report.warnings.append("encrypted: give the key (-k KEY) to decrypt and verify")
+    report.verdict = _ota_verdict(error, unverified, keys)
+    if info["signed"] is False and build.signing is None and report.verdict.outcome is Outcome.APPLIED:
+        report.warnings.append(
+            "unsigned: only firmware built with ENABLE_OTA_SIGNING=0 takes it"
+            " (-k/--verify-key/--signing judge it as a signing device)"
+        )
     return report
 
 
-def inspect_package(data: bytes, key: LabKey | DeviceKeys | None = None, varint: bool = True) -> Report:
-    """Report on a deployment package and on the firmware inside it."""
+def _payload_report(payload: bytes, kind: PayloadKind, build: DeviceBuild) -> Report:
+    """The payload as a device of ``build`` handles it (advanced: the OTA decoder; standard: written as is)."""
+    advanced = build.advanced
+    if advanced is None:
+        advanced = kind.advanced or (kind is PayloadKind.UNKNOWN and bool(build.signing or build.encryption))
+    if advanced:
+        return inspect_ota(payload, build=build)
+    if kind is PayloadKind.ESP_IMAGE:
+        try:
+            inner = inspect_image_bytes(payload)
+        except InputError as exc:
+            inner = Report("esp-image", {"size": len(payload), "verified": False, "error": "InvalidImage"})
+            inner.warnings.append(f"{exc}")
+    else:
+        inner = Report(kind.value, {"size": len(payload), "verified": False, "error": None})
+    if not inner.data.get("verified"):
+        what = "not an ESP image" if kind is not PayloadKind.ESP_IMAGE else "an ESP image that does not check out"
+        inner.warnings.append(
+            f"the payload is {what}: a standard-mode device writes it to flash as it is and then cannot boot it"
+        )
+    inner.verdict = Verdict(Outcome.APPLIED, reason="standard mode: written to the slot without a check")
+    return inner
+
+
+def inspect_package(
+    data: bytes,
+    key: LabKey | DeviceKeys | None = None,
+    varint: bool = True,
+    build: DeviceBuild | None = None,
+) -> Report:
+    """Report on a deployment package, the firmware inside it, and what the device ``build`` does with it."""
+    build = _build(key, build)
     patch, used = decode_patch(data, varint)
     payload = data[used:]
-    inner = inspect_bytes(payload, key, allow_package=False)
+    kind = payload_kind(payload)
+    inner = _payload_report(payload, kind, build)
     dev = device_patch(patch, varint)
     report = Report(
         "sdp",
@@ -136,25 +257,50 @@ def inspect_package(data: bytes, key: LabKey | DeviceKeys | None = None, varint:
             "varint": varint,
             "version_bytes": used,
             "device_patch": dev,
-            "payload": inner.to_dict(),
-            "verified": inner.ok,
+            "payload": inner.to_dict() | {"kind": inner.kind},
+            "verified": bool(inner.data.get("verified")),
             "error": inner.data.get("error"),
         },
+        build=build,
     )
+    report.data["payload"].pop("device", None)
+    report.data["payload"].pop("ok", None)
     if dev != patch:
         report.warnings.append(
             f"a Sming 6.1 device decodes patch {patch} as {dev} (additive varint quirk); use patches below 128"
             " or the one-byte encoding"
         )
     report.warnings.extend(inner.warnings)
+    report.verdict = _package_verdict(data, varint, build, inner.verdict)
     return report
+
+
+def _package_verdict(data: bytes, varint: bool, build: DeviceBuild, payload: Verdict | None) -> Verdict:
+    """The device's PackageParser decides skip or stream; the payload's verdict decides the rest."""
+    parser = PackageParser(build.current_patch, varint, build.profile)
+    read: PatchRead | None = None
+    try:
+        for event in parser.feed(data):
+            if isinstance(event, PatchRead):
+                read = event
+        parser.end()
+    except InputError as exc:
+        return Verdict(Outcome.REJECTED, DeviceErrorCode.InvalidFormat.value, str(exc))
+    assert read is not None
+    if not read.accepted:
+        return Verdict(
+            Outcome.SKIPPED,
+            reason=f"it reads patch {read.patch}, older than its current patch {build.current_patch}",
+            patch_read=read.patch,
+        )
+    base = payload or Verdict(Outcome.UNKNOWN)
+    return replace(base, patch_read=read.patch)
 
 
 def inspect_image_bytes(data: bytes) -> Report:
     """Report on an ESP image through esptool."""
-    images = _esp_image_module()
-    if images is None:
-        raise InputError("ESP image support is not available")
+    from otalib import images
+
     info = images.inspect_image(data).to_dict()
     valid = bool(info.get("checksum_valid")) and info.get("sha256_valid") is not False
     return Report("esp-image", {**info, "verified": valid, "error": None if valid else "InvalidImage"})
@@ -167,9 +313,13 @@ def _package_prefix(data: bytes, varint: bool) -> int:
     except InputError:
         return 0
     payload = data[used:]
-    if payload and (_is_ota_magic(payload) or _looks_like_esp_image(payload) or _encrypted_chain_fits(payload)):
-        return used
-    return 0
+    return used if payload and payload_kind(payload) is not PayloadKind.UNKNOWN else 0
+
+
+def _build(key: LabKey | DeviceKeys | None, build: DeviceBuild | None) -> DeviceBuild:
+    if build is None:
+        return DeviceBuild(DeviceKeys.of(key))
+    return build if key is None else replace(build, keys=DeviceKeys.of(key))
 
 
 def inspect_bytes(
@@ -179,30 +329,45 @@ def inspect_bytes(
     varint: bool | None = None,
     allow_package: bool = True,
     hint: str = "",
+    build: DeviceBuild | None = None,
 ) -> Report:
-    """Recognise ``data`` and report on it.
+    """Recognise ``data`` and report on it, judged as the device ``build`` would.
 
-    ``varint=None`` detects the patch encoding of a package (varint first).
+    Without ``build`` the device is only known by ``key``: it takes signed and
+    unsigned, plain and encrypted files alike. ``varint=None`` detects the patch
+    encoding of a package (varint first); ``hint`` is the file's suffix (``.sdp``
+    makes an unrecognised payload a package with payload kind ``unknown``).
     """
     if not data:
         raise InputError("the file is empty")
-    if _is_ota_magic(data):
-        return inspect_ota(data, key)
-    if _looks_like_esp_image(data) and hint != ".sdp":
-        return inspect_image_bytes(data)
-    raw_encrypted = _encrypted_chain_fits(data)
-    if allow_package and not (raw_encrypted and hint != ".sdp"):
-        for encoding in (True, False) if varint is None else (varint,):
+    build = _build(key, build)
+    if is_ota_magic(data):
+        return inspect_ota(data, build=build)
+    if hint != ".sdp":
+        if encrypted_chain_fits(data):
+            return inspect_ota(data, build=build)
+        if is_esp_image(data):
+            return inspect_image_bytes(data)
+    encodings = (True, False) if varint is None else (varint,)
+    if allow_package:
+        for encoding in encodings:
             if _package_prefix(data, encoding):
-                return inspect_package(data, key, encoding)
-    if raw_encrypted:
-        return inspect_ota(data, key)
+                return inspect_package(data, varint=encoding, build=build)
+        if hint == ".sdp":
+            return inspect_package(data, varint=encodings[0], build=build)
+    if encrypted_chain_fits(data):
+        return inspect_ota(data, build=build)
     raise InputError("not an OTA file, deployment package or ESP image (wrong --varint setting?)")
 
 
-def inspect_file(path: str | Path, key: LabKey | DeviceKeys | None = None, varint: bool | None = None) -> Report:
-    """Read ``path`` and report on it."""
+def inspect_file(
+    path: str | Path,
+    key: LabKey | DeviceKeys | None = None,
+    varint: bool | None = None,
+    build: DeviceBuild | None = None,
+) -> Report:
+    """Read ``path`` (at most a package's bound) and report on it."""
     from otalib.fileio import read_input
 
-    data = read_input(path)
-    return inspect_bytes(data, key, varint=varint, hint=Path(path).suffix.lower())
+    data = read_input(path, "file", MAX_PACKAGE_BYTES)
+    return inspect_bytes(data, key, varint=varint, hint=Path(path).suffix.lower(), build=build)

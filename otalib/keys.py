@@ -17,8 +17,8 @@ from pathlib import Path
 
 from nacl import bindings as sodium
 
-from otalib.errors import KeyFileError
-from otalib.fileio import SECRET_MODE, read_input, write_atomic
+from otalib.errors import KeyFileError, UsageError
+from otalib.fileio import MAX_KEY_FILE_BYTES, SECRET_MODE, read_input, write_atomic
 
 SEED_BYTES = sodium.crypto_sign_SEEDBYTES
 STREAM_KEY_BYTES = sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES
@@ -76,7 +76,7 @@ class LabKey:
 
 def load_key(path: str | os.PathLike[str]) -> LabKey:
     """Read a hex key file; raise :class:`KeyFileError` with a clear reason."""
-    raw = read_input(path, "key file")
+    raw = read_input(path, "key file", MAX_KEY_FILE_BYTES)
     text = raw.strip()
     try:
         material = binascii.unhexlify(text)
@@ -98,42 +98,100 @@ def backup_name(path: Path, now: datetime | None = None) -> Path:
     return candidate
 
 
+def back_up(path: Path) -> Path:
+    """Copy ``path`` to its backup name (content and times), mode 0600; return the backup."""
+    if path.is_dir():
+        raise KeyFileError(f"{path} is a directory")
+    backup = backup_name(path)
+    shutil.copy2(path, backup)
+    os.chmod(backup, SECRET_MODE)
+    return backup
+
+
 def generate_key_file(path: str | os.PathLike[str], force: bool = False) -> tuple[LabKey, Path | None]:
     """Create a new key file (0600). Refuses to overwrite unless ``force``.
 
-    With ``force`` an existing key is first copied to a backup (content and
-    permissions, as the reference tool does), so a key is never lost.
-    Returns the key and the backup path (or None).
+    Without ``force`` the file is created exclusively: of several processes
+    racing for one name exactly one succeeds. With ``force`` an existing key is
+    first copied to a backup (content and permissions, as the reference tool
+    does), so a key is never lost. Returns the key and the backup path (or None).
     """
     target = Path(path)
     backup: Path | None = None
-    if target.exists():
+    if target.exists() or target.is_symlink():
         if not force:
             raise KeyFileError(f"{target} exists: refusing to overwrite a key (use --force; a backup is kept)")
-        if target.is_dir():
-            raise KeyFileError(f"{target} is a directory")
-        backup = backup_name(target)
-        shutil.copy2(target, backup)
-        os.chmod(backup, SECRET_MODE)
+        backup = back_up(target)
     key = LabKey.generate()
-    write_atomic(target, key.to_hex(), SECRET_MODE)
+    try:
+        write_atomic(target, key.to_hex(), SECRET_MODE, overwrite=force)
+    except UsageError:
+        raise KeyFileError(f"{target} exists: refusing to overwrite a key (use --force; a backup is kept)") from None
     return LabKey(key.seed, key.stream_key, str(target)), backup
 
 
-def export_keys(key: LabKey, folder: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``verify.key.bin`` (0644) and ``decrypt.key.bin`` (0600) into ``folder``."""
+def export_keys(key: LabKey, folder: str | os.PathLike[str], force: bool = False) -> tuple[Path, Path]:
+    """Write ``verify.key.bin`` (0644) and ``decrypt.key.bin`` (0600) into ``folder``.
+
+    Key files there with other content are refused unless ``force``, and then
+    backed up (0600) first (see :func:`export_keys_with_backups`).
+    """
+    verify, decrypt, _ = export_keys_with_backups(key, folder, force)
+    return verify, decrypt
+
+
+def export_keys_with_backups(
+    key: LabKey, folder: str | os.PathLike[str], force: bool = False
+) -> tuple[Path, Path, list[Path]]:
+    """:func:`export_keys`, also returning the backups it made of replaced key files."""
     out = Path(folder)
     if out.exists() and not out.is_dir():
         raise KeyFileError(f"{out} is not a folder")
+    wanted = {out / VERIFY_KEY_FILE: (key.verify_key, 0o644), out / DECRYPT_KEY_FILE: (key.decrypt_key, SECRET_MODE)}
+    replaced = [path for path, (data, _) in wanted.items() if _differs(path, data)]
+    if replaced and not force:
+        names = " and ".join(str(p) for p in replaced)
+        raise KeyFileError(f"{names}: other key(s) there, refusing to replace them (use --force; a backup is kept)")
+    backups = [back_up(path) for path in replaced]
     out.mkdir(parents=True, exist_ok=True)
-    verify = write_atomic(out / VERIFY_KEY_FILE, key.verify_key, 0o644)
-    decrypt = write_atomic(out / DECRYPT_KEY_FILE, key.decrypt_key, SECRET_MODE)
-    return verify, decrypt
+    for path, (data, mode) in wanted.items():
+        write_atomic(path, data, mode)
+    return out / VERIFY_KEY_FILE, out / DECRYPT_KEY_FILE, backups
+
+
+def _differs(path: Path, data: bytes) -> bool:
+    """True when ``path`` exists (or dangles) and does not hold exactly ``data``."""
+    if not (path.exists() or path.is_symlink()):
+        return False
+    try:
+        return not path.is_file() or path.stat().st_size != len(data) or path.read_bytes() != data
+    except OSError:
+        return True
+
+
+def looks_like_key_file(path: Path) -> bool:
+    """True when ``path`` holds an OTA key: a hex key file, or a 32-byte ``*.key.bin``."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_KEY_FILE_BYTES:
+            return False
+        raw = path.read_bytes()
+    except OSError:
+        return False
+    if path.name.endswith(".key.bin") and len(raw) == 32:
+        return True
+    text = raw.strip()
+    if len(text) != KEY_FILE_BYTES * 2:
+        return False
+    try:
+        binascii.unhexlify(text)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def load_binary_key(path: str | os.PathLike[str], what: str) -> bytes:
     """Read a 32-byte ``verify.key.bin`` / ``decrypt.key.bin``."""
-    data = read_input(path, what)
+    data = read_input(path, what, MAX_KEY_FILE_BYTES)
     if len(data) != 32:
         raise KeyFileError(f"bad {what} {path}: {len(data)} bytes, expected 32")
     return data

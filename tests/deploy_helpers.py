@@ -20,8 +20,8 @@ WAIT = 10.0
 
 
 def esp_package(size: int, patch: int = 5) -> bytes:
-    """A valid .sdp: one-byte varint patch + an ESP image start (0xE9) + random bytes, ``size`` bytes in all."""
-    return bytes([patch]) + b"\xe9" + os.urandom(size - 2)
+    """A valid .sdp: one-byte varint patch + an ESP image header start (0xE9, 1 segment) + random bytes."""
+    return bytes([patch]) + b"\xe9\x01" + os.urandom(size - 3)
 
 
 class Subscriber:

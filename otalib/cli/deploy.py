@@ -35,7 +35,12 @@ def _progress_bar(total_hint: int):
 @click.option("--insecure", is_flag=True, help="Do not verify the broker's certificate at all.")
 @click.option("--clear", is_flag=True, help="Publish the empty retained message that removes the firmware.")
 @click.option("--json", "as_json", is_flag=True, help="Print the timing record as JSON.")
-@click.option("--no-check", is_flag=True, help="Publish even if the file does not parse as a .sdp package.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Publish even if a device could not parse the package (says what is wrong with it).",
+)
+@click.option("--no-check", is_flag=True, hidden=True, help="Old name of --force.")
 @click.option(
     "--varint/--byte", default=None, help="Patch version encoding of the package (default: ENABLE_OTA_VARINT_VERSION)."
 )
@@ -59,6 +64,7 @@ def deploy_command(
     insecure: bool,
     clear: bool,
     as_json: bool,
+    force: bool,
     no_check: bool,
     varint: bool | None,
     timeout: float,
@@ -95,6 +101,9 @@ def deploy_command(
         pins=tuple(parse_pin(p) for p in pins),
         insecure=insecure,
     )
+    payload: bytes | Path | None = package
+    if package is not None and (force or no_check):
+        payload = _forced(package, varint)
     bar = None if clear else _progress_bar(package.stat().st_size if package and package.is_file() else 0)
 
     def progress(done: int, total: int) -> None:
@@ -105,13 +114,13 @@ def deploy_command(
 
     try:
         record = deploy(
-            package,
+            payload,
             url,
             tls=tls,
             clear=clear,
             timeout=timeout,
             progress=progress if bar is not None else None,
-            check_package=not no_check,
+            check_package=not (force or no_check),
             varint=varint,
             connect_timeout=connect_timeout,
             mqtt_version=mqtt_version,
@@ -136,6 +145,20 @@ def deploy_command(
             f"published {record.bytes} bytes to {record.topic} at {record.url}"
             f" (retained, QoS 2, MQTT {record.mqtt_version}) in {record.total_s:.3f} s{rate}"
         )
+
+
+def _forced(package: Path, varint: bool) -> bytes:
+    """The package's bytes, after saying on stderr what a device would find wrong with it (``--force``)."""
+    from otalib.errors import InputError
+    from otalib.fileio import read_input
+    from otalib.package_check import check_package
+
+    data = read_input(package, "package")
+    try:
+        check_package(data, varint)
+    except InputError as exc:
+        click.echo(f"otalab: warning: {exc}: publishing anyway (--force)", err=True)
+    return data
 
 
 def register(group: click.Group) -> None:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from otalib.cli.common import echo_json, get_config, parse_file_at, warn
-from otalib.fileio import read_input, write_atomic
-from otalib.formats.ota import Rom, build_ota, resolve_modes, timestamp_to_datetime
+from otalib.config import LabConfig
+from otalib.errors import OtaLabError
+from otalib.fileio import MAX_PACKAGE_BYTES, MAX_ROM_BYTES, read_input
+from otalib.formats.ota import Rom, build_ota, resolve_modes
 from otalib.formats.package import pack
-from otalib.formats.version import device_patch
-from otalib.inspect import Report, inspect_file
+from otalib.formats.version import DeviceProfile, device_patch
+from otalib.inspect import DeviceBuild, Outcome, Report, inspect_file, timestamp_text
 from otalib.keys import DeviceKeys, load_binary_key, load_key
+from otalib.outputs import guard_output, write_output
+
+U64 = click.IntRange(min=0, max=2**64 - 1)
 
 
 @click.command("mkfile")
@@ -21,20 +27,29 @@ from otalib.keys import DeviceKeys, load_binary_key, load_key
 @click.option("-k", "--key", type=click.Path(dir_okay=False), help="key file (hex) for signing/encryption")
 @click.option("-s", "--signed", is_flag=True, help="sign (Ed25519ph); a key with neither flag means signed")
 @click.option("-e", "--encrypted", is_flag=True, help="encrypt (libsodium secretstream)")
-@click.option("--timestamp", type=click.IntRange(min=0), help="build timestamp, ms since 1900 (reproducible builds)")
+@click.option("--timestamp", type=U64, help="build timestamp, ms since 1900 (reproducible builds)")
 @click.option("--rom", "roms", multiple=True, required=True, metavar="FILE@ADDRESS", help="ROM image and flash address")
+@click.option("--force", is_flag=True, help="replace an existing key file at OUTPUT (it is backed up first)")
 def mkfile(
-    output: str, key: str | None, signed: bool, encrypted: bool, timestamp: int | None, roms: tuple[str, ...]
+    output: str,
+    key: str | None,
+    signed: bool,
+    encrypted: bool,
+    timestamp: int | None,
+    roms: tuple[str, ...],
+    force: bool,
 ) -> None:
     """Build an OTA upgrade file from ROM images (as ``otatool.py mkfile``)."""
     signed, encrypted = resolve_modes(key is not None, signed, encrypted)
+    specs = [parse_file_at(spec) for spec in roms]
+    inputs = [*(("ROM image", path) for path, _ in specs), *([("key file", key)] if key else [])]
+    replaces_key = guard_output(output, inputs, force=force)
     lab_key = load_key(key) if key else None
-    rom_list = []
-    for spec in roms:
-        path, address = parse_file_at(spec)
-        rom_list.append(Rom(address, read_input(path, "ROM image")))
+    rom_list = [Rom(address, read_input(path, "ROM image", MAX_ROM_BYTES)) for path, address in specs]
     data = build_ota(rom_list, lab_key, signed=signed, encrypted=encrypted, timestamp=timestamp)
-    write_atomic(output, data)
+    backup = write_output(output, data, replaces_key)
+    if backup:
+        warn(f"key file {output} replaced; backed up as {backup}")
     mode = "+".join(m for m, on in (("signed", signed), ("encrypted", encrypted)) if on) or "MD5 checksum"
     click.echo(f"OTA upgrade file written to {output} ({len(data)} bytes, {len(rom_list)} ROM(s), {mode})")
 
@@ -44,14 +59,16 @@ def mkfile(
 @click.argument("outfile", type=click.Path(dir_okay=False))
 @click.argument("patch", required=False, type=click.IntRange(min=0))
 @click.option("--varint/--no-varint", default=None, help="patch encoding: LEB128 varint (default) or one byte")
-def pack_cmd(infile: str, outfile: str, patch: int | None, varint: bool | None) -> None:
+@click.option("--force", is_flag=True, help="replace an existing key file at OUTFILE (it is backed up first)")
+def pack_cmd(infile: str, outfile: str, patch: int | None, varint: bool | None, force: bool) -> None:
     """Make a deployment package: PATCH (default: APP_VERSION_PATCH, else unix time) + firmware."""
     config = get_config()
     if varint is None:
         varint = config.ENABLE_OTA_VARINT_VERSION
     if patch is None:
         patch = config.APP_VERSION_PATCH if config.APP_VERSION_PATCH is not None else int(time.time())
-    firmware = read_input(infile, "firmware file")
+    replaces_key = guard_output(outfile, [("firmware file", infile)], force=force)
+    firmware = read_input(infile, "firmware file", MAX_PACKAGE_BYTES)
     data = pack(firmware, patch, varint)
     seen = device_patch(patch, varint)
     if seen != patch:
@@ -59,75 +76,198 @@ def pack_cmd(infile: str, outfile: str, patch: int | None, varint: bool | None) 
             f"a Sming 6.1 device decodes patch {patch} as {seen} (its varint decoder adds the 7-bit groups);"
             " use a patch below 128 or --no-varint"
         )
-    write_atomic(outfile, data)
+    backup = write_output(outfile, data, replaces_key)
+    if backup:
+        warn(f"key file {outfile} replaced; backed up as {backup}")
     encoding = "varint" if varint else "one byte"
     click.echo(f"package written to {outfile}: patch {patch} ({encoding}), {len(firmware)} bytes of firmware")
 
 
+def _text(value: Any) -> str:
+    """A value from the file, printable on one line (control characters escaped)."""
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _render(report: Report, indent: str = "") -> list[str]:
+    """The report as text lines, for every kind ``inspect`` recognises (total: never raises on a field)."""
     d = report.data
-    lines: list[str] = []
     if report.kind == "sdp":
         enc = "varint" if d["varint"] else "one byte"
-        lines.append(f"{indent}deployment package: patch {d['patch']} ({enc}, {d['version_bytes']} byte(s))")
-        lines.append(f"{indent}  a Sming 6.1 device reads patch {d['device_patch']}")
+        lines = [
+            f"{indent}deployment package: patch {d['patch']} ({enc}, {d['version_bytes']} byte(s))",
+            f"{indent}  a Sming 6.1 device reads patch {d['device_patch']}",
+        ]
         inner = Report(d["payload"]["kind"], {k: v for k, v in d["payload"].items() if k != "kind"})
-        lines.extend(_render(inner, indent + "  "))
-        return lines
+        return lines + _render(inner, indent + "  ")
     if report.kind == "ota":
-        flags = (
-            ", ".join(x for x, on in (("signed", d.get("signed")), ("encrypted", d.get("encrypted"))) if on)
-            or "unsigned (MD5)"
-        )
-        lines.append(f"{indent}OTA upgrade file: {d['size']} bytes, {flags}")
-        if d.get("timestamp") is not None:
-            built = timestamp_to_datetime(d["timestamp"]).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-            lines.append(f"{indent}  build timestamp {d['timestamp']} ({built} UTC)")
-        for rom in d.get("roms", []):
-            lines.append(f"{indent}  ROM @ {rom['address']:#010x}: {rom['size']} bytes, sha256 {rom['sha256']}")
-        if d.get("error"):
-            lines.append(f"{indent}  REJECTED: {d['error']} ({d.get('error_detail', '')})")
-        elif d.get("verified"):
-            lines.append(f"{indent}  verified ({d.get('method')})")
-        else:
-            lines.append(f"{indent}  NOT verified")
-        return lines
-    lines.append(f"{indent}ESP image ({d.get('chip')}): {d.get('size')} bytes, entry {d.get('entry', 0):#x}")
-    for addr, size in d.get("segments", []):
-        lines.append(f"{indent}  segment @ {addr:#010x}: {size} bytes")
+        return _render_ota(d, indent)
+    if report.kind == "esp-image":
+        return _render_image(d, indent)
+    return [f"{indent}unrecognised firmware data ({report.kind}): {d.get('size')} bytes"]
+
+
+def _render_ota(d: dict[str, Any], indent: str) -> list[str]:
+    flags = (
+        ", ".join(x for x, on in (("signed", d.get("signed")), ("encrypted", d.get("encrypted"))) if on)
+        or "unsigned (MD5)"
+    )
+    lines = [f"{indent}OTA upgrade file: {d['size']} bytes, {flags}"]
+    if d.get("timestamp") is not None:
+        lines.append(f"{indent}  build timestamp {d['timestamp']} ({timestamp_text(d['timestamp'])})")
+    for rom in d.get("roms", []):
+        lines.append(f"{indent}  ROM @ {rom['address']:#010x}: {rom['size']} bytes, sha256 {rom['sha256']}")
+    if d.get("error"):
+        lines.append(f"{indent}  REJECTED: {d['error']} ({_text(d.get('error_detail', ''))})")
+    elif d.get("verified"):
+        lines.append(f"{indent}  verified ({d.get('method')})")
+    else:
+        lines.append(f"{indent}  NOT verified")
+    return lines
+
+
+def _render_image(d: dict[str, Any], indent: str) -> list[str]:
+    if "chip" not in d:  # esptool could not read it
+        return [f"{indent}ESP image: {d.get('size')} bytes, NOT readable"]
+    lines = [
+        f"{indent}ESP image ({_text(d.get('chip'))}, v{d.get('image_version')}): {d.get('size')} bytes,"
+        f" entry {int(d.get('entry') or 0):#x}"
+    ]
+    for segment in d.get("segments", []):
+        lines.append(f"{indent}  segment @ {segment['address']:#010x}: {segment['size']} bytes")
     if d.get("app_id"):
-        lines.append(f"{indent}  app {d['app_id']} version {d.get('app_version')}")
+        lines.append(f"{indent}  app {_text(d['app_id'])} version {_text(d.get('app_version'))}")
     lines.append(f"{indent}  checksum {'valid' if d.get('checksum_valid') else 'INVALID'}")
     if d.get("sha256_valid") is not None:
         lines.append(f"{indent}  sha256 {'valid' if d['sha256_valid'] else 'INVALID'}")
     return lines
 
 
+def _render_verdict(report: Report) -> list[str]:
+    verdict = report.verdict
+    if verdict is None:
+        return []
+    line = f"device: {verdict.outcome.value}"
+    if verdict.outcome is Outcome.REJECTED:
+        from otalib.errors import DEVICE_ERROR_TEXT, DeviceErrorCode
+
+        text = DEVICE_ERROR_TEXT.get(DeviceErrorCode(verdict.error)) if verdict.error else None
+        line += f": {verdict.error}" + (f" ({text})" if text else "")
+    if verdict.reason:
+        line += f" — {_text(verdict.reason)}"
+    return [line]
+
+
+def device_build(
+    config: LabConfig,
+    keys: DeviceKeys,
+    *,
+    signing: bool | None,
+    encryption: bool | None,
+    mode: str | None,
+    firmware_timestamp: int | None,
+    current_patch: int | None,
+    profile: str,
+    verify_given: bool,
+) -> DeviceBuild:
+    """The judging device: options, then the lab configuration's explicit settings, then the keys given."""
+    if signing is None and "ENABLE_OTA_SIGNING" in config.explicit:
+        signing = config.ENABLE_OTA_SIGNING
+    if signing is None and verify_given:
+        signing = True  # a device that has a verification key rejects unsigned files
+    if encryption is None and "ENABLE_OTA_ENCRYPTION" in config.explicit:
+        encryption = config.ENABLE_OTA_ENCRYPTION
+    advanced = None if mode is None else mode == "advanced"
+    if advanced is None and "ENABLE_OTA_ADVANCED" in config.explicit:
+        advanced = config.ENABLE_OTA_ADVANCED
+    return DeviceBuild(keys, signing, encryption, advanced, firmware_timestamp, current_patch, DeviceProfile(profile))
+
+
+def _keys(key: str | None, verify_key: str | None, decrypt_key: str | None) -> DeviceKeys:
+    keys = DeviceKeys.of(load_key(key)) if key else DeviceKeys()
+    return DeviceKeys(
+        load_binary_key(verify_key, "verify key") if verify_key else keys.verify,
+        load_binary_key(decrypt_key, "decrypt key") if decrypt_key else keys.decrypt,
+    )
+
+
 @click.command("inspect")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-k", "--key", type=click.Path(dir_okay=False), help="key file (hex) to verify/decrypt")
+@click.option("-k", "--key", type=click.Path(dir_okay=False), help="key file (hex): the device's keys")
 @click.option("--verify-key", type=click.Path(dir_okay=False), help="verify.key.bin (as a device has it)")
 @click.option("--decrypt-key", type=click.Path(dir_okay=False), help="decrypt.key.bin (as a device has it)")
 @click.option("--varint/--no-varint", default=None, help="patch encoding of a package (default: detect)")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option(
+    "--signing/--no-signing",
+    default=None,
+    help="device built with ENABLE_OTA_SIGNING (default: lab configuration, else on when a verify key is given)",
+)
+@click.option(
+    "--encryption/--no-encryption",
+    default=None,
+    help="device built with ENABLE_OTA_ENCRYPTION (default: lab configuration, else from the file)",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["standard", "advanced"]),
+    default=None,
+    help="device's update mode (default: ENABLE_OTA_ADVANCED if configured, else from the payload)",
+)
+@click.option("--firmware-timestamp", type=U64, help="build timestamp of the running firmware (ms since 1900)")
+@click.option("--current-patch", type=click.IntRange(min=0), help="patch version the device runs")
+@click.option(
+    "--profile",
+    type=click.Choice([p.value for p in DeviceProfile]),
+    default=DeviceProfile.SMING_61.value,
+    show_default=True,
+    help="device behaviour (sming-6.1: additive varint decode, equal patch re-installs)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (also on failure)")
 def inspect_cmd(
-    file: str, key: str | None, verify_key: str | None, decrypt_key: str | None, varint: bool | None, as_json: bool
+    file: str,
+    key: str | None,
+    verify_key: str | None,
+    decrypt_key: str | None,
+    varint: bool | None,
+    signing: bool | None,
+    encryption: bool | None,
+    mode: str | None,
+    firmware_timestamp: int | None,
+    current_patch: int | None,
+    profile: str,
+    as_json: bool,
 ) -> None:
-    """Recognise an .ota, .sdp or ESP image and check it as a device would; exit 0 only if verified."""
-    keys: DeviceKeys | None = None
-    if key:
-        keys = DeviceKeys.of(load_key(key))
-    if verify_key or decrypt_key:
-        base = keys or DeviceKeys()
-        keys = DeviceKeys(
-            load_binary_key(verify_key, "verify key") if verify_key else base.verify,
-            load_binary_key(decrypt_key, "decrypt key") if decrypt_key else base.decrypt,
+    """Recognise an .ota, .sdp or ESP image and judge it as the device would; exit 0 only if it applies it.
+
+    Exit 0: the device would apply the file and everything in it verified (for a bare
+    ESP image: esptool reads it and its checksums match). Exit 1: anything else —
+    rejected (the device's error name is printed), skipped, not verifiable without the
+    device's key, or not a file otalab recognises. Exit 2: bad usage.
+    """
+    try:
+        keys = _keys(key, verify_key, decrypt_key)
+        build = device_build(
+            get_config(),
+            keys,
+            signing=signing,
+            encryption=encryption,
+            mode=mode,
+            firmware_timestamp=firmware_timestamp,
+            current_patch=current_patch,
+            profile=profile,
+            verify_given=keys.verify is not None,
         )
-    report = inspect_file(Path(file), keys, varint)
+        report = inspect_file(Path(file), varint=varint, build=build)
+    except OtaLabError as exc:
+        if not as_json:
+            raise
+        echo_json({"file": file, "kind": None, "ok": False, "error": str(exc)})
+        click.echo(f"otalab: error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
     if as_json:
-        echo_json(report.to_dict())
+        echo_json({"file": file, **report.to_dict()})
     else:
-        for line in _render(report):
+        for line in [*_render(report), *_render_verdict(report)]:
             click.echo(line)
     for message in report.warnings:
         warn(message)

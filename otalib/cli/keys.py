@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from otalib.cli.common import echo_json, parse_file_at, warn
-from otalib.fileio import read_input, write_atomic
+from otalib.fileio import MAX_ROM_BYTES, read_input
 from otalib.formats.ota import Rom
-from otalib.keys import export_keys, generate_key_file, load_key
+from otalib.keys import export_keys_with_backups, generate_key_file, load_key
+from otalib.outputs import guard_output, write_output
 from otalib.rollover import build_rollover
 
 
@@ -30,9 +31,12 @@ def keys_group() -> None:
 @keys_group.command("export")
 @click.option("-k", "--key", required=True, type=click.Path(dir_okay=False), help="key file (hex)")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="folder for the .bin keys")
-def export_cmd(key: str, output: str) -> None:
+@click.option("--force", is_flag=True, help="replace other key files there (they are backed up first)")
+def export_cmd(key: str, output: str, force: bool) -> None:
     """Write verify.key.bin and decrypt.key.bin (0600) for the firmware build."""
-    verify, decrypt = export_keys(load_key(key), output)
+    verify, decrypt, backups = export_keys_with_backups(load_key(key), output, force)
+    for backup in backups:
+        warn(f"replaced key file backed up as {backup}")
     click.echo(f"wrote {verify} and {decrypt} (secret, mode 0600)")
 
 
@@ -45,6 +49,7 @@ def export_cmd(key: str, output: str) -> None:
 @click.option("--timestamp", type=click.IntRange(min=0), help="build timestamp, ms since 1900")
 @click.option("--rom", "roms", multiple=True, required=True, metavar="FILE@ADDRESS", help="ROM built with the NEW key")
 @click.option("--json", "as_json", is_flag=True, help="print the check as JSON")
+@click.option("--force", is_flag=True, help="replace an existing key file at OUTPUT (it is backed up first)")
 def rollover_cmd(
     old_key: str,
     new_key: str,
@@ -54,13 +59,19 @@ def rollover_cmd(
     timestamp: int | None,
     roms: tuple[str, ...],
     as_json: bool,
+    force: bool,
 ) -> None:
     """Build the key-rollover file: made with the OLD key, carrying firmware for the NEW one."""
-    rom_list = [Rom(address, read_input(path, "ROM image")) for path, address in map(parse_file_at, roms)]
+    specs = [parse_file_at(spec) for spec in roms]
+    inputs = [("old key", old_key), ("new key", new_key), *(("ROM image", path) for path, _ in specs)]
+    replaces_key = guard_output(output, inputs, force=force)
+    rom_list = [Rom(address, read_input(path, "ROM image", MAX_ROM_BYTES)) for path, address in specs]
     result = build_rollover(
         load_key(old_key), load_key(new_key), rom_list, signed=signed, encrypted=encrypted, timestamp=timestamp
     )
-    write_atomic(output, result.data)
+    backup = write_output(output, result.data, replaces_key)
+    if backup:
+        warn(f"key file {output} replaced; backed up as {backup}")
     if as_json:
         echo_json(result.summary())
     else:
