@@ -47,7 +47,7 @@ def watched_update(out: Path, say: Callable[[str], None], *, backend: str = "aut
     """Broker + virtual board + signed update, watched on the board's console; returns a summary."""
     out.mkdir(parents=True, exist_ok=True)
     key, _ = generate_key_file(out / "ota.key", force=True)
-    export_keys(key, out)
+    export_keys(key, out, force=True)  # the key above is new: back up the old exports
     with start_broker(backend, workdir=out / "broker") as broker:
         say(f"broker: {broker.backend} {broker.version} at {broker.url}")
         board = VirtualBoard(

@@ -28,7 +28,7 @@ IMAGE = make_demo_image("esp8266", "test", "4.3.2", size=3000)
 def otalab(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     full_env.pop("OTALAB_CONFIG", None)
-    for name in ("ENABLE_OTA_SIGNING", "ENABLE_OTA_ENCRYPTION", "ENABLE_OTA_ADVANCED"):
+    for name in ("ENABLE_OTA_SIGNING", "ENABLE_OTA_ENCRYPTION", "ENABLE_OTA_ADVANCED", "FIRMWARE_BUILD_TIMESTAMP"):
         if name not in (env or {}):
             full_env.pop(name, None)
     return subprocess.run(
@@ -234,6 +234,8 @@ def test_cli_verdicts_exit_codes_and_json_on_failure(tmp_path):
     report = json.loads(older.stdout)
     assert older.returncode == 1 and report["device"]["outcome"] == "rejected"
     assert report["device"]["error"] == "DowngradeNotAllowed" and report["ok"] is False
+    configured = otalab("inspect", signed, "-k", key, cwd=tmp_path, env={"FIRMWARE_BUILD_TIMESTAMP": str(TS + 1)})
+    assert configured.returncode == 1 and "rejected: DowngradeNotAllowed" in configured.stdout
     enc = str(files["encrypted.ota"])
     for extra, outcome, error in (
         (["--no-encryption"], "rejected", "InvalidFormat"),
@@ -262,3 +264,16 @@ def test_cli_verdicts_exit_codes_and_json_on_failure(tmp_path):
     assert failed.returncode == 1 and "not an OTA file" in json.loads(failed.stdout)["error"]
     badkey = otalab("inspect", signed, "-k", str(garbage), "--json", cwd=tmp_path)
     assert badkey.returncode == 1 and json.loads(badkey.stdout)["ok"] is False
+
+
+def test_the_real_sming_firmware_file_as_its_device_would(tmp_path):
+    sming = VECTORS / "esp8266"
+    if not (sming / "firmware.ota").is_file():
+        pytest.skip("no real Sming build in the vectors")
+    args = ["inspect", str(sming / "firmware.ota"), "--verify-key", str(sming / "verify.key.bin")]
+    result = otalab(*args, cwd=tmp_path)
+    assert result.returncode == 0 and "device: applied" in result.stdout, result.stdout + result.stderr
+    other = otalab(
+        "inspect", str(sming / "firmware.ota"), "--verify-key", str(VECTORS / "verify.key.bin"), cwd=tmp_path
+    )
+    assert other.returncode == 1 and "rejected: VerificationFailed" in other.stdout

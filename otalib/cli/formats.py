@@ -177,6 +177,8 @@ def device_build(
         signing = True  # a device that has a verification key rejects unsigned files
     if encryption is None and "ENABLE_OTA_ENCRYPTION" in config.explicit:
         encryption = config.ENABLE_OTA_ENCRYPTION
+    if firmware_timestamp is None:
+        firmware_timestamp = config.FIRMWARE_BUILD_TIMESTAMP
     advanced = None if mode is None else mode == "advanced"
     if advanced is None and "ENABLE_OTA_ADVANCED" in config.explicit:
         advanced = config.ENABLE_OTA_ADVANCED
@@ -213,7 +215,11 @@ def _keys(key: str | None, verify_key: str | None, decrypt_key: str | None) -> D
     default=None,
     help="device's update mode (default: ENABLE_OTA_ADVANCED if configured, else from the payload)",
 )
-@click.option("--firmware-timestamp", type=U64, help="build timestamp of the running firmware (ms since 1900)")
+@click.option(
+    "--firmware-timestamp",
+    type=U64,
+    help="build timestamp of the running firmware, ms since 1900 (default: FIRMWARE_BUILD_TIMESTAMP)",
+)
 @click.option("--current-patch", type=click.IntRange(min=0), help="patch version the device runs")
 @click.option(
     "--profile",
