@@ -7,6 +7,7 @@ import them by name too (``from broker_helpers import mosquitto_broker  # noqa: 
   start a broker with :func:`otalib.broker.start_broker`; every broker is stopped at teardown.
   ``mosquitto_broker`` skips the test only when no Mosquitto is installed.
 - :class:`Probe`: a paho client (for a Broker or a URL) whose callbacks only fill queues; every wait is bounded.
+  "Nothing arrives" is checked with :meth:`Probe.settle` (a sentinel round trip), never with a fixed wait.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import queue
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -73,6 +75,7 @@ class Probe:
         self.client.on_subscribe = lambda _c, _u, _mid, codes, _p: self.subacks.put(list(codes))
         self.client.on_disconnect = lambda *_a: (self.disconnected.set(), self.connack.put(None))
         self._looping = False
+        self._sentinels: set[str] = set()
 
     def connect(self, timeout: float = WAIT) -> Any:
         """The CONNACK reason code, or None if the connection was refused/closed without one."""
@@ -105,11 +108,40 @@ class Probe:
         return info
 
     def get(self, timeout: float = WAIT) -> mqtt.MQTTMessage | None:
-        """The next received message, or None after ``timeout`` seconds."""
-        try:
-            return self.messages.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        """The next received message (sentinels skipped), or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                message = self.messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            if message.topic not in self._sentinels:
+                return message
+
+    def settle(self, via: Probe | None = None, topic: str | None = None) -> list[mqtt.MQTTMessage]:
+        """Every message that arrives before a sentinel published now (deterministic "nothing came").
+
+        Call it after the publish (or subscribe) whose message must NOT arrive has completed: a
+        broker forwards in order, so anything it was going to deliver comes before the sentinel.
+        ``via`` publishes the sentinel (default: this probe; give one allowed to publish when this
+        probe may not); ``topic`` is a topic this probe already receives (default: a fresh
+        ``a/sentinel/<id>`` this probe subscribes to).
+        """
+        if topic is None:
+            topic = f"a/sentinel/{uuid.uuid4().hex[:12]}"
+            self.subscribe(topic, qos=1)
+        self._sentinels.add(topic)
+        (via or self).publish(topic, b"sentinel", qos=1, retain=False, timeout=WAIT)
+        before: list[mqtt.MQTTMessage] = []
+        deadline = time.monotonic() + BIG_WAIT
+        while True:
+            try:
+                message = self.messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"the sentinel on {topic} never came back (after {before})") from None
+            if message.topic == topic:
+                return before
+            before.append(message)
 
     def close(self) -> None:
         """Disconnect and stop paho's thread."""

@@ -23,13 +23,12 @@ pytestmark = pytest.mark.timeout(60)
 
 BACKENDS = ["mosquitto", "embedded"]
 TOPIC = "a/test/u/4.3"
-QUIET = 0.5
 
 # shared fixtures
 probes = broker_helpers.probes
 lab_broker = broker_helpers.lab_broker
 mosquitto_broker = broker_helpers.mosquitto_broker
-embedded_broker = broker_helpers.embedded_broker  # bounded wait for "nothing arrives"
+embedded_broker = broker_helpers.embedded_broker
 
 
 def payload(size: int) -> bytes:
@@ -66,7 +65,7 @@ def test_empty_retained_message_clears_the_topic(lab_broker, probes, backend):
     pub.publish(TOPIC, b"")
     later = probes(broker).connect_ok()
     later.subscribe(TOPIC)
-    assert later.get(timeout=QUIET) is None
+    assert later.settle() == []
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -78,7 +77,7 @@ def test_no_retained_message_without_subscribe(lab_broker, probes, backend):
     probes(broker).connect_ok().publish(TOPIC, b"fw")
     assert subscribed.get().payload == b"fw"
     idle = probes(broker).connect_ok()
-    assert idle.get(timeout=QUIET) is None
+    assert idle.settle() == []
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -150,10 +149,10 @@ def test_acl_device_reads_updates_but_cannot_publish_firmware(lab_broker, probes
     watcher.subscribe("a/#")
     device = probes(broker, user=DEVICE).connect_ok()
     device.publish(TOPIC, b"evil firmware", timeout=5)
-    assert watcher.get(timeout=QUIET) is None
+    assert watcher.settle() == []
     late = probes(broker, user=DEPLOYER).connect_ok()
     late.subscribe(TOPIC)
-    assert late.get(timeout=QUIET) is None
+    assert late.settle() == []
 
     device2 = probes(broker, user=DEVICE).connect_ok()
     device2.subscribe("a/test/u/#", qos=0)
@@ -163,7 +162,7 @@ def test_acl_device_reads_updates_but_cannot_publish_firmware(lab_broker, probes
     deployer.publish(TOPIC, b"good firmware")
     got = device2.get()
     assert got is not None and (got.topic, got.payload) == (TOPIC, b"good firmware")
-    assert device2.get(timeout=QUIET) is None
+    assert device2.settle(via=deployer, topic="a/test/u/sentinel") == []
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -178,7 +177,7 @@ def test_max_packet_size_drops_oversize_publish(lab_broker, probes, backend):
     big = probes(broker).connect_ok()
     big.client.publish(TOPIC, payload(100 * 1024), qos=2, retain=True)
     assert big.disconnected.wait(5)
-    assert sub.get(timeout=QUIET) is None
+    assert sub.settle() == []
     probes(broker).connect_ok().publish(TOPIC, payload(32 * 1024))
     got = sub.get()
     assert got is not None and got.payload == payload(32 * 1024)

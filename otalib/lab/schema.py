@@ -74,7 +74,13 @@ RESULT_COLUMNS: dict[str, str] = {
     "started_at": "datetime64[us, UTC]",
     "duration_s": "float64",
     "notes": "str",
+    "faults_fired": "str",
+    "connections": "Int64",
+    "board_updates": "str",
 }
+
+#: Result columns added after the first runs were stored: a frame without them gets these values.
+LATER_COLUMNS: dict[str, Any] = {"faults_fired": "", "connections": pd.NA, "board_updates": ""}
 
 #: Every column of a trial frame, in order, name -> pandas dtype.
 TRIAL_COLUMNS: dict[str, str] = {**CONFIG_COLUMNS, **RESULT_COLUMNS}
@@ -213,6 +219,12 @@ class TrialResult:
     notes: str = ""
     started_at: datetime | None = None
     duration_s: float | None = None
+    #: What the link did: ``kind@offset`` per fired link fault, ``power-loss`` per power cut (``;``-joined).
+    faults_fired: str = ""
+    #: Connections the board made through the link proxy (None: no proxy, not counted).
+    connections: int | None = None
+    #: The virtual board's own results, one per message: ``outcome[:error]@patch`` (``;``-joined).
+    board_updates: str = ""
 
     def __post_init__(self) -> None:
         check_outcome(self.outcome)
@@ -238,6 +250,9 @@ class TrialResult:
             duration = row["t_end"]
         row["duration_s"] = float(duration)
         row["notes"] = self.notes
+        row["faults_fired"] = self.faults_fired
+        row["connections"] = pd.NA if self.connections is None else int(self.connections)
+        row["board_updates"] = self.board_updates
         return row
 
 
@@ -254,6 +269,9 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
     """
     if not isinstance(df, pd.DataFrame):
         raise LabError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    absent = {name: value for name, value in LATER_COLUMNS.items() if name not in df.columns}
+    if absent:
+        df = df.assign(**{name: [value] * len(df) for name, value in absent.items()})
     missing = [name for name in TRIAL_COLUMNS if name not in df.columns]
     if missing:
         raise LabError(f"trial frame lacks column(s): {', '.join(missing)}")

@@ -46,6 +46,8 @@ from otalib.update import make_update
 BOARD_PATCH = 5
 FAULTS = ("none", "cut", "stall", "corrupt", "power-loss")
 STALL_S = 2.0
+#: Seconds of console silence after the publish that mean "skipped" on a real board (which prints
+#: nothing when it skips an older patch); a virtual board's skip is read from its own update result.
 QUIET_S = 1.5
 
 
@@ -106,10 +108,12 @@ class Bench:
         firmware: bytes | None = None,
         baud: int = 115200,
         build_timestamp: int | None = None,
+        quiet_s: float = QUIET_S,
     ) -> None:
         """``key``/``firmware``: for real boards, the key their firmware embeds and a real ROM image
         to deploy (the virtual board takes otalib's demo images and a fresh key). ``build_timestamp``:
-        the virtual boards' firmware build time (ms since 1900; None: unknown)."""
+        the virtual boards' firmware build time (ms since 1900; None: unknown). ``quiet_s``: the
+        silence that means "skipped" on a real board (see :data:`QUIET_S`)."""
         self._own_dir = workdir is None
         self.workdir = owned_tempdir("bench") if workdir is None else Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +122,7 @@ class Bench:
         self.firmware = firmware
         self.baud = baud
         self.build_timestamp = build_timestamp
+        self.quiet_s = quiet_s
         self._brokers: dict[tuple[str, bool], Broker] = {}
 
     def __enter__(self) -> Bench:
@@ -168,6 +173,7 @@ class Trial:
         self.clock = _Clock()
         self.phases: dict[str, float | None] = {}
         self.notes: list[str] = []
+        self.power_cuts = 0
 
     # -- set-up --
     def _endpoint(self) -> tuple[str, TlsOptions, str]:
@@ -210,7 +216,8 @@ class Trial:
         with contextlib.ExitStack() as stack:
             deploy(None, deploy_url, tls=tls, clear=True, timeout=10)  # no firmware left by an earlier trial
             stack.callback(self._clear, deploy_url, tls)
-            tracker = OutcomeTracker(quiet=self._quiet(), timeout=cfg.timeout_s)
+            # a virtual board tells its own skip (its update result); only a real board's is silence
+            tracker = OutcomeTracker(quiet=self._quiet() if real else math.inf, timeout=cfg.timeout_s)
             if real:  # a board on a serial port / rfc2217:// server, already running and subscribed
                 proxy = None
                 board = stack.enter_context(SerialBoard(cfg.board, self.bench.baud))
@@ -234,14 +241,17 @@ class Trial:
                 fault = self.fault.link_fault(len(update.package))
                 proxy.set_fault(fault, live=True)
 
+            updates_before = len(getattr(board, "updates", ()))
             tracker.published(time.time())
             t_call = self.clock.now()
             record = deploy(update.package, deploy_url, tls=tls, timeout=max(30.0, cfg.timeout_s))
             self.phases["t_publish_start"] = t_call + record.publish_start
             self.phases["t_pubcomp"] = t_call + record.pubcomp_s
 
-            outcome = self._watch(board, tracker, cursor, proxy)
+            outcome = self._watch(board, tracker, cursor, proxy, updates_before)
             self.phases["t_end"] = self.clock.now()
+            link = proxy.stats if proxy is not None else None
+            board_updates = list(getattr(board, "updates", ()))
         error = outcome.split(":", 1)[1] if outcome.startswith("rejected:") else ""
         t_first, t_last = self.phases.get("t_first_byte"), self.phases.get("t_last_byte")
         start = self.phases.get("t_publish_start")
@@ -259,6 +269,12 @@ class Trial:
             notes="; ".join(self.notes),
             started_at=started,
             duration_s=self.phases["t_end"],
+            faults_fired=";".join(
+                [f"{kind}@{offset}" for kind, offset, _t in (link or {}).get("faults_fired", [])]
+                + ["power-loss"] * self.power_cuts
+            ),
+            connections=link["connections"] if link is not None else None,
+            board_updates=";".join(map(_board_update, board_updates)),
         )
 
     def _check_real_board(self) -> None:
@@ -274,7 +290,7 @@ class Trial:
     def _quiet(self) -> float:
         rate = self.config.rate_Bps
         transfer = 0.0 if math.isnan(rate) else self.config.size / rate
-        return QUIET_S + 1.2 * transfer + self.config.latency_ms / 250.0
+        return self.bench.quiet_s + 1.2 * transfer + self.config.latency_ms / 250.0
 
     def _clear(self, url: str, tls: TlsOptions) -> None:
         with contextlib.suppress(OtaLabError):
@@ -327,16 +343,23 @@ class Trial:
             if line.event == "subscribing":
                 return cursor
 
-    def _watch(self, board, tracker: OutcomeTracker, cursor: int, proxy: LinkProxy | None) -> str:
-        """Follow the console until the tracker decides; record the phases."""
+    def _watch(self, board, tracker: OutcomeTracker, cursor: int, proxy: LinkProxy | None, seen: int) -> str:
+        """Follow the console until the tracker decides (or a virtual board's own result after
+        its first ``seen`` says it skipped the message); record the phases."""
         deadline = time.monotonic() + self.config.timeout_s
         power_cut = switched = False
+        results = getattr(board, "updates", None)  # a virtual board's own update results
         while time.monotonic() < deadline:
             if self.fault.kind == "power-loss" and not power_cut and proxy is not None and proxy.stats["faults_fired"]:
                 board.power_cycle()  # power lost mid-transfer, while the link holds the rest back
                 proxy.resume()
                 power_cut = True
+                self.power_cuts += 1
                 self.notes.append(f"power cut at {self.clock.now():.3f}s")
+            if results is not None and len(results) > seen:
+                seen = len(results)
+                if results[-1].outcome == "skipped" and not tracker.outcome:
+                    return "skipped"  # the board read the patch and ignored the message
             line, cursor = board.console.get(cursor, 0.05)
             if line is not None:
                 self._phase(line, switched)
@@ -368,6 +391,12 @@ class Trial:
             self.phases["t_restart"] = t
         elif ev == "running" and "t_restart" in self.phases:
             self.phases.setdefault("t_new_version", t)
+
+
+def _board_update(result: Any) -> str:
+    """``outcome[:error]@patch`` of a virtual board's :class:`~otalib.board.device.UpdateResult`."""
+    error = f":{result.error}" if result.error else ""
+    return f"{result.outcome}{error}@{'-' if result.patch is None else result.patch}"
 
 
 def _update_mode(mode: str) -> str:
