@@ -336,3 +336,32 @@ def test_image_regions_cover_the_real_rom_in_order() -> None:
     # the version string is data of the application, not a header field
     [where] = find_in_image(data, "4.3")
     assert where["part"] == "segment 4" and where["offset"] == 310003
+
+
+def test_standard_mode_installs_and_boots_the_real_rom(tmp_path: Path) -> None:
+    """rBoot/the chip check the v2 image (irom0 first) and find it intact: no crash loop."""
+    from board_helpers import deliver, make_device
+
+    from otalib.board.flash import ESP8266_LAYOUT
+    from otalib.board.virtual import prepare_flash
+    from otalib.formats.package import pack
+
+    flash = prepare_flash(tmp_path / "f.bin", "test", "4.3.1", layout=ESP8266_LAYOUT, initial_image=ROM0.read_bytes())
+    device, out = make_device(flash, mode="standard", key=None, write_current_slot=False)
+    device.boot()
+    assert deliver(device, pack(ROM0.read_bytes(), 2)).outcome == "applied"
+    result = device.restart()
+    assert result.booted and result.slot == 1, out.output
+    bad = bytearray(ROM0.read_bytes())
+    bad[0x44A30 + 100] ^= 1  # a byte the checksum covers
+    assert deliver(device, pack(bytes(bad), 3)).outcome == "applied"
+    assert device.restart().reason == "crash"
+    flash.close()
+
+
+def test_board_refuses_a_flash_of_another_layout(tmp_path: Path) -> None:
+    from otalib.board.flash import HOST_LAYOUT, FlashImage
+
+    FlashImage(tmp_path / "host.bin", HOST_LAYOUT).close()
+    result = run("board", "--broker", "mqtt://127.0.0.1:1", "--flash", str(tmp_path / "host.bin"))
+    assert result.exit_code == 1 and "made for the host layout" in result.output and "--layout host" in result.output

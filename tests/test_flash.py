@@ -162,3 +162,16 @@ def test_build_timestamp_notes_survive_config_writes_and_die_with_the_slot(tmp_p
         assert flash.noted_build_timestamp(1) == 4_000_000_000_000 and flash.noted_build_timestamp(0) is None
         flash.write_slot(1, b"\xe9\x01" + b"\2" * 5000)  # other firmware in the slot: the note is void
         assert flash.noted_build_timestamp(1) is None
+
+
+def test_a_flash_made_for_one_layout_is_refused_with_another(tmp_path):
+    from otalib.board.flash import ESP8266_LAYOUT, HOST_LAYOUT
+
+    FlashImage(tmp_path / "f.bin", ESP8266_LAYOUT).close()
+    with pytest.raises(BoardError, match=r"made for the esp8266 layout \(ROM slots at 0x2000, 0x102000\)"):
+        FlashImage(tmp_path / "f.bin", HOST_LAYOUT)
+    with FlashImage(tmp_path / "f.bin", ESP8266_LAYOUT) as flash:  # the same layout opens, and keeps its record
+        flash.set_current_rom(1)
+        flash.note_build_timestamp(1, 7)
+    with pytest.raises(BoardError, match="made for the esp8266 layout"):
+        FlashImage(tmp_path / "f.bin", HOST_LAYOUT)

@@ -218,6 +218,11 @@ class FlashImage:
             os.close(self._fd)
             self._fd = -1
             raise BoardError(f"flash file {self.path} has {actual} bytes, the layout needs {self.size}")
+        try:
+            self._check_layout()
+        except BoardError:
+            self.close()
+            raise
 
     # -- raw access --
     def _check(self, addr: int, length: int) -> None:
@@ -329,15 +334,36 @@ class FlashImage:
         installed the slot (or the one given when it was flashed). Rewriting the slot's
         first 64 KiB otherwise voids the note.
         """
-        notes = {k: v for k, v in self._notes().items() if k != str(slot) and k.isdigit()}
+        notes = {k: v for k, v in self._notes().items() if k != str(slot)}
         notes[str(slot)] = {"timestamp": int(timestamp), "digest": self._slot_digest(slot)}
         if patch is not None:
             notes[str(slot)]["patch"] = int(patch)
+        self._write_notes(notes)
+
+    def _write_notes(self, notes: dict) -> None:
         data = _NOTES_MAGIC + json.dumps(notes, separators=(",", ":")).encode() + b"\0"
+        if len(data) > SECTOR - (_NOTES_ADDR - BOOT_CONFIG_ADDR):
+            raise BoardError("otalab's slot notes do not fit rBoot's config sector")
         config = self.read(BOOT_CONFIG_ADDR, _CONFIG.size)
         self.erase_sector(BOOT_CONFIG_ADDR)
         self.write(BOOT_CONFIG_ADDR, config)
         self.write(_NOTES_ADDR, data)
+
+    def _check_layout(self) -> None:
+        """Refuse a flash file made for another layout (its firmware is not where this one looks)."""
+        made = self._notes().get("layout")
+        if not isinstance(made, dict):
+            return  # an older file: nothing recorded
+        if made.get("roms") != list(self.layout.roms) or made.get("slot_size") != self.layout.slot_size:
+            roms = ", ".join(f"{a:#x}" for a in made.get("roms") or [] if isinstance(a, int))
+            raise BoardError(
+                f"flash file {self.path} was made for the {made.get('name', '?')} layout (ROM slots at {roms}): "
+                f"use that layout (e.g. --layout {made.get('name', 'host')}) or a new flash file"
+            )
+
+    def _record_layout(self) -> None:
+        layout = self.layout
+        self._write_notes({"layout": {"name": layout.name, "roms": list(layout.roms), "slot_size": layout.slot_size}})
 
     def slot_note(self, slot: int) -> dict:
         """What :meth:`note_build_timestamp` kept for ``slot`` (``timestamp``, maybe ``patch``), if the
@@ -367,13 +393,11 @@ def _create_flash_file(path: Path, layout: Layout, initialise: Callable[[FlashIm
                     raise OSError(28, "short write (disk full?)")
         finally:
             os.close(fd)
-        if initialise is not None:
-            with FlashImage(tmp, layout, create=False) as flash:
+        with FlashImage(tmp, layout, create=False) as flash:
+            flash._record_layout()
+            if initialise is not None:
                 initialise(flash)
-                flash.flush()
-        else:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
+            flash.flush()
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
