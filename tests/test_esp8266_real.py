@@ -365,3 +365,18 @@ def test_board_refuses_a_flash_of_another_layout(tmp_path: Path) -> None:
     FlashImage(tmp_path / "host.bin", HOST_LAYOUT).close()
     result = run("board", "--broker", "mqtt://127.0.0.1:1", "--flash", str(tmp_path / "host.bin"))
     assert result.exit_code == 1 and "made for the host layout" in result.output and "--layout host" in result.output
+
+
+def test_inspect_text_and_deploy_check_of_real_images() -> None:
+    from otalib.formats.package import pack
+    from otalib.package_check import PayloadKind, check_package
+
+    result = run("inspect", str(ROM0))
+    assert result.exit_code == 0, result.output
+    assert "ESP image (esp8266, v2): 312544 bytes, entry 0x40100004" in result.output
+    result = run("inspect", str(SMING_OTA), "--verify-key", str(REAL / "verify.key.bin"))
+    assert result.exit_code == 0 and "ROM @ 0x00102000" in result.output and "verified" in result.output
+    result = run("inspect", str(SMING_OTA), "--verify-key", str(REAL / "verify.key.bin"), "--json")
+    assert json.loads(result.output)["roms"][0]["address"] == 0x2000
+    # deploy's pre-publish check takes a standard package of the real ROM
+    assert check_package(pack(ROM0.read_bytes(), 2)).kind is PayloadKind.ESP_IMAGE
