@@ -365,6 +365,8 @@ def test_board_refuses_a_flash_of_another_layout(tmp_path: Path) -> None:
     FlashImage(tmp_path / "host.bin", HOST_LAYOUT).close()
     result = run("board", "--broker", "mqtt://127.0.0.1:1", "--flash", str(tmp_path / "host.bin"))
     assert result.exit_code == 1 and "made for the host layout" in result.output and "--layout host" in result.output
+    result = run("board", "--broker", "mqtt://127.0.0.1:1", "--flash", str(tmp_path / "host.bin"), "--rom", str(ROM0))
+    assert "warning: --rom only set up a new flash" in result.output and result.exit_code == 1
 
 
 def test_inspect_text_and_deploy_check_of_real_images() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from otalib.board.flash import Layout, LayoutName, big_layout, layout_from_partitions, named_layout
+from otalib.cli.common import warn
 from otalib.config import load_config
 from otalib.errors import UsageError
 
@@ -124,6 +125,9 @@ def board(
     )
     tls = TlsOptions(ca=ca, client_cert=client_cert, client_key=client_key, pins=tuple(parse_pin(p) for p in pins))
     tmp = None
+    new_flash_only = [name for name, value in (("--rom", rom_path), ("--partitions", partitions_path)) if value]
+    if flash_path is not None and new_flash_only and flash_path.exists() and flash_path.stat().st_size:
+        warn(f"{' and '.join(new_flash_only)} only set up a new flash: {flash_path} exists and keeps its content")
     if flash_path is None:
         tmp = tempfile.TemporaryDirectory(prefix="otalab-board-")
         flash_path = Path(tmp.name) / "flash.bin"
