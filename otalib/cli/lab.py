@@ -17,15 +17,28 @@ import click
     type=click.Path(file_okay=False, path_type=Path),
     help="Run directory (e.g. data/runs/NAME).",
 )
-@click.option("--no-resume", is_flag=True, help="Start over: discard the trials already in the run directory.")
+@click.option(
+    "--new",
+    "--no-resume",
+    "new",
+    is_flag=True,
+    help="Start over; an existing run in the directory is kept beside it as NAME.old-<its start time>.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def campaign_cmd(config: Path, out_dir: Path, no_resume: bool, no_progress: bool) -> None:
-    """Run the campaign CONFIG (YAML/JSON grid × repeats) into a run directory."""
-    from otalib.lab.campaign import CampaignSpec
+def campaign_cmd(config: Path, out_dir: Path, new: bool, no_progress: bool) -> None:
+    """Run the campaign CONFIG (YAML/JSON grid × repeats) into a run directory.
+
+    A run directory belongs to one spec: running again resumes it (the trials already
+    done are skipped); a changed spec is refused unless --new.
+    """
+    from otalib.lab.campaign import CampaignSpec, check_run_dir
     from otalib.lab.trial import run_campaign_on_bench
 
     spec = CampaignSpec.load(config)
-    df = run_campaign_on_bench(spec, out_dir, progress=not no_progress, resume=not no_resume)
+    aside = check_run_dir(spec, out_dir, resume=not new)  # before any broker starts
+    if aside is not None:
+        click.echo(f"keeping the old run of {out_dir} as {aside}")
+    df = run_campaign_on_bench(spec, out_dir, progress=not no_progress, resume=not new)
     counts = df["outcome"].value_counts().to_dict() if len(df) else {}
     text = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no trials"
     click.echo(f"{len(df)} trials in {out_dir}: {text}")

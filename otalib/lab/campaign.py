@@ -15,15 +15,23 @@ A spec (YAML, JSON or a dict)::
                                     # ms since 1900 as in the .ota header; default unknown)
 
 The trial itself is a pluggable callable ``TrialConfig -> TrialResult``.
+
+A run directory belongs to one spec: its ``metadata.json`` keeps the spec and its
+SHA-256 (:meth:`CampaignSpec.sha256`), a resumed run must have the same spec, and
+starting over (``resume=False``, ``otalab campaign --new``) keeps the old run beside
+it under another name. Nothing a campaign wrote is ever deleted; a campaign that stops
+before its first trial finished removes only the run directory it created itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import itertools
+import json
 import math
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +42,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from otalib.errors import InputError, LabError
+from otalib.errors import InputError, LabError, OtaLabError
 from otalib.fileio import read_input
 from otalib.lab import store
 from otalib.lab.metadata import collect_metadata, utc_now
@@ -64,6 +72,8 @@ def known_links() -> dict[str, dict[str, float]]:
 PARAMETERS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("campaign", "repeat"))
 
 _SPEC_KEYS = ("name", "grid", "repeats", "fixed", "links", "build_timestamp")
+#: Most trials one campaign may have (at a second or more each, this is more than a day).
+MAX_TRIALS = 100_000
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]i?[bB]?|[bB])?\s*$")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "ki": 1024, "kib": 1024, "kb": 1024, "m": 1 << 20, "mi": 1 << 20}
 _SIZE_UNITS |= {"mib": 1 << 20, "mb": 1 << 20}
@@ -193,9 +203,26 @@ class CampaignSpec:
         if not isinstance(self.links, dict):
             raise LabError("'links' must be a mapping of name -> {rate_Bps, latency_ms}")
         for name, profile in self.links.items():
+            if not isinstance(name, str):
+                raise LabError(f"links: the profile name {name!r} must be a string")
             if not isinstance(profile, dict) or set(profile) - {"rate_Bps", "latency_ms"}:
                 raise LabError(f"links.{name} must be a mapping with rate_Bps and/or latency_ms")
-        self.trials()  # every combination must make a valid trial
+        count = self.count_trials()
+        if count > MAX_TRIALS:
+            points = count // self.repeats
+            raise LabError(
+                f"{count} trials ({self.repeats} repeats x {points} grid points) is more than {MAX_TRIALS}: "
+                "split the campaign"
+            )
+        self._configs(repeats=1)  # every grid point must make a valid trial
+
+    def count_trials(self) -> int:
+        """How many trials the spec makes (repeats x grid points), counted without making them."""
+        return self.repeats * math.prod(len(values) for values in self.grid.values())
+
+    def sha256(self) -> str:
+        """SHA-256 of the spec as stored in a run's metadata (its parsed content, not its text)."""
+        return spec_sha256(self.to_dict())
 
     def _resolve(self, params: dict[str, Any]) -> dict[str, Any]:
         """Sizes parsed; link name and link parameters made consistent."""
@@ -227,11 +254,14 @@ class CampaignSpec:
 
     def trials(self) -> list[TrialConfig]:
         """Every trial, in a deterministic order: repeat by repeat, the grid's product in each."""
+        return self._configs(self.repeats)
+
+    def _configs(self, repeats: int) -> list[TrialConfig]:
         keys = list(self.grid)
         combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(self.grid[k] for k in keys))]
         configs: list[TrialConfig] = []
         seen: dict[str, dict[str, Any]] = {}
-        for repeat in range(self.repeats):
+        for repeat in range(repeats):
             for combo in combos:
                 params = self._resolve({**self.fixed, **combo})
                 try:
@@ -243,6 +273,92 @@ class CampaignSpec:
                 seen[config.trial_id] = combo
                 configs.append(config)
         return configs
+
+
+def spec_sha256(spec: dict[str, Any]) -> str:
+    """SHA-256 of a spec as plain data (:meth:`CampaignSpec.to_dict`, or as read back from metadata.json)."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _is_run(run_dir: Path) -> bool:
+    """True if ``run_dir`` holds any part of a run."""
+    return any((run_dir / name).exists() for name in (store.METADATA, store.TRIALS_DIR, store.CONSOLIDATED))
+
+
+def set_aside_name(run_dir: Path) -> Path:
+    """Where ``--new`` keeps the run now in ``run_dir``: ``<name>.old-<start of that run, UTC>``."""
+    run_dir = Path(run_dir) if Path(run_dir).name else Path(run_dir).resolve()
+    try:
+        meta = store.read_metadata(run_dir)
+    except LabError:  # a damaged metadata.json: name the old run by its folder's time
+        meta = {}
+    started = next((s.get("started_at") for s in meta.get("sessions") or [] if isinstance(s, dict)), None)
+    try:
+        when = datetime.fromisoformat(str(started)) if started else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        when = datetime.fromtimestamp(run_dir.stat().st_mtime, timezone.utc)
+    stamp = when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+
+
+def check_run_dir(spec: CampaignSpec, out_dir: Path, *, resume: bool = True) -> Path | None:
+    """Raise :class:`LabError` if ``spec`` may not run into ``out_dir``; return where an old run would go.
+
+    Resuming needs the run's spec to be ``spec`` (same SHA-256). Starting over
+    (``resume=False``) keeps an existing run under :func:`set_aside_name`, and refuses if
+    that exists. Nothing is changed on disk.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LabError(f"run directory {out_dir} is not a directory")
+    if not out_dir.is_dir() or not _is_run(out_dir):
+        return None
+    if not resume:
+        aside = set_aside_name(out_dir)
+        if aside.exists() or aside.is_symlink():
+            raise LabError(f"cannot keep the old run of {out_dir} as {aside}: it exists (move one of them away)")
+        return aside
+    previous = store.read_metadata(out_dir)
+    stored = previous.get("campaign")
+    if not isinstance(stored, dict):
+        if store.done_trial_ids(out_dir):
+            raise LabError(
+                f"{out_dir} holds trials but no campaign spec in {store.METADATA}: "
+                "use --new to start over (the old run is kept) or another directory"
+            )
+        return None
+    old_hash = str(previous.get("campaign_sha256") or spec_sha256(stored))
+    if old_hash != spec.sha256():
+        raise LabError(
+            f"{out_dir} holds campaign {stored.get('name')!r} from another spec "
+            f"(sha256 {old_hash[:12]}, this spec {spec.sha256()[:12]}): use --new to start over "
+            f"(the old run is kept as {set_aside_name(out_dir).name}) or another directory"
+        )
+    return None
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path``; return the folders it created, deepest first."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabError(f"cannot create run directory {path}: {exc.strerror}") from None
+    return missing
+
+
+def _remove_created(out_dir: Path, created: list[Path]) -> None:
+    """Undo a new run that wrote no trial: its metadata.json, then the empty folders this run created."""
+    if store.done_trial_ids(out_dir):
+        return
+    with contextlib.suppress(OSError):
+        (out_dir / store.METADATA).unlink(missing_ok=True)
+    for folder in [out_dir / store.TRIALS_DIR, *created]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
 
 
 def run_campaign(
@@ -258,34 +374,44 @@ def run_campaign(
 
     Each finished trial is written at once to ``out_dir/trials/<trial_id>.parquet``
     (atomically), so an interruption loses at most the running trial; running
-    again with ``resume=True`` skips the trials already done. ``resume=False``
-    discards the trials already in ``out_dir`` and starts over. ``metadata`` is
-    added to the run's ``metadata.json`` (broker backend and version, device
+    again with ``resume=True`` skips the trials already done, and refuses a run
+    directory that holds another spec (:func:`check_run_dir`). ``resume=False``
+    starts over, first renaming an existing run to :func:`set_aside_name`. ``metadata``
+    is added to the run's ``metadata.json`` (broker backend and version, device
     profile, firmware hashes...). An exception from ``runner`` (or Ctrl-C) stops
-    the campaign after recording the status; the finished trials stay on disk.
+    the campaign after recording the status; the finished trials stay on disk. An otalab
+    error before the first trial of a new run finished (a trial the spec describes cannot
+    run) removes what this call wrote: its metadata.json and the folders it created.
     """
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LabError(f"cannot create run directory {out_dir}: {exc.strerror}") from None
-    previous = store.read_metadata(out_dir)
-    old_name = (previous.get("campaign") or {}).get("name")
-    if resume and old_name not in (None, spec.name) and store.done_trial_ids(out_dir):
-        raise LabError(f"{out_dir} holds campaign {old_name!r}, not {spec.name!r} (use another directory)")
-    if not resume:
-        shutil.rmtree(out_dir / store.TRIALS_DIR, ignore_errors=True)
-        (out_dir / store.CONSOLIDATED).unlink(missing_ok=True)
-        previous = {}
-
     configs = spec.trials()
+    aside = check_run_dir(spec, out_dir, resume=resume)
+    if aside is not None:
+        try:
+            out_dir.rename(aside)
+        except OSError as exc:
+            raise LabError(f"cannot keep the old run of {out_dir} as {aside}: {exc.strerror}") from None
+    fresh = not (out_dir.is_dir() and _is_run(out_dir))
+    created = _make_dirs(out_dir)
+    previous = store.read_metadata(out_dir)
+
     done = store.done_trial_ids(out_dir)
     todo = [c for c in configs if c.trial_id not in done]
 
     session: dict[str, Any] = {"started_at": utc_now(), "finished_at": None, "status": "running", "trials_run": 0}
     sessions = [*previous.get("sessions", []), session]
     meta = collect_metadata(metadata)
-    meta.update({"campaign": spec.to_dict(), "n_trials": len(configs), "status": "running", "sessions": sessions})
+    meta.update(
+        {
+            "campaign": spec.to_dict(),
+            "campaign_sha256": spec.sha256(),
+            "n_trials": len(configs),
+            "status": "running",
+            "sessions": sessions,
+        }
+    )
+    if aside is not None:
+        meta["previous_run"] = str(aside)
 
     def save(status: str) -> None:
         session["status"] = meta["status"] = status
@@ -294,11 +420,14 @@ def run_campaign(
         meta["n_done"] = len(store.done_trial_ids(out_dir))
         store.write_metadata(out_dir, meta)
 
-    save("running")
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=spec.name, unit="trial", disable=not progress)
+    bar = None
     try:
+        save("running")
+        bar = tqdm(
+            total=len(configs), initial=len(configs) - len(todo), desc=spec.name, unit="trial", disable=not progress
+        )
         for config in todo:
             result = _run_one(runner, config)
             store.write_trial(out_dir, result.to_row())
@@ -306,16 +435,26 @@ def run_campaign(
             bar.update(1)
             bar.set_postfix_str(result.outcome, refresh=False)
     except KeyboardInterrupt:
-        save("interrupted")
+        _stopped(save, "interrupted")
         raise
     except BaseException as exc:
-        save(f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
+        if isinstance(exc, OtaLabError) and fresh and not store.done_trial_ids(out_dir):
+            _remove_created(out_dir, created)  # e.g. a trial the spec describes cannot be run: no run to keep
+            raise
+        _stopped(save, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     df = store.consolidate(out_dir)
     save("complete")
     return df
+
+
+def _stopped(save: Callable[[str], None], status: str) -> None:
+    """Record why a campaign stopped (a failure to record it does not hide the reason)."""
+    with contextlib.suppress(OtaLabError):
+        save(status)
 
 
 def _run_one(runner: TrialRunner, config: TrialConfig) -> TrialResult:

@@ -13,11 +13,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from otalib.errors import LabError
-from otalib.fileio import atomic_writer, write_atomic
+from otalib.fileio import atomic_writer
 from otalib.lab.charts import failure_table, plot_failure_rates, plot_time_cdf, plot_time_vs_size, plot_timeline
 from otalib.lab.schema import OUTCOMES, outcome_kind
 from otalib.lab.stats import time_to_new_version
-from otalib.lab.store import load_run
+from otalib.lab.store import load_run, write_file, writing
 
 #: Grouping of the summary table.
 SUMMARY_BY = ["mode", "link", "fault"]
@@ -82,7 +82,7 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    with atomic_writer(path) as handle:
+    with writing(path), atomic_writer(path) as handle:
         fig.savefig(handle, format="png", dpi=120)
     return path
 
@@ -130,6 +130,6 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     summary = summarize(df)
     buffer = io.StringIO()
     summary.to_csv(buffer, index=False)
-    written.append(write_atomic(out / "summary.csv", buffer.getvalue().encode()))
-    written.append(write_atomic(out / "summary.md", _markdown(summary, meta, len(df)).encode()))
+    written.append(write_file(out / "summary.csv", buffer.getvalue().encode()))
+    written.append(write_file(out / "summary.md", _markdown(summary, meta, len(df)).encode()))
     return written

@@ -12,8 +12,10 @@ trial that was running, and :func:`load_run` reads partial runs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,21 @@ CONSOLIDATED = "trials.parquet"
 METADATA = "metadata.json"
 
 
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """An OS error while writing ``path`` becomes a :class:`LabError` naming it (``Read-only file system: PATH``)."""
+    try:
+        yield
+    except OSError as exc:
+        raise LabError(f"{exc.strerror or type(exc).__name__}: {path}") from None
+
+
+def write_file(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; an OS error names ``path``."""
+    with writing(path):
+        return write_atomic(path, data)
+
+
 def frame_to_parquet(df: pd.DataFrame) -> bytes:
     """``df`` as parquet bytes (validated against the schema first)."""
     buffer = io.BytesIO()
@@ -40,9 +57,10 @@ def frame_to_parquet(df: pd.DataFrame) -> bytes:
 def write_trial(run_dir: Path, row: dict[str, Any]) -> Path:
     """Write one finished trial's row to ``run_dir/trials/<trial_id>.parquet`` atomically."""
     folder = Path(run_dir) / TRIALS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     data = frame_to_parquet(pd.DataFrame([row]))
-    return write_atomic(folder / f"{row['trial_id']}.parquet", data)
+    return write_file(folder / f"{row['trial_id']}.parquet", data)
 
 
 def trial_files(run_dir: Path) -> list[Path]:
@@ -97,14 +115,14 @@ def read_trials(run_dir: Path) -> pd.DataFrame:
 def consolidate(run_dir: Path) -> pd.DataFrame:
     """Write all of a run's trials to ``run_dir/trials.parquet``; return them."""
     df = read_trials(run_dir)
-    write_atomic(Path(run_dir) / CONSOLIDATED, frame_to_parquet(df))
+    write_file(Path(run_dir) / CONSOLIDATED, frame_to_parquet(df))
     return df
 
 
 def write_metadata(run_dir: Path, meta: dict[str, Any]) -> Path:
     """Write ``run_dir/metadata.json`` atomically."""
     text = json.dumps(meta, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n"
-    return write_atomic(Path(run_dir) / METADATA, text.encode())
+    return write_file(Path(run_dir) / METADATA, text.encode())
 
 
 def read_metadata(run_dir: Path) -> dict[str, Any]:
@@ -144,6 +162,8 @@ __all__ = [
     "load_run",
     "read_metadata",
     "read_trials",
+    "write_file",
     "write_metadata",
     "write_trial",
+    "writing",
 ]
