@@ -21,7 +21,7 @@ from lab_helpers import fake_trial, small_spec
 from process_helpers import ROOT, otalab_env
 
 from otalib.cli import cli
-from otalib.errors import LabError
+from otalib.errors import LabError, OutputError
 from otalib.lab import store
 from otalib.lab.campaign import MAX_TRIALS, CampaignSpec, check_run_dir, run_campaign
 from otalib.lab.report import write_report
@@ -178,7 +178,9 @@ def test_a_full_disk_while_consolidating_names_trials_parquet(tmp_path):
         timeout=120,
     )
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1] == "otalib.errors.LabError: File too large: data/runs/x/trials.parquet"
+    assert (
+        done.stderr.strip().splitlines()[-1] == "otalib.errors.OutputError: File too large: data/runs/x/trials.parquet"
+    )
     assert not (run / "trials.parquet").exists() and not list(run.glob(".trials.parquet.*"))
 
 
@@ -194,13 +196,13 @@ def test_metadata_and_trial_write_errors_name_the_path(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "metadata.json").mkdir()  # a directory where the file must go
-    with pytest.raises(LabError, match=r"^Is a directory: .*run/metadata\.json$"):
+    with pytest.raises(OutputError, match=r"^Is a directory: .*run/metadata\.json$"):
         store.write_metadata(run, {"x": 1})
     other = tmp_path / "other"
     other.mkdir()
     (other / "trials").write_text("not a folder")  # a file where the folder must go
-    with pytest.raises(LabError, match=r"^File exists: .*other/trials$"):
+    with pytest.raises(OutputError, match=r"^File exists: .*other/trials$"):
         store.write_trial(other, fake_trial(small_spec().trials()[0]).to_row())
-    with pytest.raises(LabError, match=r"^Is a directory: .*out/summary\.csv$"):
+    with pytest.raises(OutputError, match=r"^Is a directory: .*out/summary\.csv$"):
         (tmp_path / "out" / "summary.csv").mkdir(parents=True)
         write_report(EXAMPLE_RUN, tmp_path / "out")

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from otalib.errors import InputError, LabError
+from otalib.errors import InputError, LabError, OutputError
 from otalib.fileio import read_input, write_atomic
 from otalib.lab.schema import empty_frame, validate_frame
 
@@ -34,11 +34,11 @@ METADATA = "metadata.json"
 
 @contextlib.contextmanager
 def writing(path: Path) -> Iterator[None]:
-    """An OS error while writing ``path`` becomes a :class:`LabError` naming it (``Read-only file system: PATH``)."""
+    """An OS error while writing ``path`` becomes an :class:`OutputError` naming it (``strerror: PATH``)."""
     try:
         yield
     except OSError as exc:
-        raise LabError(f"{exc.strerror or type(exc).__name__}: {path}") from None
+        raise OutputError(f"{exc.strerror or type(exc).__name__}: {path}") from None
 
 
 def write_file(path: Path, data: bytes) -> Path:
