@@ -31,12 +31,18 @@ class Subscriber:
         self.url = url if isinstance(url, MqttUrl) else parse_url(url)
         self.topic = topic
         self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+        #: (topic, qos, retain) of every message as the broker delivered it, in order
+        self.delivered: list[tuple[str, int, bool]] = []
         self._subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         if self.url.username:
             self.client.username_pw_set(self.url.username, self.url.password)
-        self.client.on_message = lambda _c, _u, msg: self.messages.put((msg.topic, bytes(msg.payload), msg.retain))
+        self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_a: self._subscribed.set()
+
+    def _on_message(self, _client, _userdata, msg: mqtt.MQTTMessage) -> None:
+        self.delivered.append((msg.topic, msg.qos, bool(msg.retain)))
+        self.messages.put((msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     def __enter__(self) -> Subscriber:
         self.client.connect(self.url.host, self.url.port, 30)
@@ -63,12 +69,14 @@ class Subscriber:
         self.client.publish(sentinel, b"s", qos=1)
         seen = []
         deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            item = self.messages.get(timeout=max(0.01, deadline - time.monotonic()))
+        while True:
+            try:
+                item = self.messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"the sentinel never came back (after {len(seen)} messages)") from None
             if item[0] == sentinel:
                 return seen
             seen.append(item)
-        raise AssertionError("sentinel never came back")
 
 
 def retained(url: str | MqttUrl, topic: str) -> bytes | None:

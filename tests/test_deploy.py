@@ -6,13 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from deploy_helpers import CuttingProxy, Subscriber, esp_package, refused_port, retained
 
-from otalib.broker import BrokerUser, make_broker, start_broker
+from otalib.broker import BrokerUser, start_broker
+from otalib.broker.mosquitto import MosquittoBroker
 from otalib.cli import cli
 from otalib.errors import BrokerError, InputError, PublishError, UsageError
 from otalib.mqtt.publish import deploy, publish_packet_size
@@ -41,8 +43,12 @@ def test_subscribers_before_and_after_get_identical_bytes(broker, url) -> None:
         record = deploy(package, url, progress=lambda done, total: seen.append((done, total)))
         topic, payload, _retain = early.get()
     assert (topic, payload) == (TOPIC, package)
-    assert retained(url, TOPIC) == package
-    assert record.bytes == len(package) and record.retain and record.qos == 2 and not record.cleared
+    with Subscriber(url, TOPIC) as late:
+        assert [p for t, p, _r in late.settle()] == [package]
+    # what the record says is what the broker delivered: QoS 2 (both subscribed at 2), retained for the late one
+    assert early.delivered == [(TOPIC, record.qos, False)] and late.delivered[0] == (TOPIC, record.qos, record.retain)
+    assert (record.qos, record.retain) == (2, True)
+    assert record.bytes == len(package) and not record.cleared
     assert record.mqtt_version == "5" and record.patch == 5
     assert 0 <= record.connect_s <= record.publish_start <= record.pubrec_s <= record.pubcomp_s <= record.total_s
     assert record.throughput_Bps > 0
@@ -124,12 +130,32 @@ def test_connection_cut_mid_publish_leaves_nothing(broker, url) -> None:
     assert retained(url, TOPIC) is None
 
 
+class PersistentMosquitto(MosquittoBroker):
+    """The lab Mosquitto with persistence on, saving every retained change at once (autosave_on_changes)."""
+
+    def config_text(self) -> str:
+        text = super().config_text()
+        assert "persistence false" in text
+        saving = f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+        saving += "autosave_on_changes true"
+        return text.replace("persistence false", saving)
+
+
 def test_broker_killed_mid_publish(tmp_path) -> None:
-    # persistence is off in the lab Mosquitto, so a restart starts empty: this checks the failure is
-    # REPORTED (not success) and that the broker, once back on the same port, has no retained message.
-    with start_broker("mosquitto", users=[USER], workdir=tmp_path / "b1") as first:
+    # The broker keeps its retained messages across a restart (persistence on). A deployment cut by the
+    # broker's death is REPORTED (not success), and the restarted broker still holds the firmware that
+    # was there before, whole: the half-sent one never replaced it.
+    workdir = tmp_path / "broker"
+    before = esp_package(4096)
+    with PersistentMosquitto(users=[USER], workdir=workdir) as first:
         url = first.url_for(TOPIC, USER)
         port = first.port
+        deploy(before, url)
+        saved = workdir / "mosquitto.db"
+        deadline = time.monotonic() + 10
+        while not (saved.is_file() and before[1:] in saved.read_bytes()):
+            assert time.monotonic() < deadline, "mosquitto never saved the retained firmware"
+            time.sleep(0.02)
 
         def kill_at_quarter(done: int, total: int) -> None:
             if done > total // 4 and first.running():
@@ -138,9 +164,8 @@ def test_broker_killed_mid_publish(tmp_path) -> None:
         with pytest.raises(PublishError, match="NOT published"):
             deploy(esp_package(32 * 1024 * 1024), url, progress=kill_at_quarter, timeout=30)
         assert not first.running()
-    again = make_broker("mosquitto", users=[USER], port=port, workdir=tmp_path / "b2")
-    with again:
-        assert retained(again.url_for(TOPIC, USER), TOPIC) is None
+    with PersistentMosquitto(users=[USER], port=port, workdir=workdir) as again:
+        assert retained(again.url_for(TOPIC, USER), TOPIC) == before
 
 
 def test_publish_timeout_is_a_failure(broker, url) -> None:

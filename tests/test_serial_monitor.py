@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import socket
 import subprocess
@@ -45,17 +46,25 @@ def write_chunks(fd: int, data: bytes, seed: int = 1) -> None:
         i += n
 
 
+#: How long a test waits for something that should come at once (generous: the machine may be loaded).
+WAIT = 10.0
+#: ``otalab monitor --timeout`` of the tests that need it to run out (their sync must fit well inside).
+MONITOR_TIMEOUT = 4.0
+
+
 def synced(board: SerialBoard, master: int) -> None:
-    """Wait until the board's reader is running (pyserial flushes input when it opens the port)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        os.write(master, b"sync\n")
+    """Wait until the board's reader is running (pyserial flushes input when it opens the port), then
+    until every probe written meanwhile was read: the last line read is ``sync`` and nothing is pending."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        os.write(master, b"probe\n")
         try:
-            board.expect("^sync$", 0.2)
-            return
+            board.expect("^probe$", 0.2)
+            break
         except BoardError:
-            continue
-    raise AssertionError("board never saw the sync line")
+            assert time.monotonic() < deadline, "the board never saw a probe line"
+    os.write(master, b"sync\n")  # after every probe: once it is read, no probe is left behind it
+    board.expect("^sync$", WAIT)
 
 
 def with_garbage(data: bytes) -> tuple[bytes, list[str]]:
@@ -107,16 +116,25 @@ def test_serial_board_reads_recorded_console_in_random_chunks(pty, consoles: Pat
 
 def test_expect_partial_line_and_timeout(pty) -> None:
     master, path = pty
-    with SerialBoard(path) as board:
+    reads: queue.Queue[float] = queue.Queue()  # the board's clock is read once per chunk of bytes it reads
+
+    def clock() -> float:
+        now = time.time()
+        reads.put(now)
+        return now
+
+    with SerialBoard(path, clock=clock) as board:
         synced(board, master)
+        while not reads.empty():
+            reads.get_nowait()
         os.write(master, b"Currently running rom1: 0x108")
+        t_first = reads.get(timeout=WAIT)  # the reader has the first part of the line
         with pytest.raises(BoardError, match=r"timed out after 0.3s waiting for running; last line: 'sync'"):
             board.expect("running", 0.3)
-        t_second = time.time()
         os.write(master, b"000. Application version: 4.4\r\n")
-        line = board.expect("running", 2)
+        line = board.expect("running", WAIT)
         assert line.fields == {"name": "rom1", "slot": 1, "address": 0x108000, "version": "4.4"}
-        assert line.t < t_second  # stamped at the arrival of its first byte
+        assert line.t == t_first  # stamped at the arrival of its first byte, not of its newline
         assert board.current_version() == "4.4" and board.current_slot() == 1
         # pty has no modem lines: resetting is a clear BoardError, not a crash
         with pytest.raises(BoardError, match="cannot reset board"):
@@ -128,22 +146,22 @@ def test_lines_iterator_sees_new_lines(pty) -> None:
     with SerialBoard(path) as board:
         synced(board, master)
         got = []
+        lines = board.lines()  # starts here: whenever the thread gets to run, it misses nothing
 
         def read():
-            for cl in board.lines():
+            for cl in lines:
                 got.append(cl)
                 if cl.event == "switch_ok":
                     return
 
         reader = threading.Thread(target=read)
         reader.start()
-        time.sleep(0.1)
         os.write(
             master,
             b"1 Swapping from rom0 @ 0x00008000 to rom1 @ 0x00108000.\r\n\r\n"
             b"2 Switching was successful. Restarting...\r\n",
         )
-        reader.join(5)
+        reader.join(WAIT)
         assert not reader.is_alive()
     assert [cl.event for cl in got] == ["swapping", None, "switch_ok"]
 
@@ -254,7 +272,7 @@ def test_monitor_infers_update_at_default_level(pty, consoles: Path) -> None:
 
 def test_monitor_timeout_and_text_output(pty) -> None:
     master, path = pty
-    mon = Monitor(path, "--timeout", "1.5")
+    mon = Monitor(path, "--timeout", str(MONITOR_TIMEOUT))
     mon.sync(master)
     os.write(master, b"1850874 Switching was successful. Restarting...\r\n")
     code, err = mon.finish()
@@ -264,11 +282,13 @@ def test_monitor_timeout_and_text_output(pty) -> None:
 
 def test_monitor_until_not_reached_is_one_line_error(pty) -> None:
     master, path = pty
-    mon = Monitor(path, "--until", "switch_ok", "--timeout", "1")
+    mon = Monitor(path, "--until", "switch_ok", "--timeout", str(MONITOR_TIMEOUT))
     mon.sync(master)
     code, err = mon.finish()
     assert code != 0
-    assert err.splitlines() == ["otalab: error: timed out after 1s waiting for switch_ok; last line: 'sync'"]
+    assert err.splitlines() == [
+        f"otalab: error: timed out after {MONITOR_TIMEOUT:g}s waiting for switch_ok; last line: 'sync'"
+    ]
 
 
 @pytest.mark.parametrize(

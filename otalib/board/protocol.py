@@ -183,8 +183,14 @@ class ConsoleBuffer:
                 self._cond.wait(remaining)
 
     def lines(self, start: int | None = None) -> Iterator[ConsoleLine]:
-        """Blocking iterator from ``start`` (default: new lines only); ends when closed."""
-        cursor = self.end if start is None else start
+        """Blocking iterator from ``start`` (default: the lines after this call); ends when closed.
+
+        The position is taken at the call, not at the first ``next()``, so an iterator handed to
+        another thread misses nothing that arrives in between.
+        """
+        return self._lines_from(self.end if start is None else start)
+
+    def _lines_from(self, cursor: int) -> Iterator[ConsoleLine]:
         while True:
             line, cursor = self.get(cursor, None)
             if line is None:
