@@ -209,6 +209,7 @@ class VirtualBoard:
             console=sming,
             write_current_slot=write_current_slot,
             allow_downgrade=allow_downgrade,
+            build_timestamp=build_timestamp or 0,
             flash_file_name=Path(flash).name,
         )
         self.updates: list[UpdateResult] = []
@@ -289,6 +290,11 @@ class VirtualBoard:
             "link": f"{self.link[0]}:{self.link[1]}" if self.link else None,
             "connected": self.connected.is_set(),
             "last_error": self.last_error,
+            "layout": {
+                "name": self.flash.layout.name,
+                "roms": [f"{addr:#x}" for addr in self.flash.layout.roms],
+                "slot_size": self.flash.layout.slot_size,
+            },
         }
 
     # -- Board protocol: console --
