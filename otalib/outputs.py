@@ -32,6 +32,8 @@ def guard_output(
     same file, whatever its name) is refused, ``force`` or not. An existing key
     file is replaced only with ``force`` (:func:`write_output` backs it up first).
     """
+    if str(output).endswith(("/", os.sep)) or Path(output).is_dir():
+        raise UsageError(f"output {output} is a folder: give a file name")
     target = Path(output)
     for what, path in inputs:
         if same_file(target, path):

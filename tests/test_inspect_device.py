@@ -277,3 +277,62 @@ def test_the_real_sming_firmware_file_as_its_device_would(tmp_path):
         "inspect", str(sming / "firmware.ota"), "--verify-key", str(VECTORS / "verify.key.bin"), cwd=tmp_path
     )
     assert other.returncode == 1 and "rejected: VerificationFailed" in other.stdout
+
+
+# -- inspect and the virtual board agree ---------------------------------------------------------------------
+
+
+def _board_cases():
+    from board_helpers import KEY as BOARD_KEY
+    from board_helpers import OTHER_KEY as BOARD_OTHER
+    from board_helpers import T_RUNNING, signed_package, standard_package
+
+    unsigned = pack(build_ota([Rom(0x8000, IMAGE)], timestamp=T_RUNNING + 1000), 6)
+    tampered = bytearray(signed_package("4.3.6", 6))
+    tampered[200] ^= 1
+    packages = {
+        "signed": signed_package("4.3.6", 6),
+        "signed-encrypted": signed_package("4.3.6", 6, encrypted=True),
+        "unsigned": unsigned,
+        "older-file": signed_package("4.3.6", 6, timestamp=T_RUNNING - 1),
+        "older-patch": signed_package("4.3.4", 4),
+        "quirk-300-reads-46": signed_package("4.3.300", 300),
+        "other-key": signed_package("4.3.6", 6, key=BOARD_OTHER),
+        "tampered": bytes(tampered),
+        "standard": standard_package("4.3.6", 6),
+    }
+    devices = {
+        "signing": ("advanced", DeviceKeys(BOARD_KEY.verify_key)),
+        "signing+encryption": ("advanced", DeviceKeys(BOARD_KEY.verify_key, BOARD_KEY.decrypt_key)),
+        "md5-only": ("advanced", DeviceKeys()),
+        "standard": ("standard", DeviceKeys()),
+    }
+    return packages, devices, T_RUNNING
+
+
+@pytest.mark.parametrize("device_name", ["signing", "signing+encryption", "md5-only", "standard"])
+def test_inspect_says_what_the_virtual_board_does(tmp_path, device_name):
+    from board_helpers import deliver, make_flash
+
+    from otalib.board.device import Device
+
+    packages, devices, t_running = _board_cases()
+    mode, keys = devices[device_name]
+    for name, package in packages.items():
+        with make_flash(tmp_path / f"{device_name}-{name}.bin", "4.3.5") as flash:
+            device = Device(flash, "test", "4.3.0", mode=mode, keys=keys)
+            device.boot()
+            result = deliver(device, package)
+        build = DeviceBuild(
+            keys,
+            signing=keys.verify is not None,
+            encryption=keys.decrypt is not None,
+            advanced=mode == "advanced",
+            firmware_timestamp=t_running,
+            current_patch=5,
+        )
+        verdict = inspect_bytes(package, build=build).verdict
+        assert verdict is not None
+        assert (verdict.outcome.value, verdict.error) == (result.outcome, result.error), (device_name, name)
+        if result.outcome == "skipped":
+            assert verdict.patch_read == result.patch

@@ -91,6 +91,14 @@ def test_a_key_file_is_replaced_only_with_force_and_backed_up(lab, command):
     assert "backed up" in result.stderr and key.decode().strip() not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(("output", "needle"), [("newdir/", "is a folder"), ("folder", "is a directory")])
+def test_an_output_naming_a_folder_is_refused(lab, output, needle):
+    (lab / "folder").mkdir()
+    before = snapshot(lab)
+    refused(otalab("pack", "app.bin", output, "5", cwd=lab), needle)
+    assert snapshot(lab) == before and not (lab / "newdir").exists()
+
+
 def test_keys_export_refuses_to_replace_other_keys(lab):
     out = lab / "keys"
     assert otalab("keys", "export", "-k", "ota.key", "-o", "keys", cwd=lab).returncode == 0
