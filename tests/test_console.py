@@ -154,11 +154,27 @@ def test_advanced_fields_and_device_errors(consoles: Path) -> None:
     assert [cl.fields["error"] for cl in old if cl.event == "device_error"] == ["DowngradeNotAllowed"]
 
 
-def test_interleaved_thread_output_does_not_fake_events(consoles: Path) -> None:
-    # boot1 has "spiFlash/rom0, … size 0xThread 'keyboard' running" split over two lines
-    lines = parse_file(consoles / "retained-loop-boot1.log")
-    assert [cl.fields["slot"] for cl in lines if cl.event == "partition"] == [1]
-    assert any("Thread 'keyboard' running" in cl.line and cl.event is None for cl in lines)
+@pytest.mark.parametrize(("name", "size"), [("retained-loop-boot1.log", 0xF8000), ("oracle-6.1.1/A6.log", 0xF8000)])
+def test_a_thread_line_spliced_into_another_is_taken_apart(consoles: Path, name: str, size: int) -> None:
+    # "spiFlash/rom0, … size 0xThread 'keyboard' running" + "f8000" (boot1), "…, sizThread …" + "e 0xf8000" (A6)
+    lines = parse_file(consoles / name)
+    partitions = [cl for cl in lines if cl.event == "partition"]
+    assert [(cl.fields["slot"], cl.fields["size"]) for cl in partitions] == [(0, size), (1, size)]
+    assert partitions[0].line == "spiFlash/rom0, app/ota0 @ 0x8000, size 0xf8000"
+    threads = [cl for cl in lines if cl.event == "thread" and cl.fields["thread"] == "keyboard"]
+    assert threads and threads[0].line == "Thread 'keyboard' running" and threads[0].fields["state"] == "running"
+    assert not any("Thread '" in cl.line and cl.event != "thread" for cl in lines)
+
+
+def test_splice_repair_keeps_one_line_out_per_line_in() -> None:
+    parser = ConsoleParser()
+    raw = ["12 Subscribing to topic: a/tThread 'Timer1' running", "est/u/4.3", "Thread 'Timer1' complete", "x"]
+    out = [parser.parse(r, float(i)) for i, r in enumerate(raw)]
+    assert [cl.event for cl in out] == ["thread", "subscribing", "thread", None]
+    assert out[1].fields == {"topic": "a/test/u/4.3", "us": 12} and out[1].t == 0.0
+    # a debug line that is only a thread line is not a splice
+    assert parser.parse("5 Thread 'keyboard' running", 9.0).event == "thread"
+    assert parser.parse("Checking for a new application firmware...", 9.0).event == "checking"
 
 
 # -- outcomes --------------------------------------------------------------------------------------------------
@@ -247,7 +263,7 @@ def test_user_patterns_extend_and_override() -> None:
     assert (line.event, line.fields) == ("wifi_missing", {"ssid": "PleaseEnterSSID", "us": 522})
     parser.add(Pattern("my_restart", ">> Normal Exit <<"))
     assert parser.parse(">> Normal Exit <<", 2.0).event == "my_restart"
-    unknown = parser.parse("1234 TCP 5662c5c0 received: 4 bytes", 3.0)
+    unknown = parser.parse("1234 MemoryDataStream::realloc 0 -> 19", 3.0)
     assert (unknown.event, unknown.fields) == (None, {"us": 1234})
     assert all(isinstance(p.regex, re.Pattern) for p in DEFAULT_PATTERNS)
 
@@ -285,6 +301,7 @@ def test_renderer_reproduces_a_recording_byte_for_byte(consoles: Path) -> None:
 
 def test_renderer_lines_match_recorded_text(consoles: Path) -> None:
     recorded = {cl.line for name in EXPECTED for cl in parse_file(consoles / name)}
+    recorded |= {cl.line for path in (consoles / "oracle-6.1.1").glob("*.log") for cl in parse_file(path)}
     sig = bytes.fromhex(
         "f153f38f0ce2e2b26eac6004a6de793f37fa3f1edc3d072e28b62369d6796c52"
         "a9458842b050fb3439494dcc084c7cd8427d35f859a55a2135f4cba530ea8607"
@@ -298,7 +315,7 @@ def test_renderer_lines_match_recorded_text(consoles: Path) -> None:
             1551521,
             1551542,
             1551544,
-            1551548,
+            10724,
             1856478,
             1856780,
             1856798,
@@ -317,7 +334,7 @@ def test_renderer_lines_match_recorded_text(consoles: Path) -> None:
     c.switching_ok()
     c.build_timestamps(current=(400 << 32) + 1897641308, file=(401 << 32) + 1897653446)
     c.starting_upgrade(1)
-    c.update_slot(1, 0x108000, 0x108000 + 200000)
+    c.update_slot(1, 0x108000, 0x108000 + 0x4D914)  # start and start + image size
     c.signature(sig)
     c.rom_update_complete()
     c.rom_activated(1)
@@ -340,7 +357,7 @@ SCRIPT_EVENTS = [
     ("build_timestamp_file", {"timestamp": 6}),
     ("ota_started", {"count": 2}),
     ("skip_rom", {"start": 0x2000, "end": 0x3000}),
-    ("update_slot", {"name": "rom1", "slot": 1, "start": 0x108000, "end": 0}),
+    ("update_slot", {"name": "rom1", "slot": 1, "start": 0x108000, "end": 0x110000}),
     ("signature", {"signature": "00ff10"}),
     ("rom_update_complete", {}),
     ("rom_activated", {"value": 1471560480}),
@@ -414,7 +431,7 @@ def test_renderer_level2_hides_standard_update() -> None:
         c.switching_ok()
 
     assert rendered(2, script) == ""
-    assert rendered(3, script).count("\r\n") == 6  # 2 subscribing lines, write, swap + blank, switch
+    assert rendered(3, script).count("\r\n") == 5  # subscribing, write, swap + blank, switch
 
 
 # -- the console buffer both boards use --------------------------------------------------------------------------

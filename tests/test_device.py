@@ -84,9 +84,36 @@ def test_downgrade_refused(flash):
     device.boot()
     out.clear()
     result = deliver(device, signed_package("4.3.6", 6, timestamp=T_RUNNING - 1))
-    assert result.error == "DowngradeNotAllowed"
-    assert out.event_names()[:3] == ["build_timestamp_current", "build_timestamp_file", "device_error"]
-    assert flash.boot_config().current_rom == 0
+    assert result.outcome == "rejected" and result.error == "DowngradeNotAllowed"
+    # found mid-stream: the one error line and nothing else (no Got error, no Switching failed!)
+    assert out.event_names() == ["build_timestamp_current", "build_timestamp_file", "device_error"]
+    assert flash.boot_config().current_rom == 0 and device.state == "running"
+
+
+@pytest.mark.parametrize(
+    ("verify", "decrypt", "encrypted", "error"),
+    [
+        (True, False, True, "InvalidFormat"),  # an encrypted file on a signing-only build
+        (True, True, False, "DecryptionFailed"),  # a plain file on an encrypting build
+        (True, False, False, "RomTooLarge"),  # a ROM bigger than the slot
+    ],
+)
+def test_mid_stream_errors_print_one_line_and_abandon_the_message(flash, verify, decrypt, encrypted, error):
+    device, out = make_device(flash, key=KEY if verify else None, decrypt=KEY.decrypt_key if decrypt else None)
+    device.boot()
+    out.clear()
+    image = (
+        firmware("4.3.6", patch=6, size=flash.layout.slot_range(1)[1] - 0x108000 + 4096)
+        if error == "RomTooLarge"
+        else None
+    )
+    result = deliver(device, signed_package("4.3.6", 6, encrypted=encrypted, image=image))
+    assert (result.outcome, result.error, result.restart) == ("rejected", error, False)
+    names = out.event_names()
+    assert names[-1] == "device_error" and names.count("device_error") == 1
+    assert "got_error" not in names and "switch_failed" not in names
+    assert next(e for e in out.events() if e.event == "device_error").fields["error"] == error
+    assert device.last_update == result and device.state == "running"
 
 
 def test_encrypted_update_and_wrong_decrypt_key(flash):
@@ -138,7 +165,7 @@ def test_equal_patch_reinstalls_on_sming_61_only(flash):
 
 
 def test_standard_mode_writes_next_slot(flash):
-    device, out = make_device(flash, mode="standard", key=None)
+    device, out = make_device(flash, mode="standard", key=None, write_current_slot=False)
     device.boot()
     out.clear()
     message = standard_package("4.3.6", 6)
@@ -151,9 +178,15 @@ def test_standard_mode_writes_next_slot(flash):
     assert device.slot == 1 and str(device.version) == "4.3.6"
 
 
-def test_standard_write_current_slot_quirk(flash):
-    """The sample writes into the running slot and switches to the blank one: rBoot falls back."""
-    device, out = make_device(flash, mode="standard", key=None, write_current_slot=True)
+@pytest.mark.parametrize("explicit", [True, None])
+def test_standard_write_current_slot_quirk(flash, explicit):
+    """The sample writes into the running slot and switches to the blank one: rBoot falls back.
+
+    This is the sming-6.1 profile's default (``None``); the reference profile writes the other slot.
+    """
+    assert make_device(flash, mode="standard", key=None, profile="reference")[0].write_current_slot is False
+    device, out = make_device(flash, mode="standard", key=None, write_current_slot=explicit)
+    assert device.write_current_slot and device.status["write_current_slot"]
     device.boot()
     result = deliver(device, standard_package("4.3.6", 6))
     assert result.target_slot == 0 and result.boot_slot == 1

@@ -8,8 +8,11 @@ table for their firmware with :meth:`ConsoleParser.add` or ``extra=``.
 Debug lines (``debug_e/w/i/d``) start with a microsecond counter, which the parser
 moves into ``fields["us"]``. Several numbers the device prints are wrong in its own
 format strings (``…ll`` timestamps are the low 32 bits of a millisecond value; the
-number after ``ROM`` is a pointer; the end address after ``Update slot`` is 0 on the
-Host build): the parser keeps the printed values, do not trust them.
+number after ``ROM`` is a pointer; the end address after ``Update slot`` is 0 in a
+build that mixed libraries): the parser keeps the printed values, do not trust them.
+
+The Host emulator's threads print ``Thread '…' running`` lines into the middle of other
+lines; the parser takes such a line apart and joins the interrupted line with its rest.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ FIELD_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "cpu_mhz": int,
     "code": int,
     "rst_cause": int,
+    "port": int,
+    "length": int,
+    "ssl": int,
     "address": _hex,
     "from_addr": _hex,
     "to_addr": _hex,
@@ -136,8 +142,18 @@ DEFAULT_PATTERNS: tuple[Pattern, ...] = (
         "running",
         r"^Currently running " + _SLOT + r": 0x(?P<address>[0-9a-fA-F]+)\. Application version: (?P<version>\S+)$",
     ),
+    # the network and the MQTT connection (verbose level, except IP_CHANGE)
+    Pattern(
+        "network_up",
+        r"^IP_CHANGE, ip: (?P<ip>[\d.]+), netmask: (?P<netmask>[\d.]+), gateway: (?P<gateway>[\d.]+)$",
+    ),
     Pattern("checking", r"^Checking for a new application firmware\.\.\.$"),
+    Pattern("connecting", r"^MQTT start connection$"),
+    Pattern("tcp_connect", r'^TCP (?P<conn>[0-9a-fA-F]+) connect to "(?P<host>[^"]*):(?P<port>\d+)"$'),
+    Pattern("tcp_connected", r"^TCP (?P<conn>[0-9a-fA-F]+) connected: useSSL: (?P<ssl>\d+), Error: (?P<code>-?\d+)$"),
     Pattern("subscribing", r"^Subscribing to topic: (?P<topic>\S+)$"),
+    Pattern("subscribed", r"^subscription '(?P<topic>[^']*)' registered$"),
+    Pattern("tcp_received", r"^TCP (?P<conn>[0-9a-fA-F]+) received: (?P<length>\d+) bytes$"),
     Pattern("ota_write", r"^ota_write_flash: item\.size: (?P<total>\d+)$"),
     Pattern("build_timestamp_current", r"^Build timestamp of current firmware: (?P<timestamp>\d+)ll$"),
     Pattern("build_timestamp_file", r"^Build timestamp of OTA upgrade file: (?P<timestamp>\d+)ll$"),
@@ -165,9 +181,15 @@ DEFAULT_PATTERNS: tuple[Pattern, ...] = (
     # firmware that fails to start (a corrupted image) and rBoot finding no bootable slot
     Pattern("crash", r"^Fatal exception (?P<code>\d+)\((?P<cause>\w+)\):$"),
     Pattern("no_good_rom", r"^No good rom available\.$"),
+    Pattern("rom_bad", r"^Rom (?P<slot>\d+) is bad\.$"),
+    # the Host emulator's threads
+    Pattern("thread", r"^Thread '(?P<thread>[^']+)' (?P<state>running|complete|destroyed)$"),
 )
 
 _US_PREFIX = re.compile(r"^(\d+) (?=\S)")
+_US_ONLY = re.compile(r"\d+ ")
+#: A Host thread's line printed into the middle of another line (which goes on on the next line).
+_SPLICED_THREAD = re.compile(r"^(?P<head>.*?\S.*?)(?P<thread>Thread '[^']+' (?:running|complete|destroyed))$")
 
 
 class ConsoleParser:
@@ -175,14 +197,28 @@ class ConsoleParser:
 
     def __init__(self, patterns: Iterable[Pattern] = DEFAULT_PATTERNS, extra: Iterable[Pattern] = ()) -> None:
         self.patterns: list[Pattern] = list(extra) + list(patterns)
+        self._spliced: tuple[str, float] | None = None  # head of a line cut by a thread's line
 
     def add(self, pattern: Pattern) -> None:
         """Add a pattern, tried before all existing ones (so it can override a default)."""
         self.patterns.insert(0, pattern)
 
     def parse(self, line: str, t: float) -> ConsoleLine:
-        """Parse one line (without its newline); the microsecond prefix goes to ``fields["us"]``."""
+        """Parse one line (without its newline); the microsecond prefix goes to ``fields["us"]``.
+
+        A line that ends in a Host thread's line (``…sizThread 'keyboard' running``) is
+        parsed as that thread line, and its head is put before the next line
+        (``e 0xf8000``), which is then parsed whole: one line in, one line out.
+        """
         text = line.rstrip("\r\n")
+        if self._spliced is not None:
+            head, t = self._spliced
+            self._spliced = None
+            text = head + text
+        spliced = _SPLICED_THREAD.match(text)
+        if spliced and not _US_ONLY.fullmatch(spliced.group("head")):
+            self._spliced = (spliced.group("head"), t)
+            text = spliced.group("thread")
         message = text.rstrip()
         us = None
         m = _US_PREFIX.match(message)

@@ -29,6 +29,8 @@ from otalib.keys import DeviceKeys
 MODES = ("standard", "advanced")
 #: Largest image whose checksum the standard-mode boot checks (bigger ones are assumed intact).
 CHECKSUM_LIMIT = 4 * 1024 * 1024
+#: Errors the device finds only once the whole file is in (its end-of-message callback still runs).
+END_OF_FILE_ERRORS = frozenset({DeviceErrorCode.VerificationFailed, DeviceErrorCode.NoRomFound})
 #: Crash/reboot cycles printed for an image that fails to start, before the board gives up.
 CRASH_LOOPS = 3
 
@@ -79,6 +81,8 @@ class _Update:
     writer: SlotWriter | None = None
     decoder: OtaDecoder | None = None
     error: DeviceError | None = None
+    #: the payload parser failed mid-stream: the rest of the message is ignored, no end-of-message callback
+    abandoned: bool = False
     too_large: bool = False
     payload_bytes: int = 0
     printed_sig: bool = False
@@ -92,9 +96,9 @@ class Device:
     ``keys.verify`` is given, encrypted when ``keys.decrypt`` is given, as the
     ENABLE_OTA_SIGNING / ENABLE_OTA_ENCRYPTION build flags). ``profile``:
     ``sming-6.1`` (the framework's quirks) or ``reference``. ``write_current_slot``
-    (standard mode, sming-6.1): the sample's bug of writing into the running slot
-    while switching to the other one. ``version`` / ``build_timestamp`` are the
-    fallbacks for images without an app marker.
+    (standard mode): the sample's bug of writing into the running slot while switching
+    to the other one; ``None`` (default) means on for ``sming-6.1``, off for ``reference``.
+    ``version`` / ``build_timestamp`` are the fallbacks for images without an app marker.
     """
 
     def __init__(
@@ -109,7 +113,7 @@ class Device:
         varint: bool = True,
         debug_level: int = 3,
         console: SmingConsole | None = None,
-        write_current_slot: bool = False,
+        write_current_slot: bool | None = None,
         allow_downgrade: bool = False,
         build_timestamp: int = 0,
         chip_id: int = 0xC001BEAF,
@@ -124,6 +128,8 @@ class Device:
         self.mode = mode
         self.keys = keys or DeviceKeys()
         self.varint = varint
+        if write_current_slot is None:
+            write_current_slot = self.profile is DeviceProfile.SMING_61
         self.write_current_slot = write_current_slot
         self.allow_downgrade = allow_downgrade
         self.default_build_timestamp = build_timestamp
@@ -139,6 +145,7 @@ class Device:
         self._update: _Update | None = None
         self._boot_t = time.monotonic()
         self.console.clock_us = self._clock_us
+        self.conn_id = "5660c5c0"  # the TCP connection's id as the device prints it (a pointer)
 
     # -- identity of the running firmware --
     @property
@@ -261,12 +268,28 @@ class Device:
         self.boot_result = BootResult(False, slot, reason=reason, tried=tried)
         return self.boot_result
 
-    def connecting(self) -> None:
+    def connecting(self, host: str = "192.168.13.1", port: int = 1883) -> None:
         """The network is up and the MQTT client starts: the sample's lines before its first message."""
         if self.state != "running":
             return
+        self.conn_id = f"{0x5660C5C0 + 0x1000 * (self.boot_count % 64):08x}"
+        self.console.ip_change()
         self.console.checking()
+        self.console.mqtt_connecting(self.conn_id, host, port)
         self.console.subscribing(self.topic)
+
+    def tcp_connected(self, ssl: bool = False) -> None:
+        """The TCP (and TLS) connection to the broker is up."""
+        self.console.tcp_connected(self.conn_id, ssl)
+
+    def subscribed(self) -> None:
+        """The broker acknowledged the subscription (SUBACK)."""
+        self.console.subscribed(self.topic)
+
+    def segment_received(self, size: int) -> None:
+        """The TCP stack handed over a segment of ``size`` bytes (after its data was processed)."""
+        if self.state in ("running", "receiving", "restart_pending"):
+            self.console.tcp_received(self.conn_id, size)
 
     def restart(self) -> BootResult:
         """``System.restart()``: the Host emulator's exit lines, then a new boot."""
@@ -290,6 +313,8 @@ class Device:
         if update is None or not chunk:
             return
         update.received += len(chunk)
+        if update.abandoned:
+            return
         try:
             events = update.parser.feed(chunk)
         except InputError as exc:  # patch version too long
@@ -312,6 +337,8 @@ class Device:
             return UpdateResult("ignored", detail="not running or no message")
         if self.state == "receiving":
             self.state = "running"
+        if update.abandoned:  # the parser failed mid-stream: the end-of-message callback never runs
+            return self._done(self._rejected(update))
         try:
             end = update.parser.end()
         except InputError as exc:
@@ -337,6 +364,8 @@ class Device:
             self.state = "running"
         if update is None:
             return UpdateResult("ignored")
+        if update.abandoned:
+            return self._done(self._rejected(update))
         result = UpdateResult(
             "abandoned",
             update.patch.patch if update.patch else None,
@@ -346,6 +375,18 @@ class Device:
         )
         self.last_update = result
         return result
+
+    def _rejected(self, update: _Update) -> UpdateResult:
+        """The result of a message rejected with ``update.error``."""
+        assert update.error is not None
+        return UpdateResult(
+            "rejected",
+            update.patch.patch if update.patch else None,
+            update.error.code.value,
+            update.target_slot,
+            payload_bytes=update.payload_bytes,
+            detail=update.error.detail,
+        )
 
     def _done(self, result: UpdateResult) -> UpdateResult:
         self.updates += 1
@@ -415,7 +456,7 @@ class Device:
                 if event.selected:
                     assert update.target_slot is not None
                     start, end = self.flash.layout.slot_range(update.target_slot)
-                    console.update_slot(update.target_slot, start, end)
+                    console.update_slot(update.target_slot, start, start + event.size)
                     update.writer = SlotWriter(self.flash, start, end - start)
                 else:
                     console.skip_rom(event.address, event.address + event.size)
@@ -439,6 +480,9 @@ class Device:
             self.console.signature(decoder.last_digest)
 
     def _ota_error(self, update: _Update, exc: DeviceError) -> None:
+        """The stream's error: printed once. Errors found at the end of the file (signature/checksum,
+        no ROM) leave the message to its end; any other fails the payload parser mid-stream and
+        the device abandons the message (no ``Got error``, no ``Switching failed!``)."""
         if update.error is not None:
             return
         update.error = exc
@@ -447,6 +491,8 @@ class Device:
             # the device erases the first sector of the freshly written slot so it never boots
             if update.target_slot is not None:
                 self.flash.erase_slot_header(update.target_slot)
+        elif exc.code not in END_OF_FILE_ERRORS:
+            update.abandoned = True
         self.console.device_error(exc.code)
 
     # -- end of message --

@@ -9,8 +9,10 @@ changes two hooks:
 
 - ``_sock_recv``: when the body of a PUBLISH starts, the ``packet`` buffer is replaced by a
   :class:`_PublishStream` whose ``+=`` parses the variable header (topic, packet id,
-  v5 properties) and passes every payload byte to the :class:`MessageSink` as it arrives
-  (reads are capped at :data:`RECV_CHUNK` bytes);
+  v5 properties) and passes every payload byte to the :class:`MessageSink` as it arrives;
+  reads are cut into the segments a device's TCP stack hands over (at most ``tcp_mss``
+  bytes, counted from the start of each MQTT packet), and ``on_segment(size)`` is called
+  once a segment's data has been processed (after the packet's handling for its last one);
 - ``_handle_publish``: for a streamed packet, ends the message and sends the QoS
   acknowledgement paho would have sent.
 
@@ -20,6 +22,7 @@ which the owner calls in ``on_disconnect``), as the device drops its stream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import paho.mqtt.client as mqtt
@@ -27,6 +30,8 @@ from paho.mqtt.client import MQTTMessage
 
 #: Most bytes read from the socket at once (bounds the memory of one read).
 RECV_CHUNK = 64 * 1024
+#: TCP maximum segment size of an ESP8266's lwIP (the Host emulator's recordings show 1390).
+ESP_TCP_MSS = 1460
 _PUBLISH = 0x30
 
 
@@ -53,25 +58,33 @@ class _PublishStream:
         self.consumed = 0
         self.header = bytearray()
         self.header_len: int | None = None
+        self.pending = bytearray()  # payload bytes of the current segment (at most one segment)
         self.topic = ""
         self.mid = 0
         self.started = False
 
     def __iadd__(self, data: bytes) -> _PublishStream:
         self.consumed += len(data)
+        client = self.client
         if self.header_len is None:
             self.header += data
             if not self._parse_header():
+                client._segment_maybe_full()
                 return self
-            payload = bytes(self.header[self.header_len :])
+            self.pending += self.header[self.header_len :]
             self.header = bytearray()
             self.started = True
-            self.client.stream_sink.message_start(self.topic, self.remaining - self.header_len, self.retain, self.qos)
-            if payload:
-                self.client.stream_sink.message_data(payload)
-            return self
-        if data:
-            self.client.stream_sink.message_data(bytes(data))
+            client.stream_sink.message_start(self.topic, self.remaining - self.header_len, self.retain, self.qos)
+        else:
+            self.pending += data
+        ended = self.consumed >= self.remaining
+        if ended or client._segment >= client.tcp_mss:  # a whole segment: the device gets it in one piece
+            if self.pending:
+                chunk = bytes(self.pending)
+                self.pending.clear()
+                client.stream_sink.message_data(chunk)
+            if not ended:  # the packet's last segment is reported after the packet's handling
+                client._segment_done()
         return self
 
     def __len__(self) -> int:
@@ -109,15 +122,33 @@ class _PublishStream:
 
 
 class StreamingClient(mqtt.Client):
-    """paho ``Client`` whose PUBLISH payloads go to ``stream_sink`` chunk by chunk."""
+    """paho ``Client`` whose PUBLISH payloads go to ``stream_sink`` segment by segment.
 
-    def __init__(self, *args, stream_sink: MessageSink, **kwargs) -> None:
+    ``tcp_mss``: the largest segment handed over at once. ``on_segment(size)``, if set, is
+    called (on paho's thread) after each segment's data was processed.
+    """
+
+    def __init__(
+        self,
+        *args,
+        stream_sink: MessageSink,
+        tcp_mss: int = ESP_TCP_MSS,
+        on_segment: Callable[[int], None] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if not 0 < tcp_mss <= RECV_CHUNK:
+            raise ValueError(f"tcp_mss must be in 1..{RECV_CHUNK}")
         self.stream_sink = stream_sink
+        self.tcp_mss = tcp_mss
+        self.on_segment = on_segment
         self._stream: _PublishStream | None = None
+        self._segment = 0  # bytes of the current segment read so far
 
     def _sock_recv(self, bufsize: int) -> bytes:
         packet = self._in_packet
+        if packet["command"] == 0:  # a new packet: a new segment
+            self._segment = 0
         if (
             packet["have_remaining"]
             and (packet["command"] & 0xF0) == _PUBLISH
@@ -125,7 +156,25 @@ class StreamingClient(mqtt.Client):
         ):
             self._stream = _PublishStream(self, packet["command"], packet["remaining_length"])
             packet["packet"] = self._stream  # type: ignore[typeddict-item]
-        return super()._sock_recv(min(bufsize, RECV_CHUNK))
+        data = super()._sock_recv(min(bufsize, self.tcp_mss - self._segment))
+        self._segment += len(data)
+        if self._segment >= self.tcp_mss and not isinstance(packet["packet"], _PublishStream):
+            self._segment_maybe_full()  # a large non-PUBLISH packet: its data is handled at its end
+        return data
+
+    def _segment_maybe_full(self) -> None:
+        if self._segment >= self.tcp_mss:
+            self._segment_done()
+
+    def _segment_done(self) -> None:
+        size, self._segment = self._segment, 0
+        if size and self.on_segment is not None:
+            self.on_segment(size)
+
+    def _packet_handle(self) -> mqtt.MQTTErrorCode:
+        rc = super()._packet_handle()
+        self._segment_done()  # the packet's last segment, after its handling (e.g. the switch)
+        return rc
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         stream = self._in_packet["packet"]

@@ -106,12 +106,37 @@ class SmingConsole:
         )
         self.write("".join(out))
 
+    def ip_change(
+        self, ip: str = "192.168.13.10", netmask: str = "255.255.255.0", gateway: str = "192.168.13.1"
+    ) -> None:
+        """The network is up (printed at every debug level)."""
+        self.write(f"IP_CHANGE, ip: {ip}, netmask: {netmask}, gateway: {gateway}\n")
+
     def checking(self) -> None:
         self.serial("Checking for a new application firmware...\r\n")
 
-    def subscribing(self, topic: str) -> None:
+    # -- network and MQTT (verbose level), in the device's order --
+    def mqtt_connecting(self, conn: str, host: str, port: int) -> None:
+        """``MqttClient::connect``: the TCP connection is opened (``conn`` is the connection's id)."""
         self.debug(DBG, "MQTT start connection")
+        self.debug(DBG, f"TCP {conn} +connection")
+        self.debug(DBG, f'TCP {conn} connect to "{host}:{port}"')
+        self.debug(DBG, "TCP connect result: 0")
+
+    def subscribing(self, topic: str) -> None:
         self.debug(DBG, f"Subscribing to topic: {topic}")
+
+    def tcp_connected(self, conn: str, ssl: bool = False) -> None:
+        self.debug(DBG, f"TCP {conn} connected: useSSL: {int(ssl)}, Error: 0")
+        self.debug(DBG, f"TCP {conn} connected")
+
+    def subscribed(self, topic: str) -> None:
+        self.debug(DBG, f"subscription '{topic}' registered")
+
+    def tcp_received(self, conn: str, size: int) -> None:
+        """One TCP segment of ``size`` bytes has been handed over (and processed)."""
+        self.debug(DBG, f"TCP {conn} received: {size} bytes")
+        self.debug(DBG, f"TCP {conn} onReadyToSendData: 1")
 
     # -- standard mode --
     def ota_write(self, total: int) -> None:
@@ -132,9 +157,8 @@ class SmingConsole:
         self.debug(INFO, f"Starting firmware upgrade, receive {n} image(s)")
 
     def update_slot(self, index: int, start: int, end: int) -> None:
-        """Host build quirk: the end address prints as the high word of a 64-bit address (0)."""
-        shown_end = 0 if self.quirks else end
-        self.debug(INFO, f"Update slot rom{index} [0x{start:08X}..0x{shown_end:08X})")
+        """The slot written: its start and start + image size (a clean build; see the parser for ``..0)``)."""
+        self.debug(INFO, f"Update slot rom{index} [0x{start:08X}..0x{end:08X})")
 
     def skip_rom(self, start: int, end: int) -> None:
         self.debug(INFO, f"Skip ROM image for [0x{start:08X}..0x{end:08X})")

@@ -36,7 +36,7 @@ from otalib import procs
 from otalib.board.console import ConsoleParser
 from otalib.board.device import Device, UpdateResult
 from otalib.board.flash import SECTOR, TWO_ROM_LAYOUT, FlashImage, Layout
-from otalib.board.mqtt_stream import StreamingClient
+from otalib.board.mqtt_stream import ESP_TCP_MSS, StreamingClient
 from otalib.board.protocol import ConsoleBuffer, ConsoleLine, Expectation
 from otalib.board.serial_board import LineSplitter, SerialBoard
 from otalib.board.sming_console import SmingConsole
@@ -139,6 +139,9 @@ class VirtualBoard:
     is ignored: the device subscribes to its own topic). ``link``: connect to this
     ``(host, port)`` instead (a proxy). ``on_update`` is called with each
     :class:`~otalib.board.device.UpdateResult` (from a background thread).
+    ``write_current_slot``: see :class:`~otalib.board.device.Device` (None: the profile's
+    default, on for ``sming-6.1``). ``tcp_mss``: the largest TCP segment the device's stack
+    hands over (1460 on an ESP8266; the Host emulator's recordings show 1390).
     """
 
     def __init__(
@@ -157,9 +160,10 @@ class VirtualBoard:
         layout: Layout = TWO_ROM_LAYOUT,
         tls: TlsOptions | None = None,
         link: str | tuple[str, int] | None = None,
-        write_current_slot: bool = False,
+        write_current_slot: bool | None = None,
         allow_downgrade: bool = False,
         restart_delay: float = 1.0,
+        tcp_mss: int = ESP_TCP_MSS,
         chip: str = "esp8266",
         build_timestamp: int | None = None,
         initial_image: bytes | None = None,
@@ -173,6 +177,7 @@ class VirtualBoard:
         self.tls = tls or TlsOptions()
         self.link = parse_link(link)
         self.restart_delay = restart_delay
+        self.tcp_mss = tcp_mss
         self.keepalive = keepalive
         self.on_update = on_update
         self._ssl = make_ssl_context(self.tls) if self.url.tls else None
@@ -312,7 +317,7 @@ class VirtualBoard:
                 self._disconnect()
             boot = self.device.restart() if command == "restart" else self.device.boot()
             if boot.booted:
-                self.device.connecting()
+                self.device.connecting(*(self.link or (self.url.host, self.url.port)))
                 self._connect()
             command = self._wait_command()
 
@@ -344,6 +349,8 @@ class VirtualBoard:
             protocol=mqtt.MQTTv311,
             clean_session=True,
             stream_sink=_DeviceSink(self),
+            tcp_mss=self.tcp_mss,
+            on_segment=self.device.segment_received,
         )
         if self.url.username is not None:
             client.username_pw_set(self.url.username, self.url.password)
@@ -367,7 +374,18 @@ class VirtualBoard:
         def on_connect_fail(_c, _u) -> None:
             self.last_error = "cannot connect to the broker"
 
+        def on_socket_open(_c, _u, _sock) -> None:
+            self.device.tcp_connected(self._ssl is not None)
+
+        def on_subscribe(_c, _u, _mid, codes, _props) -> None:
+            if codes and not codes[0].is_failure:
+                self.device.subscribed()  # the SUBACK, not the request
+            else:
+                self.last_error = f"the broker refused the subscription: {codes[0] if codes else '?'}"
+
         client.on_connect = on_connect
+        client.on_socket_open = on_socket_open
+        client.on_subscribe = on_subscribe
         client.on_disconnect = on_disconnect
         client.on_connect_fail = on_connect_fail
         host, port = self.link or (self.url.host, self.url.port)

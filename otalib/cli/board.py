@@ -40,7 +40,11 @@ def register(group: click.Group) -> None:
 @click.option("--client-cert", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate (PEM).")
 @click.option("--client-key", type=click.Path(dir_okay=False, path_type=Path), help="Client key (PEM).")
 @click.option("--pin", "pins", multiple=True, help="Allowed server fingerprint (SHA-1/SHA-256, spki:...).")
-@click.option("--write-current-slot", is_flag=True, help="The sample's bug: standard mode writes the running slot.")
+@click.option(
+    "--write-current-slot/--no-write-current-slot",
+    default=None,
+    help="Standard mode writes the running slot, as the sample does (default: on for sming-6.1, off for reference).",
+)
 @click.option("--restart-delay", type=float, default=1.0, show_default=True, help="Seconds before the restart.")
 @click.option("--hold", is_flag=True, help="Stay powered off until a line arrives on stdin (monitor attached).")
 @click.option(
@@ -89,7 +93,7 @@ def board(
     client_cert: Path | None,
     client_key: Path | None,
     pins: tuple[str, ...],
-    write_current_slot: bool,
+    write_current_slot: bool | None,
     restart_delay: float,
     slot_mib: int | None,
     hold: bool,

@@ -124,8 +124,8 @@ class LabSession:
         return self.broker_url.rstrip("/") + "/" + self.topic
 
     def wait_ready(self, timeout: float = 20.0) -> ConsoleLine:
-        """Wait until the board subscribed to its update topic (seen on its console)."""
-        line = self.console.expect("subscribing", timeout)
+        """Wait until the board subscribed to its update topic (``subscription … registered`` on its console)."""
+        line = self.console.expect("subscribed", timeout)
         self._feed_until(line)
         return line
 
