@@ -197,9 +197,17 @@ class StreamingClient(mqtt.Client):
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def abort_stream(self) -> bool:
-        """Drop a message cut by a lost connection; True if one was in progress."""
+        """Drop a message cut by a lost connection; True if one was in progress.
+
+        The bytes of the segment in progress had arrived (as a short segment, on a real
+        link that stopped there): the sink gets them before the abort.
+        """
         stream, self._stream = self._stream, None
         if stream is not None and stream.started:
+            if stream.pending:
+                chunk = bytes(stream.pending)
+                stream.pending.clear()
+                self.stream_sink.message_data(chunk)
             self.stream_sink.message_abort()
             return True
         return False
