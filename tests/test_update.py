@@ -44,3 +44,20 @@ def test_other_key_is_rejected_and_missing_key_refused():
 
 def test_device_patch_of_a_unix_time_patch():
     assert make_update(IMAGE, "standard", patch=300).device_patch == 46
+
+
+@pytest.mark.parametrize("mode", UPDATE_MODES)
+def test_every_mode_judged_by_the_device_built_for_it_and_by_a_signing_one(mode):
+    from otalib.inspect import DeviceBuild, Outcome
+    from otalib.keys import DeviceKeys
+
+    update = make_update(IMAGE, mode, patch=9, key=KEY, timestamp=123)
+    keys = DeviceKeys(KEY.verify_key if update.signed else None, KEY.decrypt_key if update.encrypted else None)
+    built_for = DeviceBuild(keys, signing=update.signed, encryption=update.encrypted, advanced=update.advanced)
+    assert inspect_bytes(update.package, build=built_for).verdict.outcome is Outcome.APPLIED
+    signing = DeviceBuild(DeviceKeys(KEY.verify_key), signing=True, encryption=False, advanced=True)
+    verdict = inspect_bytes(update.package, build=signing).verdict
+    if mode == "signed":
+        assert verdict.outcome is Outcome.APPLIED
+    else:  # unsigned, encrypted, or a raw image: a signing-only advanced device rejects it
+        assert (verdict.outcome, verdict.error) == (Outcome.REJECTED, "InvalidFormat")

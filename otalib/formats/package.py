@@ -31,19 +31,14 @@ def unpack(
 
 
 def payload_kind(payload: bytes) -> str:
-    """Guess what a package carries: ``ota``, ``esp-image``, ``ota-encrypted`` or ``unknown``."""
-    head = bytes(payload[:4])
-    if head in OTA_MAGICS:
-        return "ota"
-    from otalib.images import is_esp_image
+    """What a package carries: ``ota``, ``esp-image``, ``ota-encrypted`` or ``unknown``.
 
-    if is_esp_image(payload):
-        return "esp-image"
-    if len(payload) > 26:
-        chunk = int.from_bytes(payload[24:26], "little") + 1
-        if 17 <= chunk <= len(payload) - 26:
-            return "ota-encrypted"
-    return "unknown"
+    The one detection is :func:`otalib.package_check.payload_kind` (an encrypted file's
+    chunks must end where it ends).
+    """
+    from otalib.package_check import payload_kind as kind
+
+    return kind(payload).value
 
 
 @dataclass(frozen=True)
