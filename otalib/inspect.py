@@ -216,10 +216,15 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: Devi
 def _payload_report(payload: bytes, kind: PayloadKind, build: DeviceBuild) -> Report:
     """The payload as a device of ``build`` handles it (advanced: the OTA decoder; standard: written as is)."""
     advanced = build.advanced
-    if advanced is None:
-        advanced = kind.advanced or (kind is PayloadKind.UNKNOWN and bool(build.signing or build.encryption))
+    if advanced is None:  # signing and encryption exist only in advanced mode
+        advanced = kind.advanced or bool(build.signing or build.encryption)
     if advanced:
-        return inspect_ota(payload, build=build)
+        report = inspect_ota(payload, build=build)
+        if kind is PayloadKind.ESP_IMAGE:
+            report.warnings.append(
+                "a raw ESP image: only a standard-mode device (ENABLE_OTA_ADVANCED=0, --mode standard) takes it"
+            )
+        return report
     if kind is PayloadKind.ESP_IMAGE:
         try:
             inner = inspect_image_bytes(payload)

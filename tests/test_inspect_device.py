@@ -89,6 +89,12 @@ def test_text_of_images_and_standard_packages(tmp_path):
     assert sdp.returncode == 0, sdp.stderr
     assert "deployment package: patch 3" in sdp.stdout and "ESP image (esp8266" in sdp.stdout
     assert "device: applied" in sdp.stdout
+    # a signing key means an advanced, signing device: it rejects a raw image (unless told standard mode)
+    keyed = otalab("inspect", str(files["standard.sdp"]), "-k", str(VECTORS / "demo.key"), cwd=tmp_path)
+    assert keyed.returncode == 1 and "device: rejected: InvalidFormat" in keyed.stdout
+    assert "--mode standard" in keyed.stderr
+    standard = ["--mode", "standard", "-k", str(VECTORS / "demo.key")]
+    assert otalab("inspect", str(files["standard.sdp"]), *standard, cwd=tmp_path).returncode == 0
 
 
 def test_timestamp_beyond_year_9999_is_shown_raw_and_out_of_range(tmp_path):
