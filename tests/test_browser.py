@@ -39,6 +39,8 @@ def jupyterlab(tmp_path):
     root = tmp_path / "lab" / "notebooks"
     root.mkdir(parents=True)
     shutil.copy(NOTEBOOKS / "01_build_and_sign.ipynb", root)
+    # the real Sming image notebook 1 reads (REAL_ROM = "../data/esp8266/rom0.bin")
+    shutil.copytree(NOTEBOOKS.parent / "data" / "esp8266", root.parent / "data" / "esp8266")
     port = free_port()
     log = open(tmp_path / "jupyter.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
