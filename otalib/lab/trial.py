@@ -340,7 +340,7 @@ class Trial:
             if line is None:
                 raise LabError(f"the virtual board did not subscribe within {timeout:.0f}s: {board.status}")
             tracker.feed(line)
-            if line.event == "subscribing":
+            if line.event == "subscribed":  # the SUBACK came
                 return cursor
 
     def _watch(self, board, tracker: OutcomeTracker, cursor: int, proxy: LinkProxy | None, seen: int) -> str:

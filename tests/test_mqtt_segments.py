@@ -1,0 +1,184 @@
+"""The device's TCP segments and MQTT evidence, against a scripted MQTT server (the test decides what goes out when).
+
+- the streaming client hands a message over in the segments a device's TCP stack would
+  (at most ``tcp_mss`` bytes, counted from each packet's start), whatever pieces the socket
+  returns, each segment reported after its data was processed;
+- the virtual board prints ``subscription '…' registered`` when the SUBACK arrives, not before.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from otalib.board.mqtt_stream import StreamingClient
+from otalib.board.virtual import VirtualBoard
+
+WAIT = 10.0
+TOPIC = "a/test/u/4.3"
+
+
+def remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, byte = n >> 7, n & 0x7F
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """A QoS 0 PUBLISH (retained)."""
+    body = len(topic).to_bytes(2, "big") + topic.encode() + payload
+    return b"\x31" + remaining_length(len(body)) + body
+
+
+class ScriptedServer:
+    """One MQTT client connection on 127.0.0.1; the test reads its packets and sends replies."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(WAIT)
+        self.port = self.listener.getsockname()[1]
+        self.conn: socket.socket | None = None
+
+    def accept(self) -> None:
+        self.conn, _ = self.listener.accept()
+        self.conn.settimeout(WAIT)
+
+    def _read(self, n: int) -> bytes:
+        assert self.conn is not None
+        data = b""
+        while len(data) < n:
+            chunk = self.conn.recv(n - len(data))
+            assert chunk, "the client closed the connection"
+            data += chunk
+        return data
+
+    def read_packet(self) -> tuple[int, bytes]:
+        """(packet type, body) of the client's next packet."""
+        command = self._read(1)[0]
+        length, shift = 0, 0
+        while True:
+            byte = self._read(1)[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        return command >> 4, self._read(length)
+
+    def send(self, data: bytes, *, pieces: random.Random | None = None) -> None:
+        """Send ``data``; with ``pieces``, in random small writes with pauses (the client reads partial data)."""
+        assert self.conn is not None
+        if pieces is None:
+            self.conn.sendall(data)
+            return
+        offset = 0
+        while offset < len(data):
+            size = pieces.choice([1, 7, 300, 999, 1000, 1001, 2500])
+            self.conn.sendall(data[offset : offset + size])
+            offset += size
+            time.sleep(pieces.choice([0, 0, 0.002]))
+
+    def close(self) -> None:
+        for sock in (self.conn, self.listener):
+            if sock is not None:
+                sock.close()
+
+
+@pytest.fixture
+def server():
+    s = ScriptedServer()
+    yield s
+    s.close()
+
+
+def connack_then_subscribe(server: ScriptedServer) -> int:
+    """Accept, read CONNECT, send CONNACK, read SUBSCRIBE; return its packet id."""
+    server.accept()
+    kind, _ = server.read_packet()
+    assert kind == 1  # CONNECT
+    server.send(b"\x20\x02\x00\x00")
+    kind, body = server.read_packet()
+    assert kind == 8  # SUBSCRIBE
+    return int.from_bytes(body[:2], "big")
+
+
+def test_message_reaches_the_sink_in_device_segments_whatever_the_socket_returns(server):
+    mss = 1000
+    log: list[tuple[str, int]] = []
+    ended = threading.Event()
+
+    class Sink:
+        def message_start(self, topic, length, retain, qos):
+            log.append(("start", length))
+
+        def message_data(self, chunk):
+            log.append(("data", len(chunk)))
+
+        def message_end(self):
+            log.append(("end", 0))
+            ended.set()
+
+        def message_abort(self):
+            log.append(("abort", 0))
+
+    client = StreamingClient(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id="seg-test",
+        protocol=mqtt.MQTTv311,
+        stream_sink=Sink(),
+        tcp_mss=mss,
+        on_segment=lambda size: log.append(("segment", size)),
+    )
+    client.on_connect = lambda c, *_: c.subscribe(TOPIC, 0)
+    client.connect_async("127.0.0.1", server.port)
+    client.loop_start()
+    try:
+        mid = connack_then_subscribe(server)
+        payload = bytes(random.Random(3).randbytes(10_000))
+        packet = publish_packet(TOPIC, payload)
+        suback = b"\x90\x03" + mid.to_bytes(2, "big") + b"\x00"
+        server.send(suback + packet, pieces=random.Random(5))
+        assert ended.wait(WAIT), f"the message did not end: {log[-5:]}"
+        deadline = time.monotonic() + WAIT
+        while log[-1][0] != "segment" and time.monotonic() < deadline:
+            time.sleep(0.01)  # the packet's last segment is reported just after its handling
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    header = len(packet) - len(payload)
+    sizes = [min(mss, len(packet) - start) for start in range(0, len(packet), mss)]
+    expected: list[tuple[str, int]] = [("segment", 4), ("segment", 5), ("start", len(payload))]
+    for i, size in enumerate(sizes):
+        expected.append(("data", size - (header if i == 0 else 0)))
+        expected += [("end", 0), ("segment", size)] if i == len(sizes) - 1 else [("segment", size)]
+    assert log == expected
+
+
+def test_board_prints_subscription_registered_at_the_suback(server, tmp_path):
+    board = VirtualBoard(tmp_path / "flash.bin", f"mqtt://127.0.0.1:{server.port}", version="4.3.1")
+    board.start()
+    try:
+        board.expect("subscribing", WAIT)
+        mid = connack_then_subscribe(server)
+        assert board.expect("tcp_received", WAIT).fields["length"] == 4  # the CONNACK was handled
+        # the SUBSCRIBE has been sent, but no SUBACK came: the device must not claim it is subscribed
+        history = board.console.history()
+        assert [cl.event for cl in history if cl.event in ("connecting", "tcp_connect", "subscribing")] == [
+            "connecting",
+            "tcp_connect",
+            "subscribing",
+        ]
+        assert not any(cl.event == "subscribed" for cl in history)
+        server.send(b"\x90\x03" + mid.to_bytes(2, "big") + b"\x00")
+        line = board.expect("subscribed", WAIT)
+        assert line.fields["topic"] == TOPIC and line.line.endswith(f"subscription '{TOPIC}' registered")
+        assert board.expect("tcp_received", WAIT).fields["length"] == 5
+    finally:
+        board.stop()
