@@ -186,11 +186,18 @@ def test_splice_repair_keeps_one_line_out_per_line_in() -> None:
         ("adv32-v5-tampered.log", "rejected:VerificationFailed"),
         ("adv32-v5-otherkey.log", "rejected:VerificationFailed"),
         ("adv32-v5-oldtimestamp.log", "rejected:DowngradeNotAllowed"),
+        ("oracle-6.1.1/A3.log", "rejected:VerificationFailed"),
+        # errors found mid-stream: the one `Error: …` line is all the device prints
+        ("oracle-6.1.1/A5.log", "rejected:DowngradeNotAllowed"),
+        ("oracle-6.1.1/A9.log", "rejected:InvalidFormat"),
+        ("oracle-6.1.1/A10.log", "rejected:DecryptionFailed"),
     ],
 )
 def test_rejections(consoles: Path, name: str, outcome: str) -> None:
     lines = parse_file(consoles / name)
     assert outcome_of(lines, published=t_of(lines, "checking"), now=lines[-1].t) == outcome
+    if name.startswith("oracle") and outcome != "rejected:VerificationFailed":
+        assert not any(cl.event in ("got_error", "switch_failed") for cl in lines)
 
 
 def test_skipped_update_is_silence_without_restart(consoles: Path) -> None:

@@ -247,6 +247,10 @@ def render(case: Case, broker, tmp_path: Path) -> list[ConsoleLine]:
     return board.console.history()
 
 
+def test_every_oracle_recording_is_a_case() -> None:
+    assert {p.stem for p in ORACLE.glob("*.log")} == set(CASES)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_virtual_board_prints_what_the_real_sample_printed(name: str, broker, tmp_path) -> None:
     case = CASES[name]

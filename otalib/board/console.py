@@ -76,9 +76,12 @@ class Pattern:
     def __post_init__(self) -> None:
         if isinstance(self.regex, str):
             object.__setattr__(self, "regex", re.compile(self.regex))
+        object.__setattr__(self, "_prefix", literal_prefix(self.regex))
 
     def match(self, message: str) -> dict | None:
         """Fields of ``message`` if this pattern matches it (``re.search``), else None."""
+        if not message.startswith(self._prefix):  # cheap rejection of most lines
+            return None
         m = self.regex.search(message)
         if m is None:
             return None
@@ -94,6 +97,41 @@ class Pattern:
         if self.derive is not None:
             fields.update(self.derive(fields))
         return fields
+
+
+_REGEX_SPECIAL = set(".^$*+?{}[]|()\\")
+
+
+def literal_prefix(regex: re.Pattern) -> str:
+    """The literal text every match of an ``^``-anchored ``regex`` starts with ('' when unsure)."""
+    source = regex.pattern
+    if not isinstance(source, str) or not source.startswith("^") or regex.flags & (re.IGNORECASE | re.VERBOSE):
+        return ""
+    depth = 0
+    for i, char in enumerate(source):  # a top-level alternative makes the anchor apply to one branch only
+        if char == "\\":
+            continue
+        if source[i - 1 : i] == "\\":
+            continue
+        depth += char == "("
+        depth -= char == ")"
+        if char == "|" and depth == 0:
+            return ""
+    prefix: list[str] = []
+    i = 1
+    while i < len(source):
+        char = source[i]
+        if char == "\\" and i + 1 < len(source) and not source[i + 1].isalnum():
+            literal, step = source[i + 1], 2
+        elif char in _REGEX_SPECIAL:
+            break
+        else:
+            literal, step = char, 1
+        if source[i + step : i + step + 1] in ("*", "?", "{", "+"):  # the literal may repeat or be absent
+            break
+        prefix.append(literal)
+        i += step
+    return "".join(prefix)
 
 
 def _error_name(fields: dict) -> dict:
@@ -215,7 +253,7 @@ class ConsoleParser:
             head, t = self._spliced
             self._spliced = None
             text = head + text
-        spliced = _SPLICED_THREAD.match(text)
+        spliced = _SPLICED_THREAD.match(text) if "Thread '" in text else None
         if spliced and not _US_ONLY.fullmatch(spliced.group("head")):
             self._spliced = (spliced.group("head"), t)
             text = spliced.group("thread")
@@ -226,6 +264,8 @@ class ConsoleParser:
             us = int(m.group(1))
             message = message[m.end() :]
         for pattern in self.patterns:
+            if not message.startswith(pattern._prefix):  # most patterns, without a call
+                continue
             fields = pattern.match(message)
             if fields is not None:
                 if us is not None:

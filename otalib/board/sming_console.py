@@ -134,9 +134,10 @@ class SmingConsole:
         self.debug(DBG, f"subscription '{topic}' registered")
 
     def tcp_received(self, conn: str, size: int) -> None:
-        """One TCP segment of ``size`` bytes has been handed over (and processed)."""
-        self.debug(DBG, f"TCP {conn} received: {size} bytes")
-        self.debug(DBG, f"TCP {conn} onReadyToSendData: 1")
+        """One TCP segment of ``size`` bytes has been handed over (and processed): two lines, one write."""
+        if self.debug_level >= DBG:
+            us = self.clock_us()
+            self.write(f"{us} TCP {conn} received: {size} bytes\r\n{us + 2} TCP {conn} onReadyToSendData: 1\r\n")
 
     # -- standard mode --
     def ota_write(self, total: int) -> None:
