@@ -298,8 +298,9 @@ class OutcomeTracker:
     """Infer the outcome of one update attempt from console lines.
 
     Outcomes: ``"updated"`` (a restart, then the device runs a different slot or version),
-    ``"rejected:<Error>"`` (a device error, e.g. ``rejected:VerificationFailed``; ``rejected``
-    when only ``Switching failed!`` shows), ``"restarted"`` (restart, but same slot and
+    ``"rejected:<Error>"`` (a device error line, e.g. ``rejected:VerificationFailed``; for errors
+    found mid-stream — downgrade, format, decryption — that ``Error: …`` line is all the device
+    prints; ``rejected`` when only ``Switching failed!`` shows), ``"restarted"`` (restart, but same slot and
     version), ``"skipped"`` (no OTA line and no restart for ``quiet`` s after the publish),
     ``"bricked"`` (after the update the firmware crashes or rBoot finds no bootable slot),
     ``"timeout"`` (activity or restart seen but no decision within ``timeout`` s).
