@@ -161,24 +161,21 @@ def test_message_reaches_the_sink_in_device_segments_whatever_the_socket_returns
     assert log == expected
 
 
-def test_board_prints_subscription_registered_at_the_suback(server, tmp_path):
+def test_board_prints_the_mqtt_lines_in_the_devices_order_and_reports_the_suback(server, tmp_path):
+    """As the sample does (oracle A1): `subscription … registered` when the request is queued, before
+    the TCP connection is up; the broker's SUBACK shows only as a received segment (and `board.suback`)."""
     board = VirtualBoard(tmp_path / "flash.bin", f"mqtt://127.0.0.1:{server.port}", version="4.3.1")
     board.start()
     try:
-        board.expect("subscribing", WAIT)
+        board.expect("subscribed", WAIT)
         mid = connack_then_subscribe(server)
         assert board.expect("tcp_received", WAIT).fields["length"] == 4  # the CONNACK was handled
-        # the SUBSCRIBE has been sent, but no SUBACK came: the device must not claim it is subscribed
-        history = board.console.history()
-        assert [cl.event for cl in history if cl.event in ("connecting", "tcp_connect", "subscribing")] == [
-            "connecting",
-            "tcp_connect",
-            "subscribing",
-        ]
-        assert not any(cl.event == "subscribed" for cl in history)
+        order = [cl.event for cl in board.console.history() if cl.event]
+        wanted = ["connecting", "tcp_connect", "subscribing", "subscribed", "tcp_connected"]
+        assert [e for e in order if e in wanted] == wanted
+        assert not board.suback.is_set()  # the SUBSCRIBE has been sent, but no SUBACK came
         server.send(b"\x90\x03" + mid.to_bytes(2, "big") + b"\x00")
-        line = board.expect("subscribed", WAIT)
-        assert line.fields["topic"] == TOPIC and line.line.endswith(f"subscription '{TOPIC}' registered")
+        assert board.suback.wait(WAIT)
         assert board.expect("tcp_received", WAIT).fields["length"] == 5
     finally:
         board.stop()

@@ -274,6 +274,6 @@ def test_virtual_board_prints_what_the_real_sample_printed(name: str, broker, tm
             assert events(our_section) == events(real_section)
         assert tracker_outcome(real) == tracker_outcome(ours)
         # the network and MQTT evidence is there before the update: online, connecting, subscribed
-        for evidence in ("network_up", "connecting", "tcp_connect", "subscribing", "subscribed", "tcp_connected"):
-            assert any(cl.event == evidence for cl in ours), evidence
-            assert any(cl.event == evidence for cl in real), evidence
+        evidence = ("network_up", "connecting", "tcp_connect", "subscribing", "subscribed", "tcp_connected")
+        in_order = [[cl.event for cl in boot if cl.event in evidence] for boot in (real, ours)]
+        assert in_order[1] == in_order[0] == list(evidence), "the network lines, in the device's order"

@@ -277,14 +277,12 @@ class Device:
         self.console.checking()
         self.console.mqtt_connecting(self.conn_id, host, port)
         self.console.subscribing(self.topic)
+        # the sample prints this when the subscription is queued, before the TCP connection is up
+        self.console.subscribed(self.topic)
 
     def tcp_connected(self, ssl: bool = False) -> None:
         """The TCP (and TLS) connection to the broker is up."""
         self.console.tcp_connected(self.conn_id, ssl)
-
-    def subscribed(self) -> None:
-        """The broker acknowledged the subscription (SUBACK)."""
-        self.console.subscribed(self.topic)
 
     def segment_received(self, size: int) -> None:
         """The TCP stack handed over a segment of ``size`` bytes (after its data was processed)."""

@@ -219,6 +219,8 @@ class VirtualBoard:
         )
         self.updates: list[UpdateResult] = []
         self.connected = threading.Event()
+        #: set at the broker's SUBACK (a side channel: the device's console says nothing then)
+        self.suback = threading.Event()
         self.last_error: str | None = None
         self._commands: queue.Queue[str] = queue.Queue()
         self._client: StreamingClient | None = None
@@ -369,6 +371,7 @@ class VirtualBoard:
 
         def on_disconnect(c, _u, _flags, reason, _props) -> None:
             self.connected.clear()
+            self.suback.clear()
             c.abort_stream()
 
         def on_connect_fail(_c, _u) -> None:
@@ -379,7 +382,7 @@ class VirtualBoard:
 
         def on_subscribe(_c, _u, _mid, codes, _props) -> None:
             if codes and not codes[0].is_failure:
-                self.device.subscribed()  # the SUBACK, not the request
+                self.suback.set()  # the device prints nothing of its own at the SUBACK
             else:
                 self.last_error = f"the broker refused the subscription: {codes[0] if codes else '?'}"
 
@@ -411,6 +414,7 @@ class VirtualBoard:
         if client.abort_stream() is False and self.device.state == "receiving":
             self._update_done(self.device.on_message_abort())
         self.connected.clear()
+        self.suback.clear()
 
 
 def prepare_flash(

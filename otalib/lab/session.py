@@ -124,9 +124,19 @@ class LabSession:
         return self.broker_url.rstrip("/") + "/" + self.topic
 
     def wait_ready(self, timeout: float = 20.0) -> ConsoleLine:
-        """Wait until the board subscribed to its update topic (``subscription … registered`` on its console)."""
-        line = self.console.expect("subscribed", timeout)
+        """Wait until the board is connected and subscribed to its update topic.
+
+        The device prints ``subscription … registered`` when it queues the request, before its TCP
+        connection is up: the console's ``tcp_connected`` follows it, and an in-process virtual board
+        also reports the broker's SUBACK.
+        """
+        deadline = time.monotonic() + timeout
+        self.console.expect("subscribed", timeout)
+        line = self.console.expect("tcp_connected", max(0.0, deadline - time.monotonic()))
         self._feed_until(line)
+        suback = getattr(self.board, "suback", None)
+        if suback is not None and not suback.wait(max(0.0, deadline - time.monotonic())):
+            raise BoardError(f"the broker did not acknowledge the board's subscription within {timeout:.0f}s")
         return line
 
     def _feed_until(self, stop: ConsoleLine | None = None) -> None:

@@ -340,8 +340,12 @@ class Trial:
             if line is None:
                 raise LabError(f"the virtual board did not subscribe within {timeout:.0f}s: {board.status}")
             tracker.feed(line)
-            if line.event == "subscribed":  # the SUBACK came
-                return cursor
+            if line.event == "tcp_connected":  # after `subscription … registered`, in the device's order
+                break
+        suback = getattr(board, "suback", None)  # an in-process virtual board tells when the SUBACK came
+        if suback is not None and not suback.wait(max(0.0, deadline - time.monotonic())):
+            raise LabError(f"the broker did not acknowledge the board's subscription within {timeout:.0f}s")
+        return cursor
 
     def _watch(self, board, tracker: OutcomeTracker, cursor: int, proxy: LinkProxy | None, seen: int) -> str:
         """Follow the console until the tracker decides (or a virtual board's own result after
