@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lab bench lint format clean system-deps browser-deps
+.PHONY: demo test test-hardware lab bench lint format clean system-deps browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ browser-deps:  ## Mosquitto and Chromium (the browser test) when missing
 demo: $(STAMP) system-deps  ## the main job: broker, virtual board, signed update, campaign, charts
 	$(VENV)/bin/otalab demo --out data/demo
 
-test: $(STAMP) browser-deps  ## the whole test suite
-	$(PY) -m pytest -q -p no:cacheprovider
+test: $(STAMP) browser-deps  ## the whole test suite, in parallel (one worker per core; every test has its own ports and folders)
+	$(PY) -m pytest -q -p no:cacheprovider -n auto
+
+test-hardware: $(STAMP)  ## the tests that need a real board: make test-hardware PORT=/dev/ttyUSB0
+	@test -n "$(PORT)" || { echo "usage: make test-hardware PORT=/dev/ttyUSB0 (the board's serial port)" >&2; exit 2; }
+	$(PY) -m pytest -q -p no:cacheprovider -m hardware --port "$(PORT)"
 
 lab: $(STAMP) system-deps  ## JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks/

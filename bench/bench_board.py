@@ -1,8 +1,11 @@
 """Benchmark the virtual board against plain Mosquitto clients, side by side in one run.
 
-1. Latency of an unthrottled 1 MB signed update, from the start of the publish to the board
-   having verified it (its update result), vs ``mosquitto_pub`` -> ``mosquitto_sub`` of the
-   same bytes (target: ratio <= 2).
+1. Latency of an unthrottled 1 MB signed update vs ``mosquitto_pub`` -> ``mosquitto_sub`` of the
+   same bytes, over EQUAL spans: both publishers reach the broker through the same relay, which
+   stamps the first byte of their PUBLISH packet; the span ends when the board has verified the
+   update (its update result) or when ``mosquitto_sub`` received the message (its ``-F %U`` time).
+   Process start and connect are outside both spans. Receivers are subscribed (seen in the broker's log) before
+   anything is published, so nothing waits on a sleep (target: ratio <= 2).
 2. Peak RSS (VmHWM) of an ``otalab board`` process receiving a 1 MB and a 16 MB update
    (target: growth < 2 MB, i.e. the message is streamed to flash, not held in memory).
 
@@ -12,6 +15,8 @@ Run: ``.venv/bin/python bench/bench_board.py [--runs N]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from board_helpers import KEY, T_RUNNING, firmware, make_flash, signed_package
 
 from otalib.board.flash import big_layout
+from otalib.board.link import MqttFrameTracker, mqtt_level_of_connect
 from otalib.board.virtual import VirtualBoard, VirtualBoardProcess
 from otalib.broker import find_mosquitto, start_broker
 from otalib.keys import DeviceKeys
@@ -33,7 +39,69 @@ from otalib.mqtt.publish import deploy
 MB = 1024 * 1024
 
 
-def board_latency(broker, workdir: Path, package: bytes, run: int) -> float:
+WAIT = 30.0
+
+
+class PublishClock:
+    """A TCP relay in front of the broker that stamps the first byte of each client's first PUBLISH."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.stamps: list[float] = []
+        self._stamped = threading.Condition()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=WAIT)
+                threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+                threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, watch: bool) -> None:
+        tracker, head, stamped = MqttFrameTracker(), b"", not watch
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if not stamped:
+                    now = time.time()
+                    if len(head) < 64:
+                        head += data[:64]
+                        tracker.level = mqtt_level_of_connect(head) or tracker.level
+                    tracker.feed(data)
+                    if tracker.publishes:
+                        stamped = True
+                        with self._stamped:
+                            self.stamps.append(now)
+                            self._stamped.notify_all()
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def next_stamp(self, count: int) -> float:
+        """The ``count``-th PUBLISH stamp (1-based), waiting for it (bounded)."""
+        with self._stamped:
+            if not self._stamped.wait_for(lambda: len(self.stamps) >= count, WAIT):
+                raise RuntimeError("no PUBLISH went through the relay")
+            return self.stamps[count - 1]
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def wait_subscribed(broker, topic: str) -> None:
+    """Until the broker's log shows a SUBSCRIBE to ``topic`` (bounded; no sleep-and-hope)."""
+    deadline = time.monotonic() + WAIT
+    while f"\t{topic} (QoS" not in broker.log_path.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nobody subscribed to {topic} within {WAIT:.0f} s")
+        time.sleep(0.01)
+
+
+def board_latency(broker, clock: PublishClock, workdir: Path, package: bytes, run: int) -> float:
     app = f"bench{run}"
     flash = workdir / f"{app}.bin"
     make_flash(flash, "4.3.5", app_id=app).close()
@@ -49,18 +117,19 @@ def board_latency(broker, workdir: Path, package: bytes, run: int) -> float:
     )
     board.start()
     try:
-        board.expect("subscribing", 10)
-        board.connected.wait(10)
-        time.sleep(0.2)
-        record = deploy(package, f"{broker.url}/a/{app}/u/4.3")
-        if not done.wait(30):
+        board.expect("subscribing", WAIT)
+        wait_subscribed(broker, f"a/{app}/u/4.3")
+        before = len(clock.stamps)
+        deploy(package, f"mqtt://127.0.0.1:{clock.port}/a/{app}/u/4.3")
+        t_publish = clock.next_stamp(before + 1)
+        if not done.wait(WAIT):
             raise RuntimeError("board did not finish the update")
-        return t_done[0] - (record.t_start + record.publish_start)
+        return t_done[0] - t_publish
     finally:
         board.stop()
 
 
-def mosquitto_latency(broker, workdir: Path, payload: bytes, run: int) -> float:
+def mosquitto_latency(broker, clock: PublishClock, workdir: Path, payload: bytes, run: int) -> float:
     bindir = Path(find_mosquitto() or "/usr/sbin/mosquitto").parent
     pub = _tool("mosquitto_pub", bindir)
     sub = _tool("mosquitto_sub", bindir)
@@ -68,16 +137,18 @@ def mosquitto_latency(broker, workdir: Path, payload: bytes, run: int) -> float:
     file.write_bytes(payload)
     topic = f"bench/raw/{run}"
     port = str(broker.port)
-    reader = subprocess.Popen(
-        [sub, "-h", "127.0.0.1", "-p", port, "-t", topic, "-q", "0", "-C", "1", "-i", f"bench-sub-{run}"],
-        stdout=subprocess.DEVNULL,
-    )
+    # -F %U: mosquitto_sub prints the unix time (ns) at which it received the message, not the payload
+    argv = [sub, "-h", "127.0.0.1", "-p", port, "-t", topic, "-q", "0", "-C", "1", "-F", "%U"]
+    reader = subprocess.Popen([*argv, "-i", f"bench-sub-{run}"], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.3)
-        t0 = time.time()
-        subprocess.run([pub, "-h", "127.0.0.1", "-p", port, "-t", topic, "-q", "2", "-f", str(file)], check=True)
-        reader.wait(30)
-        return time.time() - t0
+        wait_subscribed(broker, topic)
+        before = len(clock.stamps)
+        cmd = [pub, "-h", "127.0.0.1", "-p", str(clock.port), "-t", topic, "-q", "2", "-f", str(file)]
+        subprocess.run(cmd, check=True, timeout=WAIT)
+        out, _ = reader.communicate(timeout=WAIT)
+        if reader.returncode != 0 or not out.strip():
+            raise RuntimeError("mosquitto_sub did not get the message")
+        return float(out.split()[0]) - clock.next_stamp(before + 1)
     finally:
         if reader.poll() is None:
             reader.kill()
@@ -103,7 +174,7 @@ def peak_rss_kib(broker, workdir: Path, size: int) -> int:
     package = signed_package("4.3.6", 6, image=image, app_id=app, address=0x100000)
     with VirtualBoardProcess(args) as proc:
         proc.expect("subscribing", 20)
-        time.sleep(0.5)
+        wait_subscribed(broker, f"a/{app}/u/4.3")
         deploy(package, f"{broker.url}/a/{app}/u/4.3")
         proc.expect("rom_update_complete", 120)
         status = Path(f"/proc/{proc.pid}/status").read_text()
@@ -117,17 +188,20 @@ def main() -> None:
     if find_mosquitto() is None:
         sys.exit("mosquitto not installed")
     with tempfile.TemporaryDirectory() as tmp, start_broker("mosquitto") as broker:
+        clock = PublishClock(broker.port)
         workdir = Path(tmp)
         image = firmware("4.3.6", timestamp=T_RUNNING + 1000, patch=6, size=MB)
         package = signed_package("4.3.6", 6, image=image)
         boards, raws = [], []
         for run in range(args.runs):
             pkg = signed_package("4.3.6", 6, image=firmware("4.3.6", patch=6, size=MB, app_id=f"bench{run}"))
-            boards.append(board_latency(broker, workdir, pkg, run))
-            raws.append(mosquitto_latency(broker, workdir, package, run))
+            boards.append(board_latency(broker, clock, workdir, pkg, run))
+            raws.append(mosquitto_latency(broker, clock, workdir, package, run))
+        clock.close()
         b, m = statistics.median(boards), statistics.median(raws)
-        print(f"1 MB signed update, publish start -> board verified: {b * 1000:.1f} ms (median of {args.runs})")
-        print(f"1 MB mosquitto_pub -> mosquitto_sub:                 {m * 1000:.1f} ms (median of {args.runs})")
+        print(f"broker: mosquitto {broker.version}; spans start at the first byte of the PUBLISH (same relay)")
+        print(f"1 MB signed update, PUBLISH -> board verified:       {b * 1000:.1f} ms (median of {args.runs})")
+        print(f"1 MB PUBLISH (mosquitto_pub) -> mosquitto_sub got it: {m * 1000:.1f} ms (median of {args.runs})")
         print(f"ratio board / mosquitto: {b / m:.2f}x (target <= 2x)")
         small = peak_rss_kib(broker, workdir, MB)
         large = peak_rss_kib(broker, workdir, 16 * MB - 64 * 1024)  # fills a 16 MiB slot (the most real chips have)

@@ -1,7 +1,10 @@
-"""Benchmark: a 100-trial campaign of 1 MB (10^6 B) signed updates, unthrottled (target < 2 minutes on 2 cores).
+"""Benchmark: a campaign of 1 MB (10^6 B) signed updates, unthrottled, on a named broker.
 
-Prints trials per minute and where the time per trial goes (mean seconds per phase, plus
-the bench's own overhead: board start, watching, clean-up). ``--trials N`` for a shorter run.
+The baseline is what a trial cannot avoid: the phases of the update itself (build, publish,
+transfer, verify, switch, the device's restart delay and boot into the new version), summed
+per trial. The printed ratio, wall time per trial / that sum, is the bench's own cost (board
+start, retained clear, watching, data write) on top of the update; 1.0 would be no overhead.
+Prints ratios and where the time goes; asserts nothing. ``--trials N`` for a shorter run.
 """
 
 from __future__ import annotations
@@ -9,21 +12,24 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 from otalib.lab.campaign import CampaignSpec
 from otalib.lab.stats import phase_durations
+from otalib.lab.store import read_metadata
 from otalib.lab.trial import run_campaign_on_bench
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--broker", choices=["mosquitto", "embedded"], default="mosquitto")
     args = parser.parse_args()
     spec = CampaignSpec.from_dict(
         {
             "name": "bench",
             "repeats": args.trials,
-            "fixed": {"size": 1_000_000, "mode": "signed", "broker_backend": "auto"},  # 1 MB fits the 992 KiB slot
+            "fixed": {"size": 1_000_000, "mode": "signed", "broker_backend": args.broker},  # fits the 992 KiB slot
             "grid": {"fault": ["none"]},
         }
     )
@@ -31,21 +37,21 @@ def main() -> None:
         start = time.monotonic()
         df = run_campaign_on_bench(spec, out, progress=False, resume=False)
         wall = time.monotonic() - start
-    n = len(df)
+        brokers = read_metadata(Path(out)).get("brokers", {})
+    n = max(len(df), 1)
     updated = int((df["outcome"] == "updated").sum())
-    print(f"{n} trials of 1 MB signed updates in {wall:.1f} s: {n / wall * 60:.1f} trials/min, {updated} updated")
-    print(
-        f"target < 120 s for 100 trials: {'met' if wall * 100 / max(n, 1) < 120 else 'missed'} "
-        f"({wall * 100 / max(n, 1):.1f} s per 100)"
-    )
     phases = phase_durations(df).select_dtypes("number").drop(columns=["size"], errors="ignore").mean()
-    per_trial = wall / max(n, 1)
-    print(f"per trial: {per_trial:.3f} s wall; mean seconds per phase:")
+    unavoidable = float(phases.sum())
+    per_trial = wall / n
+    print(f"broker: {', '.join(f'{k}: {v}' for k, v in brokers.items()) or args.broker}")
+    print(f"{len(df)} trials of 1 MB signed updates in {wall:.1f} s ({updated} updated), {per_trial:.3f} s per trial")
+    print("mean seconds per phase (what a trial cannot avoid):")
     for name, value in phases.items():
         print(f"  {name:<10} {value:7.3f}")
+    print(f"  {'sum':<10} {unavoidable:7.3f}")
+    print(f"ratio wall per trial / unavoidable phases: {per_trial / unavoidable:.2f}x")
     accounted = float(df["t_end"].mean())
-    print(f"  {'in trial':<10} {accounted:7.3f}  (trial start -> outcome decided)")
-    print(f"  {'overhead':<10} {per_trial - accounted:7.3f}  (board start/stop, retained clear, data write)")
+    print(f"  in trial (start -> outcome decided): {accounted:.3f} s; outside it: {per_trial - accounted:.3f} s")
 
 
 if __name__ == "__main__":

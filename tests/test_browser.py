@@ -41,6 +41,11 @@ def jupyterlab(tmp_path):
     shutil.copy(NOTEBOOKS / "01_build_and_sign.ipynb", root)
     # the real Sming image notebook 1 reads (REAL_ROM = "../data/esp8266/rom0.bin")
     shutil.copytree(NOTEBOOKS.parent / "data" / "esp8266", root.parent / "data" / "esp8266")
+    # every cell attached to the page (JupyterLab's default skips rendering cells out of view,
+    # so on a slow machine the charts above the last cell may never be in the DOM together)
+    settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     port = free_port()
     log = open(tmp_path / "jupyter.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -61,6 +66,7 @@ def jupyterlab(tmp_path):
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=root,
+        env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -87,6 +93,7 @@ def jupyterlab(tmp_path):
 
 def test_notebook_1_runs_in_jupyterlab_and_its_charts_render(jupyterlab):
     from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -120,14 +127,27 @@ def test_notebook_1_runs_in_jupyterlab_and_its_charts_render(jupyterlab):
                 "return s && s.getAttribute('data-status') === 'idle';"
             )
         )
-        wait.until(
-            ec.element_to_be_clickable((By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"))
-        )
-        driver.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']").click()
+        menu = "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"
         run_all = "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"
-        item = wait.until(ec.element_to_be_clickable((By.XPATH, run_all)))
-        item.click()
-        WebDriverWait(driver, 180).until(
+        started = (
+            "return [...document.querySelectorAll('.jp-InputArea-prompt')]"
+            ".some(p => /\\[(\\d+|\\*)\\]/.test(p.textContent));"
+        )
+        for _attempt in range(3):  # a kernel that only just said "idle" may drop the first request
+            wait.until(ec.element_to_be_clickable((By.XPATH, menu))).click()
+            wait.until(ec.element_to_be_clickable((By.XPATH, run_all))).click()
+            try:
+                WebDriverWait(driver, 30).until(lambda d: d.execute_script(started))
+                break
+            except TimeoutException:
+                continue
+        else:
+            pytest.fail("Run All Cells never started a cell")
+        # the last cell's output, then every chart (all cells stay attached: windowingMode none)
+        WebDriverWait(driver, 240).until(
+            lambda d: "VerificationFailed" in d.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
+        )
+        WebDriverWait(driver, 60).until(
             lambda d: len(d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")) >= 2
         )
         sizes = driver.execute_script(

@@ -214,7 +214,6 @@ def test_power_cycle_mid_update_keeps_old_version(broker, rig):
         # the reconnect gets a clean link: the retained message comes again, whole, and is installed
         assert r.wait_updates(2).outcome == "applied"
         assert r.monitor.expect("running", WAIT).fields["slot"] == 1
-        assert link.stats["connections"] == 3
 
 
 def wait_for(condition, why: str, timeout: float = WAIT):
