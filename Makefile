@@ -29,8 +29,8 @@ test-hardware: $(STAMP)  ## the tests that need a real board: make test-hardware
 	@test -n "$(PORT)" || { echo "usage: make test-hardware PORT=/dev/ttyUSB0 (the board's serial port)" >&2; exit 2; }
 	$(PY) -m pytest -q -p no:cacheprovider -m hardware --port "$(PORT)"
 
-lab: $(STAMP) system-deps  ## JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab notebooks/
+lab: $(STAMP) system-deps  ## JupyterLab on the notebooks (--allow-root when run as root)
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 bench: $(STAMP) system-deps  ## benchmarks: printed ratios, not asserted
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
