@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import click
 
 from otalib.cli.common import echo_json, warn
 from otalib.errors import UsageError
-from otalib.fileio import write_atomic
 from otalib.images import ImageFormat, ImageInfo, elf2image, inspect_file, inspect_image, make_demo_image
+from otalib.keys import back_up
+from otalib.outputs import guard_output, write_output
 
 _SIZE_RE = re.compile(r"^(\d+)\s*([kKmM]i?[bB]?)?$")
 
@@ -77,11 +79,17 @@ def info_cmd(file: str, chip: str | None, as_json: bool) -> None:
 @click.option("--size", help="pad the image to about this size (e.g. 64K, 1M)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the padding data")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="image file to write")
+@click.option("--force", is_flag=True, help="replace an existing key file at OUTPUT (it is backed up first)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def demo_cmd(chip: str, app_id: str, version: str, size: str | None, seed: int, output: str, as_json: bool) -> None:
+def demo_cmd(
+    chip: str, app_id: str, version: str, size: str | None, seed: int, output: str, force: bool, as_json: bool
+) -> None:
     """Write a small valid ESP image carrying a readable app id and version (no toolchain needed)."""
+    replaces_key = guard_output(output, [], force=force)
     data = make_demo_image(chip, app_id, version, parse_size(size) if size else None, seed)
-    write_atomic(output, data)
+    backup = write_output(output, data, replaces_key)
+    if backup:
+        warn(f"key file {output} replaced; backed up as {backup}")
     info = inspect_image(data)
     if as_json:
         echo_json({"file": output, **info.to_dict()})
@@ -96,11 +104,14 @@ def demo_cmd(chip: str, app_id: str, version: str, size: str | None, seed: int, 
 @click.option("--version", "image_version", type=int, default=1, show_default=True, help="ESP8266 image version")
 @click.option("--flash-mode", default="dio", show_default=True, help="qio, qout, dio or dout")
 @click.option("--flash-size", default="4MB", show_default=True, help="flash size in the header")
+@click.option("--force", is_flag=True, help="replace an existing key file at OUTPUT (it is backed up first)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 def elf2image_cmd(
-    elf: str, chip: str, output: str, image_version: int, flash_mode: str, flash_size: str, as_json: bool
+    elf: str, chip: str, output: str, image_version: int, flash_mode: str, flash_size: str, force: bool, as_json: bool
 ) -> None:
     """Convert an ELF into a flashable image with esptool's elf2image."""
+    if guard_output(output, [("ELF file", elf)], force=force) and Path(output).exists():
+        warn(f"key file {output} will be replaced; backed up as {back_up(Path(output))}")
     path = elf2image(elf, chip, output, image_version, flash_mode=flash_mode, flash_size=flash_size)
     info = inspect_file(path)
     if as_json:
