@@ -23,6 +23,8 @@ from otalib.fileio import MAX_KEY_FILE_BYTES, SECRET_MODE, read_input, write_ato
 SEED_BYTES = sodium.crypto_sign_SEEDBYTES
 STREAM_KEY_BYTES = sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES
 KEY_FILE_BYTES = SEED_BYTES + STREAM_KEY_BYTES
+#: verify.key.bin (Ed25519 public key) and decrypt.key.bin (secretstream key) are 32 raw bytes each.
+DEVICE_KEY_BYTES = 32
 VERIFY_KEY_FILE = "verify.key.bin"
 DECRYPT_KEY_FILE = "decrypt.key.bin"
 
@@ -81,6 +83,11 @@ def load_key(path: str | os.PathLike[str]) -> LabKey:
     try:
         material = binascii.unhexlify(text)
     except (binascii.Error, ValueError):
+        if len(raw) == DEVICE_KEY_BYTES:
+            raise KeyFileError(
+                f"{path} is a 32-byte binary device key (verify.key.bin or decrypt.key.bin), not the hex key file"
+                " (`otalab keygen`): give a verify.key.bin with --verify-key"
+            ) from None
         raise KeyFileError(f"bad key file {path}: not hex (expected {KEY_FILE_BYTES * 2} hex characters)") from None
     if len(material) != KEY_FILE_BYTES:
         raise KeyFileError(f"bad key file {path}: {len(text)} hex characters, expected {KEY_FILE_BYTES * 2}")
@@ -192,8 +199,13 @@ def looks_like_key_file(path: Path) -> bool:
 def load_binary_key(path: str | os.PathLike[str], what: str) -> bytes:
     """Read a 32-byte ``verify.key.bin`` / ``decrypt.key.bin``."""
     data = read_input(path, what, MAX_KEY_FILE_BYTES)
-    if len(data) != 32:
-        raise KeyFileError(f"bad {what} {path}: {len(data)} bytes, expected 32")
+    if len(data) != DEVICE_KEY_BYTES:
+        if looks_like_key_file(Path(path)):
+            raise KeyFileError(
+                f"{path} is a hex key file (`otalab keygen`), not the 32-byte {what}: give it with -k,"
+                " or export the device keys with `otalab keys export`"
+            )
+        raise KeyFileError(f"bad {what} {path}: {len(data)} bytes, expected {DEVICE_KEY_BYTES}")
     return data
 
 

@@ -18,6 +18,7 @@ from otalib.formats.version import DeviceProfile, device_patch
 from otalib.inspect import DeviceBuild, Outcome, Report, inspect_file, timestamp_text
 from otalib.keys import DeviceKeys, load_binary_key, load_key
 from otalib.outputs import guard_output, write_output
+from otalib.package_check import check_package, payload_kind
 
 U64 = click.IntRange(min=0, max=2**64 - 1)
 
@@ -50,6 +51,8 @@ def mkfile(
     backup = write_output(output, data, replaces_key)
     if backup:
         warn(f"key file {output} replaced; backed up as {backup}")
+    for (path, _), rom in zip(specs, rom_list, strict=True):  # warnings only once the file is written
+        _warn_not_esp_image(path, rom.data, "ROM")
     mode = "+".join(m for m, on in (("signed", signed), ("encrypted", encrypted)) if on) or "MD5 checksum"
     click.echo(f"OTA upgrade file written to {output} ({len(data)} bytes, {len(rom_list)} ROM(s), {mode})")
 
@@ -79,8 +82,29 @@ def pack_cmd(infile: str, outfile: str, patch: int | None, varint: bool | None, 
     backup = write_output(outfile, data, replaces_key)
     if backup:
         warn(f"key file {outfile} replaced; backed up as {backup}")
+    if not payload_kind(firmware).advanced:
+        _warn_not_esp_image(infile, firmware, "firmware")
     encoding = "varint" if varint else "one byte"
     click.echo(f"package written to {outfile}: patch {patch} ({encoding}), {len(firmware)} bytes of firmware")
+
+
+def _warn_not_esp_image(path: str, data: bytes, what: str) -> None:
+    """Warn (one line) when ``data`` is not an ESP image: a device would write it, rBoot could not boot it."""
+    from otalib.images import is_esp_image
+
+    if is_esp_image(data):
+        return
+    if what == "firmware":
+        try:
+            packed = check_package(data).kind
+        except OtaLabError:
+            packed = None
+        if packed is not None:
+            warn(f"{path} is already a deployment package (patch + {packed}): packed again, no device parses it")
+            return
+        warn(f"{path} is neither an ESP image nor an OTA upgrade file: a device would write it but never boot it")
+        return
+    warn(f"{path} is not an ESP image (no header esptool reads): a device would write this ROM but never boot it")
 
 
 def _text(value: Any) -> str:
