@@ -337,6 +337,8 @@ class Device:
             self.state = "running"
         if update.abandoned:  # the parser failed mid-stream: the end-of-message callback never runs
             return self._done(self._rejected(update))
+        if update.length == 0:  # the sample's parser opens no stream and skips it silently: not a fault
+            return self._done(UpdateResult("ignored", detail="empty message (the retained update was cleared)"))
         try:
             end = update.parser.end()
         except InputError as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -47,6 +49,16 @@ def register(group: click.Group) -> None:
 )
 @click.option("--restart-delay", type=float, default=1.0, show_default=True, help="Seconds before the restart.")
 @click.option("--hold", is_flag=True, help="Stay powered off until a line arrives on stdin (monitor attached).")
+@click.option(
+    "--console-link",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also reach the console pty by this path (a symlink, removed at exit): e.g. lab/console.",
+)
+@click.option(
+    "--wait-for-monitor",
+    is_flag=True,
+    help="Power on only once another program opens the console (as a USB board resets when a monitor opens it).",
+)
 @click.option(
     "--layout",
     type=click.Choice([n.value for n in LayoutName]),
@@ -97,6 +109,8 @@ def board(
     restart_delay: float,
     slot_mib: int | None,
     hold: bool,
+    console_link: Path | None,
+    wait_for_monitor: bool,
     layout: str | None,
     partitions_path: Path | None,
     rom_path: Path | None,
@@ -168,17 +182,67 @@ def board(
     signal.signal(signal.SIGUSR1, lambda *_: vboard.reset())
     try:
         click.echo(f"console: {vboard.console_path}")
+        if console_link is not None:
+            _link_console(console_link, vboard.console_path)
         status = {k: v for k, v in vboard.status.items() if k != "last_update"}
         click.echo("status: " + json.dumps(status))
         if hold:
             sys.stdin.readline()
-        vboard.start()
+        if wait_for_monitor:
+            click.echo(f"waiting for a monitor on {console_link or vboard.console_path} to power on")
+            _wait_for_reader(vboard.console_path, stop)
+        if not stop.is_set():
+            vboard.start()
         while not stop.wait(0.5):
             pass
     finally:
         vboard.stop()
+        if console_link is not None:
+            _unlink_console(console_link, vboard.console_path)
         if tmp is not None:
             tmp.cleanup()
+
+
+def _link_console(link: Path, pty: str) -> None:
+    """Point ``link`` at the console pty (replacing an old symlink, never a file)."""
+    if link.exists() and not link.is_symlink():
+        raise UsageError(f"--console-link {link} exists and is not a symlink: refusing to replace it")
+    temporary = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    try:
+        os.symlink(pty, temporary)
+        os.replace(temporary, link)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise UsageError(f"cannot make --console-link {link}: {exc.strerror or exc}") from None
+
+
+def _unlink_console(link: Path, pty: str) -> None:
+    """Remove ``link`` if it still points at this board's pty."""
+    with contextlib.suppress(OSError):
+        if os.readlink(link) == pty:
+            os.unlink(link)
+
+
+def _wait_for_reader(pty: str, stop: threading.Event, settle: float = 0.3) -> None:
+    """Return once another process has ``pty`` open (Linux: its /proc fd links), or ``stop`` is set.
+
+    ``settle`` lets the monitor finish opening (a serial port is flushed once opened).
+    Where /proc does not list open files it returns at once.
+    """
+    me = str(os.getpid())
+    proc = Path("/proc")
+    if not (proc / me / "fd").is_dir():
+        return
+    while not stop.is_set():
+        for fd_dir in proc.glob("[0-9]*/fd"):
+            if fd_dir.parent.name == me:
+                continue
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd_dir / fd) == pty for fd in os.listdir(fd_dir)):
+                    stop.wait(settle)
+                    return
+        stop.wait(0.1)
 
 
 def _board_layout(
