@@ -200,7 +200,7 @@ def test_walkthrough_as_written_updates_the_board(tmp_path: Path) -> None:
         terminals.append(Terminal(3, blocks[3], tmp_path, env))
         monitor = terminals[2]
         monitor.wait_for(r"^\S+ boot ")  # the monitor sees the board boot: it powered on once watched
-        monitor.wait_for(r"^\S+ subscribed ")
+        terminals[1].wait_for(r"^subscribed: a/test/u/4\.3 ")  # the broker's SUBACK: a publish now reaches it
         terminals.append(Terminal(4, blocks[4], tmp_path, env))
         assert terminals[3].wait_exit() == 0, terminals[3].text
         assert monitor.wait_exit() == 0, monitor.text

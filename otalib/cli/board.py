@@ -119,8 +119,8 @@ def board(
     """Run a virtual Sming device taking OTA updates over MQTT.
 
     Prints its console's pty path on the first line (``console: /dev/pts/N``), a status
-    line, then one ``update: {...}`` line per message. Runs until SIGINT/SIGTERM;
-    SIGUSR1 resets the device.
+    line, ``subscribed: TOPIC`` at each SUBACK of the broker, then one ``update: {...}``
+    line per message. Runs until SIGINT/SIGTERM; SIGUSR1 resets the device.
     """
     from otalib.board.virtual import VirtualBoard
     from otalib.images import check_app_id
@@ -177,6 +177,7 @@ def board(
         chip=chip,
         on_update=on_update,
     )
+    vboard.suback = _AnnouncedEvent(lambda: click.echo(f"subscribed: {vboard.device.topic} (the broker's SUBACK)"))
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGUSR1, lambda *_: vboard.reset())
@@ -201,6 +202,23 @@ def board(
             _unlink_console(console_link, vboard.console_path)
         if tmp is not None:
             tmp.cleanup()
+
+
+class _AnnouncedEvent(threading.Event):
+    """An event that calls ``announce`` each time it becomes set (the board's SUBACK, on stdout).
+
+    The device's console says nothing at the SUBACK; this line says when an update published
+    now reaches the board.
+    """
+
+    def __init__(self, announce) -> None:
+        super().__init__()
+        self._announce = announce
+
+    def set(self) -> None:
+        if not self.is_set():
+            self._announce()
+        super().set()
 
 
 def _link_console(link: Path, pty: str) -> None:
