@@ -86,7 +86,7 @@ def load_key(path: str | os.PathLike[str]) -> LabKey:
         if len(raw) == DEVICE_KEY_BYTES:
             raise KeyFileError(
                 f"{path} is a 32-byte binary device key (verify.key.bin or decrypt.key.bin), not the hex key file"
-                " (`otalab keygen`): give a verify.key.bin with --verify-key"
+                " that `otalab keygen` makes: a verify key goes with --verify-key (inspect, board)"
             ) from None
         raise KeyFileError(f"bad key file {path}: not hex (expected {KEY_FILE_BYTES * 2} hex characters)") from None
     if len(material) != KEY_FILE_BYTES:

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -178,7 +179,39 @@ def test_readme_blocks_are_numbered_terminals_that_activate_the_venv() -> None:
     assert "lab/" in (ROOT / ".gitignore").read_text().splitlines()
 
 
-def test_walkthrough_as_written_updates_the_board(tmp_path: Path) -> None:
+def run_walkthrough(blocks: dict[int, str], folder: Path, env: dict[str, str], port: int) -> None:
+    """The four terminals in the README's order; asserts the board took the update once and nothing stays retained."""
+    terminals: list[Terminal] = []
+    try:
+        terminals.append(Terminal(1, blocks[1], folder, env))
+        terminals[0].wait_for(r"^ready")
+        terminals.append(Terminal(2, blocks[2], folder, env))
+        terminals[1].wait_for(r"^waiting for a monitor")
+        terminals.append(Terminal(3, blocks[3], folder, env))
+        monitor = terminals[2]
+        monitor.wait_for(r"^\S+ boot ")  # the monitor sees the board boot: it powered on once watched
+        terminals[1].wait_for(r"^subscribed: a/test/u/4\.3 ")  # the broker's SUBACK: a publish now reaches it
+        terminals.append(Terminal(4, blocks[4], folder, env))
+        assert terminals[3].wait_exit() == 0, terminals[3].text
+        assert monitor.wait_exit() == 0, monitor.text
+        assert re.search(r"outcome\s+>>> updated", monitor.text)
+        slots = re.findall(r"^\S+ running .*Currently running rom(\d)", monitor.text, re.M)
+        assert len(slots) == 2 and slots[0] != slots[1], monitor.text  # booted, then restarted into the other slot
+        board = terminals[1].text
+        outcomes = re.findall(r'^update: \{"outcome": "(\w+)"', board, re.M)
+        assert outcomes[:1] == ["applied"], board
+        assert set(outcomes) <= {"applied", "ignored"}, board  # the clear is no fault
+        assert "truncated" not in board
+        terminals[1].stop()  # the board, before looking at the broker's retained message
+        assert retained_payload(port, "a/test/u/4.3") is None
+    finally:
+        for terminal in reversed(terminals):
+            terminal.stop()
+    assert not (folder / "lab/console").is_symlink(), "the board left its console link behind"
+
+
+def test_walkthrough_as_written_updates_the_board_twice_over(tmp_path: Path) -> None:
+    """Pasted as written, and pasted again the next day in the same checkout (lab/ kept)."""
     blocks = walkthrough_blocks(README.read_text())
     port = fixed_port(blocks)
     if not port_free(port):  # someone else uses the README's port: same text, another port
@@ -191,34 +224,12 @@ def test_walkthrough_as_written_updates_the_board(tmp_path: Path) -> None:
     env = {**otalab_env(), "TERM": "dumb"}
     for name in [n for n in env if n.startswith(("MQTT_", "APP_", "ENABLE_", "OTALAB_"))]:
         del env[name]
-    terminals: list[Terminal] = []
-    try:
-        terminals.append(Terminal(1, blocks[1], tmp_path, env))
-        terminals[0].wait_for(r"^ready")
-        terminals.append(Terminal(2, blocks[2], tmp_path, env))
-        terminals[1].wait_for(r"^waiting for a monitor")
-        terminals.append(Terminal(3, blocks[3], tmp_path, env))
-        monitor = terminals[2]
-        monitor.wait_for(r"^\S+ boot ")  # the monitor sees the board boot: it powered on once watched
-        terminals[1].wait_for(r"^subscribed: a/test/u/4\.3 ")  # the broker's SUBACK: a publish now reaches it
-        terminals.append(Terminal(4, blocks[4], tmp_path, env))
-        assert terminals[3].wait_exit() == 0, terminals[3].text
-        assert monitor.wait_exit() == 0, monitor.text
-        assert re.search(r"outcome\s+>>> updated", monitor.text)
-        assert re.search(r"^\S+ running .*Currently running rom1", monitor.text, re.M), monitor.text
-        board = terminals[1].text
-        outcomes = re.findall(r'^update: \{"outcome": "(\w+)"', board, re.M)
-        assert outcomes[:1] == ["applied"], board
-        assert set(outcomes) <= {"applied", "ignored"}, board  # the clear is no fault
-        assert "truncated" not in board
-        terminals[1].stop()  # the board, before looking at the broker's retained message
-        assert retained_payload(port, "a/test/u/4.3") is None
-        assert (tmp_path / "lab/app.bin").stat().st_size >= 64 * 1024  # big enough to watch
-        assert oct((tmp_path / "lab/ota.key").stat().st_mode & 0o777) == "0o600"
-    finally:
-        for terminal in reversed(terminals):
-            terminal.stop()
-    assert not (tmp_path / "lab/console").is_symlink(), "the board left its console link behind"
+    run_walkthrough(blocks, tmp_path, env, port)
+    key = (tmp_path / "lab/ota.key").read_bytes()
+    assert stat.S_IMODE((tmp_path / "lab/ota.key").stat().st_mode) == 0o600
+    assert (tmp_path / "lab/app.bin").stat().st_size >= 64 * 1024  # big enough to watch
+    run_walkthrough(blocks, tmp_path, env, port)
+    assert (tmp_path / "lab/ota.key").read_bytes() == key  # made once, never replaced
 
 
 def test_an_empty_message_is_skipped_silently(tmp_path: Path) -> None:

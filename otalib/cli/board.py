@@ -57,7 +57,8 @@ def register(group: click.Group) -> None:
 @click.option(
     "--wait-for-monitor",
     is_flag=True,
-    help="Power on only once another program opens the console (as a USB board resets when a monitor opens it).",
+    help="Power on only once another program opens the console, as a USB board resets when a monitor opens it"
+    " (Linux; elsewhere at once).",
 )
 @click.option(
     "--layout",
@@ -182,9 +183,9 @@ def board(
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGUSR1, lambda *_: vboard.reset())
     try:
-        click.echo(f"console: {vboard.console_path}")
         if console_link is not None:
             _link_console(console_link, vboard.console_path)
+        click.echo(f"console: {vboard.console_path}")
         status = {k: v for k, v in vboard.status.items() if k != "last_update"}
         click.echo("status: " + json.dumps(status))
         if hold:

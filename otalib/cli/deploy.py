@@ -208,6 +208,8 @@ def _checked(package: Path, varint: bool) -> bytes:
     from otalib.package_check import check_package
 
     data = read_input(package, "package", MAX_PACKAGE_BYTES)
+    if not data:
+        raise UsageError(f"{package} is empty: an empty retained message removes the firmware (use --clear)")
     try:
         check_package(data, varint)
     except InputError:
