@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -212,7 +213,7 @@ class _AnnouncedEvent(threading.Event):
     now reaches the board.
     """
 
-    def __init__(self, announce) -> None:
+    def __init__(self, announce: Callable[[], None]) -> None:
         super().__init__()
         self._announce = announce
 

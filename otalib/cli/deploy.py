@@ -6,11 +6,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from otalib.config import LabConfig
 from otalib.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from otalib.mqtt.publish import DeployRecord
 
 
 def _progress_bar(total_hint: int):
@@ -151,7 +155,7 @@ def deploy_command(
         )
 
 
-def transfer_summary(record) -> str:
+def transfer_summary(record: DeployRecord) -> str:
     """Size, time and the throughput that divides exactly those two: ``262.2 KB in 28.120 ms (9324.3 KB/s)``.
 
     The time is the PUBLISH to PUBCOMP span (the payload's transfer and the broker's
