@@ -1,7 +1,10 @@
-"""Shared test set-up: fixture paths and the opt-in hardware marker."""
+"""Shared test set-up: fixture paths, the opt-in hardware marker, a private TMPDIR per test process."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,32 @@ import pytest
 TESTS = Path(__file__).parent
 VECTORS = TESTS / "vectors"
 CONSOLES = TESTS / "consoles"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test process (each pytest-xdist worker) works in a TMPDIR of its own, inherited by the
+    otalab processes it starts: otalab's temporary folders, and its clean-up of the folders of dead
+    owners, never reach another worker's (or another program's) while tests run in parallel."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    private = tempfile.mkdtemp(prefix=f"otalab-tests-{worker}-")
+    config.stash[_TMPDIR] = (private, os.environ.get("TMPDIR"))
+    os.environ["TMPDIR"] = private
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    private, before = config.stash.get(_TMPDIR, (None, None))
+    if private is None:
+        return
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
+    shutil.rmtree(private, ignore_errors=True)
+
+
+_TMPDIR = pytest.StashKey[tuple]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
