@@ -1,7 +1,16 @@
-"""A real browser: JupyterLab on localhost, notebook 1 run in headless Chromium, its chart rendered."""
+"""A real browser: JupyterLab on localhost, notebook 1 run in headless Chromium, its chart rendered.
+
+Every run starts as on a fresh clone (JupyterLab's config, settings, workspaces and runtime
+files in the test's own folder), and the notebook is opened on a kernel started for it
+beforehand through the server's REST API: JupyterLab attaches to that session instead of
+choosing a kernel itself. "Run All" is pressed only once the page is attached to that kernel
+and it is idle; a kernel dialog that shows up anyway is answered (python3), any other fails
+the test at once with its text.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,7 +25,10 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+DATA = NOTEBOOKS.parent / "data"
 TOKEN = "otalab-browser-test"
+NOTEBOOK = "01_build_and_sign.ipynb"
+KERNEL = "python3"
 
 pytestmark = [
     pytest.mark.browser,
@@ -34,18 +46,43 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def api(url: str, path: str, body: dict | None = None) -> dict:
+    """A call to the Jupyter server's REST API (token authentication)."""
+    request = urllib.request.Request(
+        f"{url}/api/{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def start_kernel_session(url: str) -> str:
+    """A session for the notebook on an explicit kernel (the server starts it); the kernel's id."""
+    session = api(url, "sessions", {"path": NOTEBOOK, "name": NOTEBOOK, "type": "notebook", "kernel": {"name": KERNEL}})
+    assert session["kernel"]["name"] == KERNEL, session
+    return str(session["kernel"]["id"])
+
+
 @pytest.fixture
 def jupyterlab(tmp_path):
     root = tmp_path / "lab" / "notebooks"
     root.mkdir(parents=True)
-    shutil.copy(NOTEBOOKS / "01_build_and_sign.ipynb", root)
-    # the real Sming image notebook 1 reads (REAL_ROM = "../data/esp8266/rom0.bin")
-    shutil.copytree(NOTEBOOKS.parent / "data" / "esp8266", root.parent / "data" / "esp8266")
+    shutil.copy(NOTEBOOKS / NOTEBOOK, root)
+    # the notebook's relative paths (../data/...) resolve as in the repository; what it writes stays here
+    shutil.copytree(DATA, root.parent / "data", ignore=shutil.ignore_patterns("notebooks"))
+    state = tmp_path / "jupyter"  # nothing from earlier runs or the user's ~/.jupyter
     # every cell attached to the page (JupyterLab's default skips rendering cells out of view,
     # so on a slow machine the charts above the last cell may never be in the DOM together)
-    settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
-    settings.mkdir(parents=True)
-    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    tracker = state / "settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(state / "config"),
+        "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+    }
     port = free_port()
     log = open(tmp_path / "jupyter.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -62,11 +99,13 @@ def jupyterlab(tmp_path):
             "--allow-root",
             "--LabApp.news_url=",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            f"--LabApp.user_settings_dir={state / 'settings'}",
+            f"--LabApp.workspaces_dir={state / 'workspaces'}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=root,
-        env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")},
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -91,9 +130,40 @@ def jupyterlab(tmp_path):
         log.close()
 
 
+def kernel_ready(driver) -> bool:
+    """True when the notebook's toolbar names the kernel and its execution indicator reads idle."""
+    return bool(
+        driver.execute_script(
+            "const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+            "const k = document.querySelector('.jp-KernelName');"
+            "return !!(s && s.getAttribute('data-status') === 'idle' && k && /Python 3/.test(k.textContent));"
+        )
+    )
+
+
+def first_prompt(driver) -> str:
+    """The execution prompt of the first code cell (``[ ]:``, ``[*]:``, ``[1]:``)."""
+    return str(
+        driver.execute_script(
+            "const p = document.querySelector('.jp-CodeCell .jp-InputPrompt'); return p ? p.textContent.trim() : '';"
+        )
+    )
+
+
+def answer_dialog(driver) -> bool:
+    """Accept a kernel dialog (its default choice is the notebook's python3); fail on any other. Always False."""
+    from selenium.webdriver.common.by import By
+
+    for dialog in driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog"):
+        title = dialog.find_element(By.CSS_SELECTOR, ".jp-Dialog-header").text
+        if "Kernel" not in title:
+            pytest.fail(f"unexpected JupyterLab dialog: {dialog.text}")
+        dialog.find_element(By.CSS_SELECTOR, ".jp-Dialog-button.jp-mod-accept").click()
+    return False
+
+
 def test_notebook_1_runs_in_jupyterlab_and_its_charts_render(jupyterlab):
     from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -117,35 +187,27 @@ def test_notebook_1_runs_in_jupyterlab_and_its_charts_render(jupyterlab):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     shot = os.environ.get("OTALAB_SCREENSHOT", "/tmp/otalab-browser.png")
     try:
-        driver.get(f"{jupyterlab}/lab/tree/01_build_and_sign.ipynb?token={TOKEN}")
+        kernel_id = start_kernel_session(jupyterlab)
+        driver.get(f"{jupyterlab}/lab/tree/{NOTEBOOK}?token={TOKEN}")
         wait = WebDriverWait(driver, 90)
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
-        # the kernel must be idle before "Run All" (JupyterLab shows its status in the toolbar)
+        # the page is attached to the kernel started for it (not one of its own choosing) ...
+        wait.until(lambda d: api(jupyterlab, f"kernels/{kernel_id}").get("connections", 0) >= 1)
+        assert [s["kernel"]["id"] for s in api(jupyterlab, "sessions")] == [kernel_id]
+        # ... and shows it idle (the indicator also reads "idle" before any kernel is attached)
+        wait.until(lambda d: kernel_ready(d) or answer_dialog(d))
         wait.until(
-            lambda d: d.execute_script(
-                "const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
-                "return s && s.getAttribute('data-status') === 'idle';"
-            )
+            ec.element_to_be_clickable((By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"))
         )
-        menu = "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"
+        driver.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']").click()
         run_all = "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"
-        started = (
-            "return [...document.querySelectorAll('.jp-InputArea-prompt')]"
-            ".some(p => /\\[(\\d+|\\*)\\]/.test(p.textContent));"
-        )
-        for _attempt in range(3):  # a kernel that only just said "idle" may drop the first request
-            wait.until(ec.element_to_be_clickable((By.XPATH, menu))).click()
-            wait.until(ec.element_to_be_clickable((By.XPATH, run_all))).click()
-            try:
-                WebDriverWait(driver, 30).until(lambda d: d.execute_script(started))
-                break
-            except TimeoutException:
-                continue
-        else:
-            pytest.fail("Run All Cells never started a cell")
+        item = wait.until(ec.element_to_be_clickable((By.XPATH, run_all)))
+        item.click()
+        # the first code cell runs (a kernel dialog would stop it: answer it)
+        wait.until(lambda d: answer_dialog(d) or first_prompt(d) not in ("", "[ ]:"))
         # the last cell's output, then every chart (all cells stay attached: windowingMode none)
         WebDriverWait(driver, 240).until(
-            lambda d: "VerificationFailed" in d.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
+            lambda d: answer_dialog(d) or "VerificationFailed" in d.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
         )
         WebDriverWait(driver, 60).until(
             lambda d: len(d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")) >= 2
