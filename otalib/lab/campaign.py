@@ -259,19 +259,21 @@ class CampaignSpec:
     def _configs(self, repeats: int) -> list[TrialConfig]:
         keys = list(self.grid)
         combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(self.grid[k] for k in keys))]
-        configs: list[TrialConfig] = []
+        points: list[TrialConfig] = []  # repeat 0 of each grid point, each resolved and checked once
         seen: dict[str, dict[str, Any]] = {}
-        for repeat in range(repeats):
-            for combo in combos:
-                params = self._resolve({**self.fixed, **combo})
-                try:
-                    config = TrialConfig(campaign=self.name, repeat=repeat, **params)
-                except TypeError as exc:
-                    raise LabError(f"bad trial parameters {combo}: {exc}") from None
-                if config.trial_id in seen:
-                    raise LabError(f"grid has the same trial twice: {combo} and {seen[config.trial_id]}")
-                seen[config.trial_id] = combo
-                configs.append(config)
+        for combo in combos:
+            params = self._resolve({**self.fixed, **combo})
+            try:
+                config = TrialConfig(campaign=self.name, repeat=0, **params)
+            except TypeError as exc:
+                raise LabError(f"bad trial parameters {combo}: {exc}") from None
+            if config.trial_id in seen:
+                raise LabError(f"grid has the same trial twice: {combo} and {seen[config.trial_id]}")
+            seen[config.trial_id] = combo
+            points.append(config)
+        configs = list(points)
+        for repeat in range(1, repeats):
+            configs += [dataclasses.replace(point, repeat=repeat) for point in points]
         return configs
 
 
