@@ -111,11 +111,12 @@ def test_a_broker_started_by_a_short_lived_thread_outlives_the_thread():
 def test_stale_dirs_are_only_ours_and_dead(tmp_path):
     dead, alive = _dead_pid(), os.getpid()
     stale = tmp_path / f"otalab-mosquitto-{dead}-abc123"
+    board = tmp_path / f"otalab-board-{dead}-k2j_x8"  # otalab board's flash folder (TemporaryDirectory)
     live = tmp_path / f"otalab-mosquitto-{alive}-abc123"
     other_name = tmp_path / f"mosquitto-{dead}-abc123"
     target = tmp_path / "precious"
     link = tmp_path / f"otalab-bench-{dead}-link"
-    for folder in (stale, live, other_name, target):
+    for folder in (stale, board, live, other_name, target):
         folder.mkdir()
         (folder / "file").write_text("data")
     link.symlink_to(target, target_is_directory=True)
@@ -125,8 +126,8 @@ def test_stale_dirs_are_only_ours_and_dead(tmp_path):
         foreign.mkdir()
         os.chown(foreign, 65534, 65534)
         expected_kept.append(foreign)
-    assert procs.stale_dirs(tmp_path) == [stale]
+    assert sorted(procs.stale_dirs(tmp_path)) == [board, stale]
     made = procs.owned_tempdir("bench", tmp_path)
-    assert not stale.exists()
+    assert not stale.exists() and not board.exists()
     assert all(p.exists() for p in expected_kept) and (target / "file").read_text() == "data"
     assert made.name.startswith(f"otalab-bench-{alive}-") and made.is_dir()

@@ -149,7 +149,7 @@ def board(
     if flash_path is not None and new_flash_only and flash_path.exists() and flash_path.stat().st_size:
         warn(f"{' and '.join(new_flash_only)} only set up a new flash: {flash_path} exists and keeps its content")
     if flash_path is None:
-        tmp = tempfile.TemporaryDirectory(prefix="otalab-board-")
+        tmp = tempfile.TemporaryDirectory(prefix=f"otalab-board-{os.getpid()}-")  # swept by procs if killed
         flash_path = Path(tmp.name) / "flash.bin"
     stop = threading.Event()
 
