@@ -94,7 +94,8 @@ def test_transient_faults_end_updated_because_the_message_is_retained(bench, fau
     assert fired[0].startswith(f"{kind}@") and len(fired) == (2 if kind == "stall" else 1)
     if kind == "stall":
         assert fired[1] == "power-loss"
-    assert result.connections == 2
+    # a second connection took the update (a third may follow: the reconnect after the restart)
+    assert result.connections >= 2
     assert result.board_updates.split(";") == ["abandoned@6", "applied@6"]
 
 
