@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from board_helpers import KEY, T_RUNNING, firmware, make_flash, signed_package
 
-from otalib.board.flash import big_layout
-from otalib.board.link import MqttFrameTracker, mqtt_level_of_connect
+from otalib.board.sim.flash import big_layout
 from otalib.board.virtual import VirtualBoard, VirtualBoardProcess
 from otalib.broker import find_mosquitto, start_broker
 from otalib.keys import DeviceKeys
 from otalib.mqtt.publish import deploy
+from otalib.net.link import MqttFrameTracker, mqtt_level_of_connect
 
 MB = 1024 * 1024
 

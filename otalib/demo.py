@@ -18,9 +18,9 @@ from otalib.board.virtual import VirtualBoard
 from otalib.broker import start_broker
 from otalib.errors import LabError
 from otalib.fileio import write_atomic
+from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import timestamp_now
 from otalib.formats.version import topic_for
-from otalib.images import make_demo_image
 from otalib.inspect import inspect_bytes
 from otalib.keys import DeviceKeys, export_keys, generate_key_file
 from otalib.lab.campaign import CampaignSpec

@@ -304,9 +304,9 @@ def _package_verdict(data: bytes, varint: bool, build: DeviceBuild, payload: Ver
 
 def inspect_image_bytes(data: bytes) -> Report:
     """Report on an ESP image through esptool."""
-    from otalib import images
+    from otalib.firmware.image import inspect_image
 
-    info = images.inspect_image(data).to_dict()
+    info = inspect_image(data).to_dict()
     valid = bool(info.get("checksum_valid")) and info.get("sha256_valid") is not False
     return Report("esp-image", {**info, "verified": valid, "error": None if valid else "InvalidImage"})
 

@@ -61,8 +61,8 @@ def encrypted_chain_fits(data: bytes) -> bool:
 
 
 def is_esp_image(data: bytes) -> bool:
-    """The one ESP image detection (:func:`otalib.images.is_esp_image`)."""
-    from otalib.images import is_esp_image as detect
+    """The one ESP image detection (:func:`otalib.firmware.image.is_esp_image`)."""
+    from otalib.firmware.image import is_esp_image as detect
 
     return detect(data)
 

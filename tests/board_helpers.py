@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from otalib.board.console import ConsoleParser
-from otalib.board.device import Device
-from otalib.board.flash import TWO_ROM_LAYOUT, FlashImage, Layout
-from otalib.board.sming_console import SmingConsole
+from otalib.board.sim.device import Device
+from otalib.board.sim.flash import TWO_ROM_LAYOUT, FlashImage, Layout
+from otalib.board.sim.sming_console import SmingConsole
+from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import Rom, build_ota
 from otalib.formats.package import pack
-from otalib.images import make_demo_image
 from otalib.keys import DeviceKeys, LabKey
 
 APP = "test"

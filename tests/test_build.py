@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from otalib.cli import cli
 from otalib.errors import BuildError, InputError, UsageError
-from otalib.firmware_build import build_command, find_roms, read_partition_table, run_build
-from otalib.images import make_demo_image
+from otalib.firmware.build import build_command, find_roms, read_partition_table, run_build
+from otalib.firmware.demo import make_demo_image
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 

@@ -72,7 +72,7 @@ def test_link_profiles_and_explicit_link_parameters():
         {"name": "l", "grid": {"link": ["slow"]}, "links": {"slow": {"rate_Bps": 500}}, "fixed": {"latency_ms": 9}}
     )
     assert (spec.trials()[0].rate_Bps, spec.trials()[0].latency_ms) == (500.0, 9.0)
-    from otalib.board.link import PROFILES  # the link proxy's named profiles are known without 'links'
+    from otalib.net.link import PROFILES  # the link proxy's named profiles are known without 'links'
 
     spec = CampaignSpec.from_dict({"name": "l", "grid": {"link": ["lan", "wifi"]}})
     lan, wifi = spec.trials()

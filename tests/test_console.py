@@ -9,7 +9,7 @@ import pytest
 
 from otalib.board.console import DEFAULT_PATTERNS, OTA_ACTIVITY, ConsoleParser, OutcomeTracker, Pattern, outcome_of
 from otalib.board.protocol import Board, ConsoleBuffer, ConsoleLine
-from otalib.board.sming_console import DEFAULT_ROMS, SmingConsole
+from otalib.board.sim.sming_console import DEFAULT_ROMS, SmingConsole
 from otalib.errors import BoardError, DeviceErrorCode
 
 #: Events about an update (the rest is boot information).

@@ -8,8 +8,8 @@ import sys
 import broker_helpers
 import pytest
 
+from otalib.firmware.demo import make_demo_image
 from otalib.formats.package import pack
-from otalib.images import make_demo_image
 from otalib.mqtt.publish import deploy
 
 TOPIC = "a/test/u/4.3"

@@ -13,9 +13,9 @@ from deploy_helpers import retained
 
 from otalib.broker import BrokerUser, start_broker
 from otalib.errors import InputError
+from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import Rom, build_ota
 from otalib.formats.package import pack
-from otalib.images import make_demo_image
 from otalib.keys import load_key
 from otalib.package_check import PayloadKind, check_package
 

@@ -15,7 +15,7 @@ from board_helpers import (
     standard_package,
 )
 
-from otalib.board.flash import SECTOR
+from otalib.board.sim.flash import SECTOR
 
 
 @pytest.fixture

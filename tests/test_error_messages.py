@@ -17,9 +17,9 @@ import pytest
 from deploy_helpers import retained
 
 from otalib.broker import start_broker
+from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import Rom, build_ota
 from otalib.formats.package import pack
-from otalib.images import make_demo_image
 from otalib.keys import LabKey
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from otalib.broker import find_mosquitto
 from otalib.cli import cli
 from otalib.errors import ImageError
-from otalib.images import ImageFormat, inspect_image, is_esp_image
+from otalib.firmware.image import ImageFormat, inspect_image, is_esp_image
 from otalib.inspect import inspect_bytes
 
 REAL = Path(__file__).parent / "vectors" / "esp8266"
@@ -114,7 +114,7 @@ SMING_OTA_ROM_SHA256 = "96cf2d32457f96be0ab406f06661987f6311a66784b456ce2abaa3a6
 def _real_board(tmp_path: Path, *, build_timestamp: int | None = None, layout=None):
     from board_helpers import make_device
 
-    from otalib.board.flash import ESP8266_LAYOUT
+    from otalib.board.sim.flash import ESP8266_LAYOUT
     from otalib.board.virtual import prepare_flash
     from otalib.keys import DeviceKeys
 
@@ -145,7 +145,7 @@ def test_real_rom_boots_from_rom0_at_0x2000(tmp_path: Path) -> None:
 def test_signed_update_with_real_rom_at_0x2000_boots_from_rom1(tmp_path: Path) -> None:
     from board_helpers import KEY, deliver, make_device
 
-    from otalib.board.flash import ESP8266_LAYOUT
+    from otalib.board.sim.flash import ESP8266_LAYOUT
     from otalib.board.virtual import prepare_flash
     from otalib.formats.ota import Rom, build_ota
     from otalib.formats.package import pack
@@ -213,7 +213,7 @@ def test_host_layout_skips_a_rom_for_0x2000(tmp_path: Path) -> None:
     """The emulator's layout (rom1 at 0x108000) has no slot for Sming's real ROM addresses."""
     from board_helpers import deliver
 
-    from otalib.board.flash import HOST_LAYOUT
+    from otalib.board.sim.flash import HOST_LAYOUT
     from otalib.formats.ota import Rom, build_ota
     from otalib.formats.package import pack
     from otalib.keys import LabKey
@@ -253,7 +253,7 @@ def test_board_refuses_bad_options_before_making_a_flash(tmp_path: Path, args: l
 
 
 def test_board_layout_options(tmp_path: Path) -> None:
-    from otalib.board.flash import ESP8266_LAYOUT, HOST_LAYOUT, big_layout
+    from otalib.board.sim.flash import ESP8266_LAYOUT, HOST_LAYOUT, big_layout
     from otalib.cli.board import _board_layout
 
     assert _board_layout("esp8266", None, None, None) == (ESP8266_LAYOUT, None)
@@ -268,9 +268,9 @@ def test_new_flash_takes_the_given_build_timestamp_never_now(tmp_path: Path) -> 
     from board_helpers import KEY, deliver, make_device
 
     from otalib.board.virtual import prepare_flash
+    from otalib.firmware.demo import make_demo_image
     from otalib.formats.ota import Rom, build_ota
     from otalib.formats.package import pack
-    from otalib.images import make_demo_image
 
     old_file = pack(
         build_ota([Rom(0x8000, make_demo_image("esp8266", "test", "4.3.2"))], KEY, signed=True, timestamp=5), 2
@@ -294,7 +294,7 @@ def test_new_flash_takes_the_given_build_timestamp_never_now(tmp_path: Path) -> 
 
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
 def test_board_process_takes_smings_ota_over_mqtt(tmp_path: Path) -> None:
-    from otalib.board.flash import ESP8266_LAYOUT, FlashImage
+    from otalib.board.sim.flash import ESP8266_LAYOUT, FlashImage
     from otalib.board.virtual import VirtualBoardProcess
     from otalib.broker import start_broker
     from otalib.formats.package import pack
@@ -325,7 +325,7 @@ def test_board_process_takes_smings_ota_over_mqtt(tmp_path: Path) -> None:
 
 
 def test_image_regions_cover_the_real_rom_in_order() -> None:
-    from otalib.images import find_in_image, image_regions
+    from otalib.firmware.image import find_in_image, image_regions
 
     data = ROM0.read_bytes()
     regions = image_regions(data)
@@ -342,7 +342,7 @@ def test_standard_mode_installs_and_boots_the_real_rom(tmp_path: Path) -> None:
     """rBoot/the chip check the v2 image (irom0 first) and find it intact: no crash loop."""
     from board_helpers import deliver, make_device
 
-    from otalib.board.flash import ESP8266_LAYOUT
+    from otalib.board.sim.flash import ESP8266_LAYOUT
     from otalib.board.virtual import prepare_flash
     from otalib.formats.package import pack
 
@@ -360,7 +360,7 @@ def test_standard_mode_installs_and_boots_the_real_rom(tmp_path: Path) -> None:
 
 
 def test_board_refuses_a_flash_of_another_layout(tmp_path: Path) -> None:
-    from otalib.board.flash import HOST_LAYOUT, FlashImage
+    from otalib.board.sim.flash import HOST_LAYOUT, FlashImage
 
     FlashImage(tmp_path / "host.bin", HOST_LAYOUT).close()
     result = run("board", "--broker", "mqtt://127.0.0.1:1", "--flash", str(tmp_path / "host.bin"))

@@ -10,9 +10,9 @@ from pathlib import Path
 import esptool
 import pytest
 
-from otalib.board import esp_flash
-from otalib.board.esp_flash import FlashImage, flash_args, parse_image_spec, parse_int, read_args, verify_args
 from otalib.errors import BoardError, InputError, UsageError
+from otalib.firmware import flashing
+from otalib.firmware.flashing import FlashFile, flash_args, parse_image_spec, parse_int, read_args, verify_args
 
 OTALAB = Path(sys.executable).parent / "otalab"
 
@@ -29,22 +29,22 @@ def esptool_parse(argv: list[str]) -> tuple[dict, str, dict]:
 
 
 @pytest.fixture
-def images(tmp_path: Path) -> list[FlashImage]:
+def images(tmp_path: Path) -> list[FlashFile]:
     (tmp_path / "rboot.bin").write_bytes(b"\xe9" + bytes(100))
     (tmp_path / "rom0.bin").write_bytes(b"\xe9" + bytes(5000))
-    return [FlashImage(0x8000, tmp_path / "rom0.bin"), FlashImage(0, tmp_path / "rboot.bin")]
+    return [FlashFile(0x8000, tmp_path / "rom0.bin"), FlashFile(0, tmp_path / "rboot.bin")]
 
 
 def test_parse_image_spec_and_numbers() -> None:
-    assert parse_image_spec("out/rom0.bin@0x8000") == FlashImage(0x8000, Path("out/rom0.bin"))
-    assert parse_image_spec("a@b.bin@4k") == FlashImage(4096, Path("a@b.bin"))
+    assert parse_image_spec("out/rom0.bin@0x8000") == FlashFile(0x8000, Path("out/rom0.bin"))
+    assert parse_image_spec("a@b.bin@4k") == FlashFile(4096, Path("a@b.bin"))
     assert parse_int("1M") == 1 << 20 and parse_int("32768") == 0x8000 and parse_int("0X1000") == 4096
     for bad in ["rom0.bin", "@0x8000", "rom0.bin@", "rom0.bin@zz", "rom0.bin@0x8001"]:
         with pytest.raises(UsageError, match="bad"):
             parse_image_spec(bad)
 
 
-def test_flash_args_are_what_esptool_expects(images: list[FlashImage]) -> None:
+def test_flash_args_are_what_esptool_expects(images: list[FlashFile]) -> None:
     argv = flash_args("/dev/ttyUSB0", images, chip="esp8266", baud=921600)
     assert argv[:10] == [
         "--chip",
@@ -72,7 +72,7 @@ def test_flash_args_are_what_esptool_expects(images: list[FlashImage]) -> None:
     assert esptool_parse(flash_args("rfc2217://lab:4000", images, erase_all=True))[2]["erase_all"] is True
 
 
-def test_verify_and_read_args(images: list[FlashImage], tmp_path: Path) -> None:
+def test_verify_and_read_args(images: list[FlashFile], tmp_path: Path) -> None:
     top, command, params = esptool_parse(verify_args("socket://127.0.0.1:9", images, chip="esp32"))
     assert (top["chip"], command, params["diff"]) == ("esp32", "verify-flash", True)
     assert [addr for addr, f in params["addr_filename"]] == [0, 0x8000]
@@ -94,28 +94,28 @@ def test_chip_info_connect_arguments() -> None:
 
     from esptool import cmds
 
-    kwargs = esp_flash.connect_kwargs("/dev/ttyUSB0", 115200)
+    kwargs = flashing.connect_kwargs("/dev/ttyUSB0", 115200)
     inspect.signature(cmds.detect_chip).bind(**kwargs)  # every name is a real detect_chip parameter
     assert kwargs == {"port": "/dev/ttyUSB0", "baud": 115200, "connect_mode": "default-reset"}
 
 
-def test_check_images(images: list[FlashImage], tmp_path: Path) -> None:
-    esp_flash.check_images(images)
+def test_check_images(images: list[FlashFile], tmp_path: Path) -> None:
+    flashing.check_images(images)
     with pytest.raises(UsageError, match="images overlap"):
-        esp_flash.check_images([*images, FlashImage(0x9000, images[0].path)])
+        flashing.check_images([*images, FlashFile(0x9000, images[0].path)])
     with pytest.raises(InputError):
-        esp_flash.check_images([FlashImage(0, tmp_path / "missing.bin")])
+        flashing.check_images([FlashFile(0, tmp_path / "missing.bin")])
 
 
-def test_real_esptool_failure_is_one_board_error(images: list[FlashImage], tmp_path: Path) -> None:
+def test_real_esptool_failure_is_one_board_error(images: list[FlashFile], tmp_path: Path) -> None:
     with pytest.raises(BoardError, match=r"^esptool failed on /dev/otalab-nonexistent: .*") as info:
-        esp_flash.flash("/dev/otalab-nonexistent", images)
+        flashing.flash("/dev/otalab-nonexistent", images)
     assert "\n" not in str(info.value)
     with pytest.raises(BoardError, match="cannot read chip info on /dev/otalab-nonexistent"):
-        esp_flash.chip_info("/dev/otalab-nonexistent")
+        flashing.chip_info("/dev/otalab-nonexistent")
     out = tmp_path / "dump.bin"
     with pytest.raises(BoardError):
-        esp_flash.read_flash("/dev/otalab-nonexistent", 0, 4096, out)
+        flashing.read_flash("/dev/otalab-nonexistent", 0, 4096, out)
     assert list(tmp_path.glob("*dump*")) == [] and not list(tmp_path.glob(".otalab-read-*"))
 
 
@@ -132,7 +132,7 @@ def test_real_esptool_failure_is_one_board_error(images: list[FlashImage], tmp_p
         (["/dev/ttyUSB9", "--read", "0x0", "lots", "-o", "x.bin"], "otalab: error: bad size"),
     ],
 )
-def test_flash_cli_errors_are_one_line(images: list[FlashImage], tmp_path: Path, args: list[str], message: str) -> None:
+def test_flash_cli_errors_are_one_line(images: list[FlashFile], tmp_path: Path, args: list[str], message: str) -> None:
     argv = [a.format(rom=images[0].path, missing=tmp_path / "missing.bin") for a in args]
     proc = subprocess.run([str(OTALAB), "flash", *argv], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode != 0
@@ -144,6 +144,6 @@ def test_flash_cli_errors_are_one_line(images: list[FlashImage], tmp_path: Path,
 
 @pytest.mark.hardware
 def test_real_board_chip_info(board_port: str) -> None:
-    info = esp_flash.chip_info(board_port)
+    info = flashing.chip_info(board_port)
     assert info.chip.upper().startswith("ESP")
     assert len(info.mac.split(":")) == 6

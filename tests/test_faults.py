@@ -1,6 +1,6 @@
 """Link faults and power loss during an update, each with the outcome a real device has.
 
-The virtual board connects to Mosquitto through :class:`~otalib.board.link.LinkProxy`;
+The virtual board connects to Mosquitto through :class:`~otalib.net.link.LinkProxy`;
 fault offsets count from the first byte of the deployment package (``within="payload"``).
 Outcomes, as the device behaves:
 
@@ -30,14 +30,14 @@ import time
 import pytest
 from board_helpers import KEY, T_RUNNING, firmware, make_flash, signed_package
 
-from otalib.board.flash import SECTOR
-from otalib.board.link import PROFILES, Fault, LinkProfile, LinkProxy
 from otalib.board.serial_board import SerialBoard
+from otalib.board.sim.flash import SECTOR
 from otalib.board.virtual import VirtualBoard, VirtualBoardProcess
 from otalib.broker import find_mosquitto, start_broker
 from otalib.formats.package import pack
 from otalib.keys import DeviceKeys
 from otalib.mqtt.publish import deploy
+from otalib.net.link import PROFILES, Fault, LinkProfile, LinkProxy
 
 WAIT = 15.0
 IMAGE_SIZE = 160_000

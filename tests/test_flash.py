@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from otalib.board.flash import (
+from otalib.board.sim.flash import (
     BOOT_CONFIG_ADDR,
     SECTOR,
     TWO_ROM_LAYOUT,
@@ -86,8 +86,8 @@ REAL = Path(__file__).parent / "vectors" / "esp8266"
 
 
 def test_named_layouts_and_smings_partition_table():
-    from otalib.board.flash import ESP8266_LAYOUT, HOST_LAYOUT, layout_from_partitions, named_layout
-    from otalib.board.partitions import PartitionType, read_partitions
+    from otalib.board.sim.flash import ESP8266_LAYOUT, HOST_LAYOUT, layout_from_partitions, named_layout
+    from otalib.firmware.partitions import PartitionType, read_partitions
 
     assert named_layout("esp8266").roms == (0x2000, 0x102000) and ESP8266_LAYOUT.partition_table == 0x3FA000
     assert named_layout("host") is HOST_LAYOUT and HOST_LAYOUT.roms == (0x8000, 0x108000)
@@ -165,7 +165,7 @@ def test_build_timestamp_notes_survive_config_writes_and_die_with_the_slot(tmp_p
 
 
 def test_a_flash_made_for_one_layout_is_refused_with_another(tmp_path):
-    from otalib.board.flash import ESP8266_LAYOUT, HOST_LAYOUT
+    from otalib.board.sim.flash import ESP8266_LAYOUT, HOST_LAYOUT
 
     FlashImage(tmp_path / "f.bin", ESP8266_LAYOUT).close()
     with pytest.raises(BoardError, match=r"made for the esp8266 layout \(ROM slots at 0x2000, 0x102000\)"):

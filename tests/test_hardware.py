@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from otalib.board import esp_flash
 from otalib.board.serial_board import SerialBoard
+from otalib.firmware import flashing
 
 pytestmark = [pytest.mark.hardware, pytest.mark.timeout(120)]
 
@@ -19,9 +19,9 @@ BOOT_ADDRESS = {"ESP8266": 0x0, "ESP32": 0x1000}
 
 
 def test_boot_loader_reads_back_as_an_esp_image(board_port: str, tmp_path) -> None:
-    info = esp_flash.chip_info(board_port)
+    info = flashing.chip_info(board_port)
     family = "ESP8266" if "8266" in info.chip.upper() else "ESP32"
-    data = esp_flash.read_flash(board_port, BOOT_ADDRESS[family], 4096, tmp_path / "boot.bin")
+    data = flashing.read_flash(board_port, BOOT_ADDRESS[family], 4096, tmp_path / "boot.bin")
     assert len(data) == 4096 and (tmp_path / "boot.bin").read_bytes() == data
     assert data[0] == 0xE9, f"no ESP image at {BOOT_ADDRESS[family]:#x}: first byte {data[0]:#04x}"
 

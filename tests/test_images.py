@@ -12,13 +12,13 @@ from image_helpers import minimal_elf
 
 from otalib.cli import cli
 from otalib.errors import ImageError, InputError, UsageError
-from otalib.images import (
+from otalib.firmware.demo import make_demo_image
+from otalib.firmware.image import (
     APP_MARKER,
     elf2image,
     inspect_file,
     inspect_image,
     is_esp_image,
-    make_demo_image,
     read_app_info,
 )
 

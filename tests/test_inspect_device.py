@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from otalib.errors import DeviceErrorCode
+from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import Rom, build_ota
 from otalib.formats.package import pack
-from otalib.images import make_demo_image
 from otalib.inspect import DeviceBuild, Outcome, inspect_bytes
 from otalib.keys import DeviceKeys, load_key
 
@@ -320,7 +320,7 @@ def _board_cases():
 def test_inspect_says_what_the_virtual_board_does(tmp_path, device_name):
     from board_helpers import deliver, make_flash
 
-    from otalib.board.device import Device
+    from otalib.board.sim.device import Device
 
     packages, devices, t_running = _board_cases()
     mode, keys = devices[device_name]

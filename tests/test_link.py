@@ -1,4 +1,4 @@
-"""The fault-injecting link (otalib.board.link): forwarding, rate, latency, cut, corrupt, stall, stop; CLI."""
+"""The fault-injecting link (otalib.net.link): forwarding, rate, latency, cut, corrupt, stall, stop; CLI."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from broker_helpers import Probe, mosquitto_broker  # noqa: F401
 
-from otalib.board.link import PROFILES, Fault, LinkProfile, LinkProxy, MqttFrameTracker, parse_hostport
 from otalib.errors import UsageError
+from otalib.net.link import PROFILES, Fault, LinkProfile, LinkProxy, MqttFrameTracker, parse_hostport
 
 WAIT = 10.0
 DATA = bytes(range(256)) * 800  # 204,800 bytes

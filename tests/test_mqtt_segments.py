@@ -16,8 +16,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from otalib.board.mqtt_stream import StreamingClient
 from otalib.board.virtual import VirtualBoard
+from otalib.mqtt.streaming import StreamingClient
 
 WAIT = 10.0
 TOPIC = "a/test/u/4.3"

@@ -23,9 +23,9 @@ from otalib.board.console import ConsoleParser, OutcomeTracker
 from otalib.board.protocol import ConsoleLine
 from otalib.board.virtual import VirtualBoard
 from otalib.broker import find_mosquitto, start_broker
+from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import Rom, build_ota
 from otalib.formats.package import pack
-from otalib.images import make_demo_image
 from otalib.keys import DeviceKeys, LabKey
 from otalib.mqtt.publish import deploy
 

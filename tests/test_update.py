@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from otalib.errors import UsageError
-from otalib.images import make_demo_image
+from otalib.firmware.demo import make_demo_image
 from otalib.inspect import inspect_bytes
 from otalib.keys import LabKey
 from otalib.update import UPDATE_MODES, make_update

@@ -8,15 +8,15 @@ import time
 import pytest
 from board_helpers import KEY, OTHER_KEY, T_RUNNING, firmware, make_flash, signed_package, standard_package
 
-from otalib.board.flash import SECTOR
-from otalib.board.link import Fault, LinkProxy
-from otalib.board.mqtt_stream import RECV_CHUNK, StreamingClient
 from otalib.board.protocol import Board
 from otalib.board.serial_board import SerialBoard
+from otalib.board.sim.flash import SECTOR
 from otalib.board.virtual import VirtualBoard, VirtualBoardProcess
 from otalib.broker import find_mosquitto, start_broker
 from otalib.keys import DeviceKeys
 from otalib.mqtt.publish import deploy
+from otalib.mqtt.streaming import RECV_CHUNK, StreamingClient
+from otalib.net.link import Fault, LinkProxy
 
 WAIT = 10.0
 _apps = itertools.count()

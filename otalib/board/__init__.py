@@ -1,9 +1,9 @@
 """Boards behind one protocol: console lines and events, expect, reset, version.
 
 :mod:`.protocol` (the protocol and the shared console buffer), :mod:`.console`
-(patterns, parser, outcome inference), :mod:`.sming_console` (the device's console
-renderer), :mod:`.serial_board` (a real board on a serial line), :mod:`.esp_flash`
-(esptool: chip info, flash, read back).
+(patterns, parser, outcome inference), :mod:`.serial_board` (a real board on a serial
+line), :mod:`.virtual` (the virtual board: the :mod:`.sim` device model behind MQTT),
+:mod:`.sim` (the pure device model: flash chip, rBoot + OTA application, console renderer).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The virtual board: a :class:`~otalib.board.device.Device` on an MQTT connection, console on a pty.
+"""The virtual board: a :class:`~otalib.board.sim.device.Device` on an MQTT connection, console on a pty.
 
 :class:`VirtualBoard` runs in background threads of this process: a control thread
 (boot, restart after the update, reset, power cycle), paho's network thread (the
@@ -34,15 +34,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from otalib import procs
 from otalib.board.console import ConsoleParser
-from otalib.board.device import Device, UpdateResult
-from otalib.board.flash import SECTOR, TWO_ROM_LAYOUT, FlashImage, Layout
-from otalib.board.mqtt_stream import ESP_TCP_MSS, StreamingClient
 from otalib.board.protocol import ConsoleBuffer, ConsoleLine, Expectation
 from otalib.board.serial_board import LineSplitter, SerialBoard
-from otalib.board.sming_console import SmingConsole
+from otalib.board.sim.device import Device, UpdateResult
+from otalib.board.sim.flash import SECTOR, TWO_ROM_LAYOUT, FlashImage, Layout
+from otalib.board.sim.sming_console import SmingConsole
 from otalib.errors import BoardError, UsageError
 from otalib.formats.version import DeviceProfile, Version
 from otalib.keys import DeviceKeys
+from otalib.mqtt.streaming import ESP_TCP_MSS, StreamingClient
 from otalib.mqtt.tls import TlsOptions, make_ssl_context
 from otalib.mqtt.url import MqttUrl, parse_url
 
@@ -138,8 +138,8 @@ class VirtualBoard:
     see :meth:`prepare_flash`). ``broker``: ``mqtt[s]://[user:pw@]host[:port]`` (a path
     is ignored: the device subscribes to its own topic). ``link``: connect to this
     ``(host, port)`` instead (a proxy). ``on_update`` is called with each
-    :class:`~otalib.board.device.UpdateResult` (from a background thread).
-    ``write_current_slot``: see :class:`~otalib.board.device.Device` (None: the profile's
+    :class:`~otalib.board.sim.device.UpdateResult` (from a background thread).
+    ``write_current_slot``: see :class:`~otalib.board.sim.device.Device` (None: the profile's
     default, on for ``sming-6.1``). ``tcp_mss``: the largest TCP segment the device's stack
     hands over (1460 on an ESP8266; the Host emulator's recordings show 1390).
     """
@@ -436,7 +436,8 @@ def prepare_flash(
     written at the layout's partition table address. Everything is checked before the
     file is made, and the file appears only complete (temp file + rename).
     """
-    from otalib.images import check_app_id, is_esp_image, make_demo_image
+    from otalib.firmware.demo import make_demo_image
+    from otalib.firmware.image import check_app_id, is_esp_image
 
     ver = Version.parse(version)
     check_app_id(app_id)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from otalib.board.flash import Layout, LayoutName, big_layout, layout_from_partitions, named_layout
+from otalib.board.sim.flash import Layout, LayoutName, big_layout, layout_from_partitions, named_layout
 from otalib.cli.common import warn
 from otalib.config import load_config
 from otalib.errors import UsageError
@@ -125,7 +125,7 @@ def board(
     line per message. Runs until SIGINT/SIGTERM; SIGUSR1 resets the device.
     """
     from otalib.board.virtual import VirtualBoard
-    from otalib.images import check_app_id
+    from otalib.firmware.image import check_app_id
     from otalib.keys import DeviceKeys, load_binary_key
     from otalib.mqtt.tls import TlsOptions, parse_pin
 

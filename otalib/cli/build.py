@@ -8,7 +8,7 @@ import click
 
 from otalib.cli.common import echo_json, warn
 from otalib.errors import BuildError
-from otalib.firmware_build import DEMO_HINT, RomFile, check_app_version, check_patch, run_build
+from otalib.firmware.build import DEMO_HINT, RomFile, check_app_version, check_patch, run_build
 
 
 def format_rom(rom: RomFile) -> list[str]:

@@ -90,7 +90,7 @@ def pack_cmd(infile: str, outfile: str, patch: int | None, varint: bool | None, 
 
 def _warn_not_esp_image(path: str, data: bytes, what: str) -> None:
     """Warn (one line) when ``data`` is not an ESP image: a device would write it, rBoot could not boot it."""
-    from otalib.images import is_esp_image
+    from otalib.firmware.image import is_esp_image
 
     if is_esp_image(data):
         return

@@ -9,7 +9,8 @@ import click
 
 from otalib.cli.common import echo_json, warn
 from otalib.errors import UsageError
-from otalib.images import ImageFormat, ImageInfo, elf2image, inspect_file, inspect_image, make_demo_image
+from otalib.firmware.demo import make_demo_image
+from otalib.firmware.image import ImageFormat, ImageInfo, elf2image, inspect_file, inspect_image
 from otalib.keys import back_up
 from otalib.outputs import guard_output, write_output
 

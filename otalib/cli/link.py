@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from otalib.board.link import PROFILES, Fault, LinkProfile, LinkProxy, parse_hostport
 from otalib.errors import UsageError
+from otalib.net.link import PROFILES, Fault, LinkProfile, LinkProxy, parse_hostport
 
 
 def build_fault(

@@ -102,14 +102,14 @@ def flash_cmd(
     verbose: bool,
 ) -> None:
     """Flash a real board with esptool: FILE@ADDR images, or --info, or --read ADDR SIZE -o OUT."""
-    from otalib.board import esp_flash
+    from otalib.firmware import flashing
 
     modes = sum([bool(images), info, read_region is not None])
     if modes != 1:
         raise UsageError("give FILE@ADDR images, or --info, or --read ADDR SIZE -o OUT (exactly one)")
     log = (lambda text: click.echo(text, err=True, nl=False)) if verbose else None
     if info:
-        chip_info = esp_flash.chip_info(port)
+        chip_info = flashing.chip_info(port)
         click.echo(f"chip: {chip_info.description}")
         click.echo(f"mac: {chip_info.mac}")
         if chip_info.features:
@@ -120,13 +120,13 @@ def flash_cmd(
     if read_region is not None:
         if output is None:
             raise UsageError("--read needs -o OUT")
-        address = esp_flash.parse_int(read_region[0], "flash address")
-        size = esp_flash.parse_int(read_region[1], "size")
-        data = esp_flash.read_flash(port, address, size, output, chip=chip, baud=baud, log=log)
+        address = flashing.parse_int(read_region[0], "flash address")
+        size = flashing.parse_int(read_region[1], "size")
+        data = flashing.read_flash(port, address, size, output, chip=chip, baud=baud, log=log)
         click.echo(f"read {len(data)} bytes at 0x{address:x} -> {output}")
         return
-    parsed = [esp_flash.parse_image_spec(spec) for spec in images]
-    esp_flash.flash(port, parsed, chip=chip, baud=baud, verify=not no_verify, log=log)
+    parsed = [flashing.parse_image_spec(spec) for spec in images]
+    flashing.flash(port, parsed, chip=chip, baud=baud, verify=not no_verify, log=log)
     for image in sorted(parsed, key=lambda i: i.address):
         click.echo(f"0x{image.address:06x} {image.path}" + ("" if no_verify else " (verified)"))
 

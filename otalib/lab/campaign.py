@@ -56,10 +56,10 @@ LINK_PROFILES: dict[str, dict[str, float]] = {"unlimited": {"rate_Bps": math.nan
 
 
 def known_links() -> dict[str, dict[str, float]]:
-    """:data:`LINK_PROFILES` and the named profiles of :mod:`otalib.board.link` (lan, wifi, ...)."""
+    """:data:`LINK_PROFILES` and the named profiles of :mod:`otalib.net.link` (lan, wifi, ...)."""
     profiles = dict(LINK_PROFILES)
     try:
-        from otalib.board.link import PROFILES
+        from otalib.net.link import PROFILES
     except ImportError:  # pragma: no cover - the link proxy ships with otalib
         return profiles
     for name, link in PROFILES.items():

@@ -7,7 +7,7 @@ The board is the virtual board by default (a fresh flash per trial, running
 URL (``TrialConfig.board``; it must be running and subscribed, the trial gives ``patch``, and
 the :class:`Bench` holds its key and a real ROM image). The outcome is read from the console exactly as for a real board
 (:class:`~otalib.board.console.OutcomeTracker`); link profiles and faults go through the
-:class:`~otalib.board.link.LinkProxy`.
+:class:`~otalib.net.link.LinkProxy`.
 
 Faults (``TrialConfig.fault``): ``none``, ``cut``, ``stall``, ``corrupt``, ``power-loss``,
 optionally ``@F`` with F the fraction of the payload where it strikes (default 0.5), e.g.
@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from otalib.board.console import OutcomeTracker
-from otalib.board.link import Fault, LinkProfile, LinkProxy
+from otalib.net.link import Fault, LinkProfile, LinkProxy
 from otalib.board.protocol import ConsoleLine
 from otalib.board.serial_board import SerialBoard
 from otalib.broker import Broker, start_broker
 from otalib.errors import LabError, OtaLabError
 from otalib.formats.ota import timestamp_now
 from otalib.formats.version import Version, topic_for
-from otalib.images import make_demo_image
+from otalib.firmware.demo import make_demo_image
 from otalib.keys import DeviceKeys, LabKey
 from otalib.lab.schema import TrialConfig, TrialResult
 from otalib.mqtt.publish import deploy
@@ -398,7 +398,7 @@ class Trial:
 
 
 def _board_update(result: Any) -> str:
-    """``outcome[:error]@patch`` of a virtual board's :class:`~otalib.board.device.UpdateResult`."""
+    """``outcome[:error]@patch`` of a virtual board's :class:`~otalib.board.sim.device.UpdateResult`."""
     error = f":{result.error}" if result.error else ""
     return f"{result.outcome}{error}@{'-' if result.patch is None else result.patch}"
 

@@ -1,11 +1,11 @@
 """The virtual device: rBoot + Sming's OTA-over-MQTT Upgrade sample, free of network I/O.
 
-:class:`Device` boots from a :class:`~otalib.board.flash.FlashImage` as rBoot does,
+:class:`Device` boots from a :class:`~otalib.board.sim.flash.FlashImage` as rBoot does,
 then takes one MQTT message at a time (``on_message_start/data/end``), pushing its
 bytes through the SAME :class:`~otalib.formats.package.PackageParser` and
 :class:`~otalib.formats.ota.OtaDecoder` that ``otalab inspect`` uses, writing the
 firmware to flash as it arrives, and prints what the real device prints through a
-:class:`~otalib.board.sming_console.SmingConsole`.
+:class:`~otalib.board.sim.sming_console.SmingConsole`.
 
 The running firmware's compiled-in facts (app id, version, patch, build timestamp)
 are read from the app marker of the booted slot's image (otalab demo images); an
@@ -18,8 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from otalib.board.flash import SECTOR, FlashImage, SlotWriter
-from otalib.board.sming_console import SmingConsole
+from otalib.board.sim.flash import SECTOR, FlashImage, SlotWriter
+from otalib.board.sim.sming_console import SmingConsole
 from otalib.errors import BoardError, DeviceError, DeviceErrorCode, ImageError, InputError
 from otalib.formats.ota import OtaDecoder, OtaDone, OtaHeader, RomData, RomStart, Verified
 from otalib.formats.package import PackageParser, PatchRead, PayloadData
@@ -546,7 +546,7 @@ class Device:
 
 def _header_ok(head: bytes) -> bool:
     """rBoot's check: an ESP image header (0xE9 v1 with 1..16 segments, or 0xEA v2 as Sming's esptool2 writes)."""
-    from otalib.images import is_esp_image
+    from otalib.firmware.image import is_esp_image
 
     return is_esp_image(head)
 
@@ -561,7 +561,7 @@ def _build_timestamp(marker: dict | None, note: dict) -> int | None:
 
 
 def _read_marker(head: bytes) -> dict | None:
-    from otalib.images import read_app_marker
+    from otalib.firmware.image import read_app_marker
 
     try:
         return read_app_marker(head, search_limit=len(head))
@@ -600,7 +600,7 @@ def _image_length(flash: FlashImage, start: int, limit: int) -> int | None:
 
 def _checksum_bad(flash: FlashImage, slot: int) -> bool:
     """True when the slot's image fails esptool's checksum (SHA-256) check: the chip would crash."""
-    from otalib.images import inspect_image
+    from otalib.firmware.image import inspect_image
 
     start, end = flash.layout.slot_range(slot)
     length = _image_length(flash, start, min(end - start, CHECKSUM_LIMIT))

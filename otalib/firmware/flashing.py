@@ -29,7 +29,7 @@ DEFAULT_BAUD = 460800
 
 
 @dataclass(frozen=True)
-class FlashImage:
+class FlashFile:
     """One file to write at one flash address."""
 
     address: int
@@ -57,18 +57,18 @@ def parse_int(text: str, what: str = "number") -> int:
     return value * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
 
 
-def parse_image_spec(spec: str) -> FlashImage:
-    """``FILE@ADDR`` (e.g. ``rom0.bin@0x8000``) -> FlashImage; UsageError if malformed."""
+def parse_image_spec(spec: str) -> FlashFile:
+    """``FILE@ADDR`` (e.g. ``rom0.bin@0x8000``) -> FlashFile; UsageError if malformed."""
     path, sep, addr = spec.rpartition("@")
     if not sep or not path or not addr:
         raise UsageError(f"bad image {spec!r}: expected FILE@ADDR, e.g. rom0.bin@0x8000")
     address = parse_int(addr, f"flash address in {spec!r}")
     if address % 0x1000:
         raise UsageError(f"bad image {spec!r}: flash address 0x{address:x} is not 4 KB aligned")
-    return FlashImage(address, Path(path))
+    return FlashFile(address, Path(path))
 
 
-def check_images(images: Sequence[FlashImage]) -> None:
+def check_images(images: Sequence[FlashFile]) -> None:
     """Every file exists and is readable, and no two images overlap."""
     if not images:
         raise UsageError("nothing to flash: give at least one FILE@ADDR")
@@ -98,7 +98,7 @@ def base_args(port: str, chip: str = "auto", baud: int = DEFAULT_BAUD, *, after:
             "--after", after]  # fmt: skip
 
 
-def _pairs(images: Sequence[FlashImage]) -> list[str]:
+def _pairs(images: Sequence[FlashFile]) -> list[str]:
     out: list[str] = []
     for image in sorted(images, key=lambda i: i.address):
         out += [f"0x{image.address:x}", str(image.path)]
@@ -107,7 +107,7 @@ def _pairs(images: Sequence[FlashImage]) -> list[str]:
 
 def flash_args(
     port: str,
-    images: Sequence[FlashImage],
+    images: Sequence[FlashFile],
     *,
     chip: str = "auto",
     baud: int = DEFAULT_BAUD,
@@ -123,7 +123,7 @@ def flash_args(
     return args + _pairs(images)
 
 
-def verify_args(port: str, images: Sequence[FlashImage], *, chip: str = "auto", baud: int = DEFAULT_BAUD) -> list[str]:
+def verify_args(port: str, images: Sequence[FlashFile], *, chip: str = "auto", baud: int = DEFAULT_BAUD) -> list[str]:
     """esptool argv reading the flash back and comparing it with ``images``."""
     return [*base_args(port, chip, baud), "verify-flash", "--diff", *_pairs(images)]
 
@@ -157,7 +157,7 @@ def run_esptool(argv: Sequence[str], log: Callable[[str], None] | None = None) -
 
 def flash(
     port: str,
-    images: Sequence[FlashImage],
+    images: Sequence[FlashFile],
     *,
     chip: str = "auto",
     baud: int = DEFAULT_BAUD,

@@ -127,7 +127,7 @@ def layout_from_partitions(data: bytes, *, source: str = "partition table") -> L
     The flash size is the ``spiFlash`` device entry's (else the end of the last partition,
     rounded up to a MiB); the table itself sits 0x6000 below the end, as Sming puts it.
     """
-    from otalib.board.partitions import PartitionType, read_partitions
+    from otalib.firmware.partitions import PartitionType, read_partitions
 
     entries = read_partitions(data, source=source)
     apps = sorted((p for p in entries if p.type is PartitionType.APP), key=lambda p: (p.subtype, p.offset))

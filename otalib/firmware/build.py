@@ -28,7 +28,7 @@ from typing import Any
 
 from otalib import procs
 from otalib.errors import BuildError, ImageError, InputError, UsageError
-from otalib.images import ImageInfo, inspect_image, is_esp_image
+from otalib.firmware.image import ImageInfo, inspect_image, is_esp_image
 
 #: Default slot addresses when the firmware folder has no partition table.
 DEFAULT_ADDRESSES: dict[str, dict[str, int]] = {
@@ -311,7 +311,7 @@ def _chip_of_arch(arch: str) -> str:
 
 def read_partition_table(data: bytes) -> dict[str, int]:
     """{label: offset} of the app partitions in an ESP-IDF/Sming binary partition table."""
-    from otalib.board.partitions import app_partitions
+    from otalib.firmware.partitions import app_partitions
 
     return app_partitions(data)
 

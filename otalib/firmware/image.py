@@ -1,11 +1,10 @@
 """ESP firmware images through esptool's own classes.
 
-Inspect any image (chip, entry, segments, checksum and SHA-256), convert an ELF
-with esptool's ``elf2image`` and synthesise small *valid* demo images that carry
-a readable app id and version, so demos and the virtual board have real images
-without a toolchain.
+Inspect any image (chip, entry, segments, checksum and SHA-256), walk its parts,
+read the otalab app marker, and convert an ELF with esptool's ``elf2image``.
+Demo images are synthesised in :mod:`otalib.firmware.demo`.
 
-The demo marker is a segment placed first, right after the header::
+The app marker of a demo image is a segment placed first, right after the header::
 
     b"OTALAB-APP\\0" + JSON {"app_id": ..., "version": ..., "chip": ...} + b"\\0"
 
@@ -20,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import re
 import struct
 import threading
@@ -38,26 +36,18 @@ ESP_IMAGE_MAGIC = 0xE9
 ESP8266_V2_MAGIC = 0xEA
 #: The "segment count" byte of every v2 image (a format version, not a count).
 ESP8266_V2_SEGMENT = 4
+#: Most segments an ESP image header can count.
+MAX_SEGMENTS = 16
 #: Starts the app marker of otalab demo images.
 APP_MARKER = b"OTALAB-APP\0"
-#: Chips whose demo images otalab can synthesise.
-DEMO_CHIPS = ("esp8266", "esp32")
 
-_CHECKSUM_MAGIC = 0xEF
-_SHA256_LEN = 32
-_MAX_SEGMENTS = 16
+CHECKSUM_MAGIC = 0xEF
+SHA256_LEN = 32
 _MARKER_SEARCH = 0x10000
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
 _APP_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-# Load addresses of the demo segments (harmless RAM regions of each chip).
-_DEMO_LAYOUT = {
-    # chip: (entry, marker address, first padding address, padding address step)
-    "esp8266": (0x40100004, 0x3FFE8000, 0x40100000, 0x10000),
-    "esp32": (0x40080404, 0x3FFB0000, 0x40080000, 0x1000),
-}
-_DEMO_FLASH = {"esp8266": ("4MB", "40m", "dio"), "esp32": ("4MB", "40m", "dio")}
-_FLASH_MODES = {"qio": 0, "qout": 1, "dio": 2, "dout": 3}
+FLASH_MODES = {"qio": 0, "qout": 1, "dio": 2, "dout": 3}
 
 
 class ImageFormat(str, enum.Enum):
@@ -118,7 +108,7 @@ _ESPTOOL_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
-def _esptool_quiet() -> Iterator[list[str]]:
+def esptool_quiet() -> Iterator[list[str]]:
     """Run esptool code without it printing; collect its warnings/errors instead."""
     messages: list[str] = []
     with _ESPTOOL_LOCK:
@@ -167,7 +157,7 @@ def _esptool_quiet() -> Iterator[list[str]]:
             EspLog.instance = previous
 
 
-def _xor_checksum(data: bytes, state: int = _CHECKSUM_MAGIC) -> int:
+def xor_checksum(data: bytes, state: int = CHECKSUM_MAGIC) -> int:
     """The ROM's XOR checksum of ``data`` (same result as ``ESPLoader.checksum``, without a byte loop)."""
     width = len(data)
     if not width:
@@ -180,24 +170,7 @@ def _xor_checksum(data: bytes, state: int = _CHECKSUM_MAGIC) -> int:
     return state ^ value
 
 
-def _fast_checksum_class(base: type) -> type:
-    """``base`` (an esptool image class) whose ``save`` sums segments without a per-byte loop."""
-
-    class _Fast(base):  # type: ignore[misc, valid-type]
-        def save_segment(self, f, segment, checksum=None, segment_name=None):  # type: ignore[no-untyped-def]
-            start = f.tell()
-            super().save_segment(f, segment, None, segment_name)
-            if checksum is None:
-                return None
-            f.seek(start + self.SEG_HEADER_LEN)
-            written = f.read()
-            return _xor_checksum(written, checksum)
-
-    _Fast.__name__ = f"Fast{base.__name__}"
-    return _Fast
-
-
-def _image_class(chip: str) -> type:
+def app_image_class(chip: str) -> type:
     """esptool's application image class for a chip of the ESP32 family."""
     from esptool.targets import CHIP_DEFS
 
@@ -238,7 +211,7 @@ def is_esp_image(data: bytes) -> bool:
     if len(head) < 8:
         return False
     if head[0] == ESP_IMAGE_MAGIC:
-        return 1 <= head[1] <= _MAX_SEGMENTS
+        return 1 <= head[1] <= MAX_SEGMENTS
     if head[0] == ESP8266_V2_MAGIC and head[1] == ESP8266_V2_SEGMENT:
         return len(head) < 12 or head[8:12] == bytes(4)
     return False
@@ -264,9 +237,9 @@ def _load(chip: str, data: bytes) -> tuple[Any, int]:
     stream_len = len(data)
     image = LoadFirmwareImage(chip, data)
     if chip != "esp8266" and image.append_digest:
-        if len(image.stored_digest) < _SHA256_LEN:
+        if len(image.stored_digest) < SHA256_LEN:
             raise ImageError("truncated ESP image: SHA-256 digest missing at the end")
-        length = image.data_length + _SHA256_LEN
+        length = image.data_length + SHA256_LEN
     else:
         length = _parsed_length(image)
     if length > stream_len:
@@ -328,7 +301,7 @@ def inspect_image(data: bytes, chip: str | None = None) -> ImageInfo:
     first_error: Exception | None = None
     for name in candidates:
         try:
-            with _esptool_quiet() as messages:
+            with esptool_quiet() as messages:
                 image, length = _load(name, data)
         except ImageError as exc:
             first_error = first_error or exc
@@ -348,10 +321,10 @@ def inspect_image(data: bytes, chip: str | None = None) -> ImageInfo:
 
 
 def _checksum_of(image: Any) -> int:
-    state = _CHECKSUM_MAGIC
+    state = CHECKSUM_MAGIC
     for seg in image.segments:
         if seg.include_in_checksum:
-            state = _xor_checksum(seg.data, state)
+            state = xor_checksum(seg.data, state)
     return state
 
 
@@ -365,7 +338,7 @@ def _info(chip: str, image: Any, data: bytes, messages: list[str]) -> ImageInfo:
         sha_valid = image.stored_digest == image.calc_digest
         sha_hex = image.stored_digest.hex()
     flash_size = get_key_from_value(image.ROM_LOADER.FLASH_SIZES, image.flash_size_freq & 0xF0)
-    flash_mode = get_key_from_value(_FLASH_MODES, image.flash_mode)
+    flash_mode = get_key_from_value(FLASH_MODES, image.flash_mode)
     app = read_app_info(data) or _idf_app_info(image)
     version = int(getattr(image, "version", 1))
     crc32 = None
@@ -433,7 +406,7 @@ def image_regions(data: bytes, chip: str | None = None) -> list[dict[str, Any]]:
     """
     data = bytes(data)
     info = inspect_image(data, chip)
-    with _esptool_quiet():
+    with esptool_quiet():
         from esptool.bin_image import LoadFirmwareImage
 
         image = LoadFirmwareImage(info.chip, data[: info.size])
@@ -462,7 +435,7 @@ def image_regions(data: bytes, chip: str | None = None) -> list[dict[str, Any]]:
     if info.crc32 is not None:
         add(end, 4, "crc32", "esptool's CRC32 of the image (esptool2 writes none)")
     if info.sha256 is not None:
-        add(info.size - _SHA256_LEN, _SHA256_LEN, "sha256", "SHA-256 of the image before it")
+        add(info.size - SHA256_LEN, SHA256_LEN, "sha256", "SHA-256 of the image before it")
     return regions
 
 
@@ -533,9 +506,6 @@ def read_app_marker(data: bytes, search_limit: int = _MARKER_SEARCH) -> dict[str
     return record
 
 
-# --------------------------------------------------------------------------- demo images
-
-
 def check_version(version: str) -> str:
     """``version`` if it is ``MAJOR.MINOR.PATCH`` (digits), else :class:`UsageError`."""
     if not isinstance(version, str) or not _VERSION_RE.match(version):
@@ -548,88 +518,6 @@ def check_app_id(app_id: str) -> str:
     if not isinstance(app_id, str) or not _APP_ID_RE.match(app_id):
         raise UsageError(f"bad app id {app_id!r}: use 1..64 letters, digits, '_', '.', '-'")
     return app_id
-
-
-def _pseudo_random(seed: int, size: int) -> bytes:
-    return random.Random(seed).randbytes(size) if size > 0 else b""
-
-
-def _padding_chunks(total: int, max_segments: int) -> list[int]:
-    """Split ``total`` bytes (a multiple of 4) into at most ``max_segments`` 4-aligned chunks."""
-    if total <= 0:
-        return []
-    chunk = max(0x10000, -(-total // max_segments))
-    chunk += -chunk % 4
-    sizes = []
-    while total > 0:
-        sizes.append(min(chunk, total))
-        total -= sizes[-1]
-    return sizes
-
-
-def _header_overhead(chip: str, segments: int) -> int:
-    return (24 if chip != "esp8266" else 8) + 8 * segments + 16 + (_SHA256_LEN if chip != "esp8266" else 0)
-
-
-def make_demo_image(
-    chip: str,
-    app_id: str,
-    version: str,
-    size: int | None = None,
-    seed: int = 0,
-    *,
-    build_timestamp: int | None = None,
-    patch: int | None = None,
-) -> bytes:
-    """A valid ESP image (built by esptool's classes) that carries an app marker.
-
-    ``chip`` is ``esp8266`` (v1 image) or ``esp32`` (with appended SHA-256).
-    ``size`` pads the image with deterministic pseudo-random data (from
-    ``seed``) so it is about that many bytes (never smaller than the minimum).
-    ``build_timestamp`` (ms since 1900, e.g. ``otalib.formats.ota.timestamp_now()``) and
-    ``patch`` are carried in the marker when given, as real firmware has them compiled in
-    (left out by default, so demo images stay reproducible).
-    """
-    chip = normalise_chip(chip)
-    if chip not in DEMO_CHIPS:
-        raise UsageError(f"demo images exist for {' and '.join(DEMO_CHIPS)}, not {chip}")
-    check_app_id(app_id)
-    check_version(version)
-    if size is not None and (not isinstance(size, int) or size < 0 or size > 64 * 1024 * 1024):
-        raise UsageError(f"bad image size {size!r}: expected 0..64 MiB")
-    from esptool.bin_image import ELFSection, ESP8266ROMFirmwareImage
-
-    entry, marker_addr, pad_addr, pad_step = _DEMO_LAYOUT[chip]
-    marker = app_marker(app_id, version, chip, build_timestamp, patch)
-    segments_data: list[tuple[int, bytes]] = [(marker_addr, marker)]
-    target = size or 0
-    chunks = _padding_chunks(max(target - _header_overhead(chip, 2) - len(marker), 16) // 4 * 4, _MAX_SEGMENTS - 1)
-    body = target - _header_overhead(chip, 1 + len(chunks)) - len(marker)
-    chunks = _padding_chunks(max(body, 16) // 4 * 4, _MAX_SEGMENTS - 1)
-    padding = _pseudo_random(seed, sum(chunks))
-    offset = 0
-    for index, chunk in enumerate(chunks):
-        segments_data.append((pad_addr + index * pad_step, padding[offset : offset + chunk]))
-        offset += chunk
-
-    flash_size, flash_freq, flash_mode = _DEMO_FLASH[chip]
-    with _esptool_quiet():
-        if chip == "esp8266":
-            image = _fast_checksum_class(ESP8266ROMFirmwareImage)()
-        else:
-            image = _fast_checksum_class(_image_class(chip))()
-            image.append_digest = True
-        image.entrypoint = entry
-        image.flash_mode = _FLASH_MODES[flash_mode]
-        image.flash_size_freq = image.ROM_LOADER.parse_flash_size_arg(flash_size)
-        image.flash_size_freq += image.ROM_LOADER.parse_flash_freq_arg(flash_freq)
-        image.segments = [
-            ELFSection(b".otalab.app" if i == 0 else b".otalab.pad%d" % i, addr, data, flags=0)
-            for i, (addr, data) in enumerate(segments_data)
-        ]
-        image.verify()
-        saved = image.save(None)
-    return saved[1] if isinstance(saved, tuple) else saved
 
 
 # --------------------------------------------------------------------------- elf2image
@@ -657,14 +545,14 @@ def elf2image(
     chip = normalise_chip(chip)
     if chip == "esp8266" and version not in (1, 2):
         raise UsageError(f"bad ESP8266 image version {version!r}: expected 1 or 2")
-    if flash_mode not in _FLASH_MODES:
-        raise UsageError(f"bad flash mode {flash_mode!r}: expected one of {', '.join(_FLASH_MODES)}")
+    if flash_mode not in FLASH_MODES:
+        raise UsageError(f"bad flash mode {flash_mode!r}: expected one of {', '.join(FLASH_MODES)}")
     elf = read_input(elf_path, "ELF file")
     if elf[:4] != b"\x7fELF":
         raise ImageError(f"not an ELF file: {elf_path}")
     out = Path(output)
     try:
-        with _esptool_quiet():
+        with esptool_quiet():
             result = esptool_elf2image(
                 elf,
                 chip,
@@ -682,7 +570,7 @@ def elf2image(
         if irom:
             from esptool.targets import ESP8266ROM
 
-            with _esptool_quiet():
+            with esptool_quiet():
                 from esptool.bin_image import ELFFile
 
                 sections = ELFFile(elf).sections

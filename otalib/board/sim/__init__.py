@@ -1,0 +1,7 @@
+"""The simulated device: a pure model of a Sming board, no sockets and no threads.
+
+:mod:`.flash` (the board's flash chip as a file: layout, sectors, slot writer),
+:mod:`.device` (rBoot and the OTA application: boot, update, rollback over that flash),
+:mod:`.sming_console` (the device's console lines, rendered as Sming prints them).
+:mod:`otalib.board.virtual` runs this model behind MQTT and a serial-like console.
+"""
