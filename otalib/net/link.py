@@ -613,9 +613,11 @@ class LinkProxy:
             if conn.closed:
                 return
             writer.write(piece)
-            await writer.drain()
             view = view[len(piece) :]
+            # counted when handed to the socket, before the drain: a peer that already read these
+            # bytes never sees counters (bytes, first/last payload byte times) that lack them
             self._count(conn, direction, len(piece))
+            await writer.drain()
 
     def _count(self, conn: _Conn, direction: str, n: int) -> None:
         now = time.monotonic()
