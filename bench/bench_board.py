@@ -34,7 +34,8 @@ from otalib.board.virtual import VirtualBoard, VirtualBoardProcess
 from otalib.broker import find_mosquitto, start_broker
 from otalib.keys import DeviceKeys
 from otalib.mqtt.publish import deploy
-from otalib.net.link import MqttFrameTracker, mqtt_level_of_connect
+from otalib.mqtt.wire import connect_level
+from otalib.net.link import MqttFrameTracker
 
 MB = 1024 * 1024
 
@@ -69,7 +70,7 @@ class PublishClock:
                     now = time.time()
                     if len(head) < 64:
                         head += data[:64]
-                        tracker.level = mqtt_level_of_connect(head) or tracker.level
+                        tracker.level = connect_level(head) or tracker.level
                     tracker.feed(data)
                     if tracker.publishes:
                         stamped = True

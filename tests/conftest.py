@@ -1,4 +1,5 @@
-"""Shared test set-up: fixture paths, the opt-in hardware marker, a private TMPDIR per test process."""
+"""Shared test set-up: fixture paths, the opt-in hardware marker, a private TMPDIR per test process,
+a Mosquitto broker per test module."""
 
 from __future__ import annotations
 
@@ -51,6 +52,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "hardware" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """A Mosquitto broker of the test module's own (a free port: safe beside other xdist workers)."""
+    from otalib.broker import start_broker
+
+    with start_broker("mosquitto") as running:
+        yield running
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from otalib.errors import LabError
 from otalib.lab import store
 from otalib.lab.campaign import run_campaign
 from otalib.lab.charts import (
-    TIMELINE_PHASES,
     plot_failure_rates,
     plot_phase_breakdown,
     plot_time_cdf,
@@ -30,7 +29,7 @@ from otalib.lab.charts import (
     plot_timeline,
 )
 from otalib.lab.report import summarize, write_report
-from otalib.lab.schema import TrialConfig, validate_frame
+from otalib.lab.schema import TIMELINE_PHASES, TrialConfig, validate_frame
 from otalib.lab.stats import fit_throughput, phase_durations, wilson_interval
 
 

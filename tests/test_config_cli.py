@@ -8,17 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from otalib.broker import start_broker
-
 VECTORS = Path(__file__).parent / "vectors"
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with start_broker("mosquitto") as running:
-        yield running
 
 
 def otalab(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

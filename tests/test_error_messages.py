@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from deploy_helpers import retained
 
-from otalib.broker import start_broker
 from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import Rom, build_ota
 from otalib.formats.package import pack
@@ -65,12 +64,6 @@ def one_warning(result: subprocess.CompletedProcess[str], *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with start_broker("mosquitto") as running:
-        yield running
 
 
 @pytest.fixture

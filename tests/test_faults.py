@@ -33,7 +33,7 @@ from board_helpers import KEY, T_RUNNING, firmware, make_flash, signed_package
 from otalib.board.serial_board import SerialBoard
 from otalib.board.sim.flash import SECTOR
 from otalib.board.virtual import VirtualBoard, VirtualBoardProcess
-from otalib.broker import find_mosquitto, start_broker
+from otalib.broker import find_mosquitto
 from otalib.formats.package import pack
 from otalib.keys import DeviceKeys
 from otalib.mqtt.publish import deploy
@@ -44,12 +44,6 @@ IMAGE_SIZE = 160_000
 _apps = itertools.count()
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with start_broker("mosquitto") as b:
-        yield b
 
 
 def new_image(app: str, size: int = IMAGE_SIZE) -> bytes:

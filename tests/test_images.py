@@ -151,6 +151,8 @@ def test_read_app_info_without_marker() -> None:
     assert read_app_info(bytes(4096)) is None
     assert read_app_info(APP_MARKER + b"{not json}\0") is None
     assert read_app_info(APP_MARKER + b'{"app_id": 1, "version": "1.0.0"}\0') is None
+    assert read_app_info(APP_MARKER + b"\xff\xfe\0") is None  # not UTF-8
+    assert read_app_info(APP_MARKER + b"[" * 20_000 + b"\0") is None  # nested past the recursion limit
 
 
 # --------------------------------------------------------------------------- elf2image

@@ -18,7 +18,8 @@ import pytest
 from broker_helpers import Probe, mosquitto_broker  # noqa: F401
 
 from otalib.errors import UsageError
-from otalib.net.link import PROFILES, Fault, LinkProfile, LinkProxy, MqttFrameTracker, parse_hostport
+from otalib.net.address import parse_hostport
+from otalib.net.link import PROFILES, Fault, LinkProfile, LinkProxy, MqttFrameTracker
 
 WAIT = 10.0
 DATA = bytes(range(256)) * 800  # 204,800 bytes

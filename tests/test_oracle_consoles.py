@@ -22,12 +22,13 @@ from board_helpers import make_flash
 from otalib.board.console import ConsoleParser, OutcomeTracker
 from otalib.board.protocol import ConsoleLine
 from otalib.board.virtual import VirtualBoard
-from otalib.broker import find_mosquitto, start_broker
+from otalib.broker import find_mosquitto
 from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import Rom, build_ota
 from otalib.formats.package import pack
 from otalib.keys import DeviceKeys, LabKey
 from otalib.mqtt.publish import deploy
+from otalib.mqtt.wire import encode_varint
 
 pytestmark = [
     pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed"),
@@ -188,25 +189,10 @@ def tracker_outcome(boot: list[ConsoleLine]) -> str | None:
 # -- rendering on the virtual board --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def broker():
-    with start_broker("mosquitto") as b:
-        yield b
-
-
 def publish_length(payload: int) -> int:
     """Bytes of the QoS 0 PUBLISH (fixed header, topic, payload) the device receives."""
     remaining = 2 + len(TOPIC) + payload
-    return 1 + len(pack_varint(remaining)) + remaining
-
-
-def pack_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, byte = n >> 7, n & 0x7F
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    return 1 + len(encode_varint(remaining)) + remaining
 
 
 def render(case: Case, broker, tmp_path: Path) -> list[ConsoleLine]:

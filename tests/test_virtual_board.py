@@ -24,12 +24,6 @@ _apps = itertools.count()
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
 
 
-@pytest.fixture(scope="module")
-def broker():
-    with start_broker("mosquitto") as b:
-        yield b
-
-
 class Rig:
     """A board on a fresh flash with its own app id (retained messages never collide), and a monitor."""
 

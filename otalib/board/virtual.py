@@ -42,9 +42,11 @@ from otalib.board.sim.sming_console import SmingConsole
 from otalib.errors import BoardError, UsageError
 from otalib.formats.version import DeviceProfile, Version
 from otalib.keys import DeviceKeys
+from otalib.mqtt import paho_compat
 from otalib.mqtt.streaming import ESP_TCP_MSS, StreamingClient
 from otalib.mqtt.tls import TlsOptions, make_ssl_context
 from otalib.mqtt.url import MqttUrl, parse_url
+from otalib.net.address import parse_hostport
 
 #: The client id of Sming's Upgrade sample.
 CLIENT_ID = "sming"
@@ -54,10 +56,7 @@ def parse_link(link: str | tuple[str, int] | None) -> tuple[str, int] | None:
     """``"HOST:PORT"`` -> ``(host, port)``."""
     if link is None or isinstance(link, tuple):
         return link
-    host, sep, port = link.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"bad --link {link!r}: expected HOST:PORT")
-    return host.strip("[]"), int(port)
+    return parse_hostport(link, default_host=None, port_zero=False, what="--link")
 
 
 class _PtyConsole:
@@ -118,7 +117,6 @@ class _DeviceSink:
         self.board = board
 
     def message_start(self, topic: str, length: int, retain: bool, qos: int) -> None:
-        self.board._t_message = time.time()
         self.board.device.on_message_start(length)
 
     def message_data(self, chunk: bytes) -> None:
@@ -226,7 +224,6 @@ class VirtualBoard:
         self._client: StreamingClient | None = None
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
-        self._t_message: float | None = None
         self._version: str | None = None
 
     # -- console --
@@ -338,7 +335,7 @@ class VirtualBoard:
     def _update_done(self, result: UpdateResult) -> None:
         self.updates.append(result)
         if self.on_update is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # an observer's error must not stop the device
                 self.on_update(result)
         if result.restart:
             self._commands.put("restart_pending")
@@ -401,16 +398,16 @@ class VirtualBoard:
         client, self._client = self._client, None
         if client is None:
             return
-        client._thread_terminate = True
-        client._reconnect_on_failure = False
-        sock = client._sock
+        paho_compat.end_network_loop(client)
+        paho_compat.stop_reconnecting(client)
+        sock = paho_compat.socket_of(client)
         if sock is not None:
             with contextlib.suppress(OSError, ValueError, TypeError):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # teardown: a power cut must complete whatever paho's state
             client.loop_stop()
-        with contextlib.suppress(Exception):
-            client._sock_close()
+        with contextlib.suppress(Exception):  # teardown: as above
+            paho_compat.close_socket(client)
         if client.abort_stream() is False and self.device.state == "receiving":
             self._update_done(self.device.on_message_abort())
         self.connected.clear()

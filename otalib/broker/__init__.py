@@ -6,6 +6,7 @@
 ``backend="auto"`` picks Mosquitto whenever :func:`find_mosquitto` finds it (set
 ``OTALAB_MOSQUITTO=none`` to pretend it is missing) and the embedded amqtt broker
 otherwise. Every broker listens on 127.0.0.1 and an ephemeral port by default.
+:mod:`.base` (the interface, users, TLS material), :mod:`.mosquitto`, :mod:`.embedded` (amqtt).
 """
 
 from __future__ import annotations

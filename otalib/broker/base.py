@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -285,15 +284,8 @@ class Broker:
     def __del__(self) -> None:
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a finaliser never raises
                 proc.kill()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.backend} {self.version} {self.url}>"
-
-
-def require_file(path: Path | None, what: str) -> Path:
-    """``path`` if it exists, else a :class:`BrokerError`."""
-    if path is None or not os.path.exists(path):
-        raise BrokerError(f"{what} not found: {path}")
-    return path

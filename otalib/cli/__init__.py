@@ -37,7 +37,6 @@ COMMANDS: dict[str, str] = {
     "report": "lab",
     "demo": "demo",
 }
-AREAS = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 class OtalabGroup(click.Group):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -50,8 +49,3 @@ def echo_json(data: Any) -> None:
 def warn(message: str) -> None:
     """One warning line on stderr."""
     click.echo(f"otalab: warning: {message}", err=True)
-
-
-def is_tty() -> bool:
-    """True when stderr is a terminal (progress bars)."""
-    return sys.stderr.isatty()

@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from otalib.errors import UsageError
-from otalib.net.link import PROFILES, Fault, LinkProfile, LinkProxy, parse_hostport
+from otalib.net.address import parse_hostport
+from otalib.net.link import PROFILES, Fault, LinkProfile, LinkProxy
 
 
 def build_fault(
@@ -96,10 +97,8 @@ def link_cmd(
 
     Offsets count bytes from the broker to the board; the board connects to the printed address.
     """
-    up_host, up_port = parse_hostport(upstream)
-    if up_port == 0:
-        raise UsageError(f"bad --upstream {upstream!r}: a port is needed")
-    listen_host, listen_port = parse_hostport(listen)
+    up_host, up_port = parse_hostport(upstream, port_zero=False, what="--upstream")
+    listen_host, listen_port = parse_hostport(listen, what="--listen")
     fault = build_fault(cut_after, corrupt_at, stall_at, stall_for, within, every)
     link_profile = build_profile(profile, rate, latency_ms)
     stop = threading.Event()

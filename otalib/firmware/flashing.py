@@ -223,20 +223,21 @@ def chip_info(port: str, baud: int = 115200) -> ChipInfo:
                 features=tuple(esp.get_chip_features()),
                 crystal_mhz=_try(esp.get_crystal_freq),
             )
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # best effort, as the comment says
                 esp.run_stub()  # flash id needs the stub on some chips; best effort
             flash_size = _try(lambda: cmds.detect_flash_size(esp))
             cmds.reset_chip(esp, "hard-reset")
         return ChipInfo(**{**info.__dict__, "flash_size": flash_size})
-    except Exception as exc:
+    except Exception as exc:  # esptool.FatalError, serial.SerialException, OSError, struct.error ...
         raise BoardError(f"cannot read chip info on {port}: {_one_line(exc)}") from None
     finally:
         if esp is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # teardown: the port may already be gone
                 esp._port.close()
 
 
 def _try(fn: Callable):
+    """``fn()``, or None when the chip cannot tell (optional details: any esptool failure means unknown)."""
     try:
         return fn()
     except Exception:

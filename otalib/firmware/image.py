@@ -382,7 +382,7 @@ def _idf_app_info(image: Any) -> tuple[str, str] | None:
         if "DROM" in seg.get_memory_type(image):
             try:
                 desc = _parse_app_info(seg.data)
-            except Exception:
+            except (struct.error, ValueError):  # a DROM segment too short, or not text where text belongs
                 return None
             if desc:
                 return str(desc["project_name"]), str(desc["version"])
@@ -496,7 +496,7 @@ def read_app_marker(data: bytes, search_limit: int = _MARKER_SEARCH) -> dict[str
         return None
     try:
         record = json.loads(window[body_start:end].decode())
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep: no marker
         return None
     if not isinstance(record, dict):
         return None

@@ -1,8 +1,11 @@
 """The lab: trials, campaigns (grid × repeats), tidy trial data, charts and reports.
 
-Submodules: :mod:`schema` (the row of one trial), :mod:`campaign` (grid and
-runner), :mod:`store` (run directory on disk), :mod:`metadata`, :mod:`stats`,
-:mod:`charts` (``DataFrame -> Axes``) and :mod:`report`. Names are imported
+Submodules: :mod:`schema` (the row of one trial), :mod:`trial` (one trial end to end
+on a shared bench), :mod:`campaign` (grid and runner), :mod:`store` (run directory on
+disk), :mod:`metadata` (the run's snapshot), :mod:`stats`, :mod:`charts`
+(``DataFrame -> Axes``), :mod:`report`, and for notebooks :mod:`session` (a broker, a
+board and its console), :mod:`console_view` (console lines as a DataFrame) and
+:mod:`security` (try an action, record whether it was refused). Names are imported
 lazily, so ``import otalib.lab.schema`` does not load matplotlib.
 """
 

@@ -15,22 +15,11 @@ import pandas as pd
 from matplotlib.ticker import EngFormatter
 
 from otalib.errors import LabError
-from otalib.lab.schema import MODES
-from otalib.lab.stats import failed, fit_throughput, time_to_new_version, wilson_interval
+from otalib.lab.schema import MODES, TIMELINE_PHASES
+from otalib.lab.stats import failed, fit_throughput, phase_durations, time_to_new_version, wilson_interval
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-
-#: The phases of :func:`plot_timeline`: label, start column (None = trial start), end column.
-TIMELINE_PHASES: tuple[tuple[str, str | None, str], ...] = (
-    ("build", None, "t_build"),
-    ("publish", "t_publish_start", "t_pubcomp"),
-    ("transfer", "t_first_byte", "t_last_byte"),
-    ("verify", "t_last_byte", "t_verified"),
-    ("switch", "t_verified", "t_switched"),
-    ("restart", "t_switched", "t_new_version"),  # the device waits 1 s, reboots, reports its version
-)
-
 
 def format_rate(rate_Bps: float) -> str:
     """A throughput for people: ``118 kB/s``; ``n/a`` when unknown."""
@@ -255,7 +244,6 @@ def plot_time_cdf(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
 
 __all__ = [
-    "TIMELINE_PHASES",
     "failure_table",
     "format_rate",
     "format_size",
@@ -268,8 +256,6 @@ __all__ = [
 
 def plot_phase_breakdown(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[str, ...] = ("mode", "link")) -> Axes:
     """Where the time goes: mean seconds per phase, stacked, per group of updated trials."""
-    from otalib.lab.stats import phase_durations
-
     ax = _axes(ax)
     done = df[df["outcome"] == "updated"]
     if done.empty:

@@ -42,6 +42,18 @@ PHASES = (
     "t_end",
 )
 
+#: The phases of a trial's timeline (charts' ``plot_timeline``, stats' ``phase_durations``):
+#: label, start column (None = trial start), end column.
+TIMELINE_PHASES: tuple[tuple[str, str | None, str], ...] = (
+    ("build", None, "t_build"),
+    ("publish", "t_publish_start", "t_pubcomp"),
+    ("transfer", "t_first_byte", "t_last_byte"),
+    ("verify", "t_last_byte", "t_verified"),
+    ("switch", "t_verified", "t_switched"),
+    ("restart", "t_switched", "t_new_version"),  # the device waits 1 s, reboots, reports its version
+)
+
+
 #: Configuration columns (the parameters of a trial), name -> pandas dtype.
 CONFIG_COLUMNS: dict[str, str] = {
     "campaign": "str",

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from otalib.errors import LabError
+from otalib.lab.schema import TIMELINE_PHASES
 
 #: z for a two-sided 95% interval.
 Z95 = 1.959964
@@ -64,15 +65,11 @@ def failed(df: pd.DataFrame) -> pd.Series:
 
 
 def phase_durations(df):
-    """Seconds spent in each phase of :data:`otalib.lab.charts.TIMELINE_PHASES`, one row per trial.
+    """Seconds spent in each phase of :data:`otalib.lab.schema.TIMELINE_PHASES`, one row per trial.
 
     Missing phases (e.g. ``verify`` in standard mode) count as 0; the trial
     columns ``mode``, ``link``, ``size`` and ``outcome`` are kept for grouping.
     """
-    import pandas as pd
-
-    from otalib.lab.charts import TIMELINE_PHASES
-
     out = pd.DataFrame(index=df.index)
     for label, start, end in TIMELINE_PHASES:
         begin = 0.0 if start is None else df[start]

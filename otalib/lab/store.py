@@ -85,7 +85,7 @@ def _read_table(path: Path) -> pa.Table:
         return pq.read_table(io.BytesIO(read_input(path, "trial data")))
     except InputError as exc:
         raise LabError(str(exc)) from None
-    except Exception as exc:  # pyarrow raises several types for a damaged file
+    except (pa.ArrowException, OSError, ValueError) as exc:  # what pyarrow raises for a damaged file
         raise LabError(f"cannot read trial data {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
 
 

@@ -134,7 +134,7 @@ class Bench:
     def close(self) -> None:
         """Stop the brokers and remove the work folder if the bench made it."""
         for broker in self._brokers.values():
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # teardown: stop every broker even if one fails
                 broker.stop()
         self._brokers.clear()
         if self._own_dir:

@@ -1,6 +1,10 @@
-"""MQTT client side: deploy URLs, TLS (CA, client certificates, pins), connect and publish.
+"""MQTT client side.
 
-The connect function lives in :mod:`otalib.mqtt.connect` (``from otalib.mqtt.connect import connect``).
+:mod:`.url` (deploy URLs), :mod:`.tls` (CA, client certificates, pins), :mod:`.connect`
+(connect with fallbacks; ``from otalib.mqtt.connect import connect``), :mod:`.publish`
+(deploy a package), :mod:`.streaming` (a paho client that streams PUBLISH payloads, for the
+virtual board), :mod:`.wire` (the MQTT framing otalab parses itself), :mod:`.paho_compat`
+(every paho internal otalab touches: re-check it at each paho upgrade).
 """
 
 from __future__ import annotations

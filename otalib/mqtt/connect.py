@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from otalib.errors import BrokerError, UsageError
+from otalib.mqtt import paho_compat
 from otalib.mqtt.tls import PinMismatchError, TlsOptions, make_ssl_context
 from otalib.mqtt.url import MqttUrl
 
@@ -59,7 +60,7 @@ class OtaClient(mqtt.Client):
     """paho client that counts bytes written, keeps the last socket error and reports PUBREC.
 
     The hooks override paho 2.x internals (``_sock_send``, ``_sock_recv``,
-    ``_handle_pubrec``): paho has no public PUBREC callback.
+    ``_handle_pubrec``; see :mod:`otalib.mqtt.paho_compat`): paho has no public PUBREC callback.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -95,21 +96,12 @@ class OtaClient(mqtt.Client):
     def _handle_pubrec(self) -> mqtt.MQTTErrorCode:
         hook = self.otalab_on_pubrec
         if hook is not None:
-            mid, reason = _decode_pubrec(self)
+            mid, reason = paho_compat.decode_pubrec(self)
             hook(mid, reason)
             if reason >= 0x80:
                 # The broker refused the message: the exchange ends here (no PUBREL, MQTT v5 4.3.3).
                 return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._handle_pubrec()
-
-
-def _decode_pubrec(client: mqtt.Client) -> tuple[int, int]:
-    from paho.mqtt import _packet
-
-    packet = client._in_packet
-    result = _packet.decode_pubrec(packet["command"], packet["packet"], client._protocol)
-    reason = getattr(result.reason, "value", 0) or 0
-    return result.mid, int(reason)
 
 
 class ConnectedClient:
@@ -148,22 +140,22 @@ class ConnectedClient:
             return
         self._closed = True
         client = self.client
-        client._reconnect_on_failure = False
+        paho_compat.stop_reconnecting(client)
         if not abort:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # teardown: a broken connection must not stop the close
                 client.disconnect()
-        client._thread_terminate = True
-        thread = client._thread
+        paho_compat.end_network_loop(client)
+        thread = paho_compat.network_thread(client)
         if thread is not None and not abort:
             thread.join(timeout)
         if thread is None or thread.is_alive() or abort:
-            _shutdown(client._sock)
+            _shutdown(paho_compat.socket_of(client))
             if thread is not None:
                 thread.join(timeout)
-        with contextlib.suppress(Exception):
-            client._sock_close()
-        with contextlib.suppress(Exception):
-            client._reset_sockets()
+        with contextlib.suppress(Exception):  # teardown: whatever state paho is in, finish closing
+            paho_compat.close_socket(client)
+        with contextlib.suppress(Exception):  # teardown: as above
+            paho_compat.reset_sockets(client)
 
     def __enter__(self) -> ConnectedClient:
         return self
@@ -247,7 +239,7 @@ def _connect_once(opts: ConnectOptions, protocol: int, last: bool) -> ConnectedC
         raise BrokerError(f"{where}: timed out connecting after {opts.timeout:g} s") from None
     except OSError as exc:
         raise BrokerError(f"cannot connect to {where}: {exc.strerror or exc}") from None
-    connected.tls_handshake_s = getattr(client._sock, "otalab_handshake_s", None)
+    connected.tls_handshake_s = getattr(paho_compat.socket_of(client), "otalab_handshake_s", None)
     client.loop_start()
     ok = False
     try:

@@ -5,7 +5,7 @@ paho reads a packet's body in ``Client._packet_read`` with
 ``_handle_publish``, which decodes the complete packet and hands one ``bytes`` payload to
 ``on_message``: a 16 MB firmware would sit in memory (twice). :class:`StreamingClient`
 keeps paho for everything else (connect, TLS, auth, subscribe, keepalive, reconnect) and
-changes two hooks:
+changes two hooks (paho internals, listed in :mod:`otalib.mqtt.paho_compat`):
 
 - ``_sock_recv``: when the body of a PUBLISH starts, the ``packet`` buffer is replaced by a
   :class:`_PublishStream` whose ``+=`` parses the variable header (topic, packet id,
@@ -26,13 +26,21 @@ from collections.abc import Callable
 from typing import Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.client import MQTTMessage
+
+from otalib.mqtt import paho_compat
+from otalib.mqtt.wire import (
+    MalformedPacket,
+    PacketType,
+    packet_type,
+    parse_publish_header,
+    publish_qos,
+    publish_retain,
+)
 
 #: Most bytes read from the socket at once (bounds the memory of one read).
 RECV_CHUNK = 64 * 1024
 #: TCP maximum segment size of an ESP8266's lwIP (the Host emulator's recordings show 1390).
 ESP_TCP_MSS = 1460
-_PUBLISH = 0x30
 
 
 class MessageSink(Protocol):
@@ -52,8 +60,8 @@ class _PublishStream:
 
     def __init__(self, client: StreamingClient, command: int, remaining: int) -> None:
         self.client = client
-        self.qos = (command >> 1) & 0x03
-        self.retain = bool(command & 0x01)
+        self.qos = publish_qos(command)
+        self.retain = publish_retain(command)
         self.remaining = remaining
         self.consumed = 0
         self.header = bytearray()
@@ -91,33 +99,17 @@ class _PublishStream:
         return self.consumed
 
     def _parse_header(self) -> bool:
-        buf = self.header
-        if len(buf) < 2:
+        try:
+            header = parse_publish_header(
+                self.header, self.qos, mqtt5=paho_compat.protocol(self.client) == mqtt.MQTTv5, remaining=self.remaining
+            )
+        except MalformedPacket:
+            return False  # never starts: the packet ends as a protocol error
+        if header is None:
             return False
-        topic_len = int.from_bytes(buf[:2], "big")
-        pos = 2 + topic_len
-        if self.qos:
-            pos += 2
-        if len(buf) < pos:
-            return False
-        if self.client._protocol == mqtt.MQTTv5:
-            length, shift, used = 0, 0, 0
-            while True:
-                if len(buf) < pos + used + 1:
-                    return False
-                byte = buf[pos + used]
-                length |= (byte & 0x7F) << shift
-                used += 1
-                shift += 7
-                if not byte & 0x80:
-                    break
-            pos += used + length
-            if len(buf) < pos:
-                return False
-        self.topic = bytes(buf[2 : 2 + topic_len]).decode("utf-8", errors="replace")
-        if self.qos:
-            self.mid = int.from_bytes(buf[2 + topic_len : 4 + topic_len], "big")
-        self.header_len = pos
+        self.topic = header.topic.decode("utf-8", errors="replace")
+        self.mid = header.packet_id or 0
+        self.header_len = header.size
         return True
 
 
@@ -146,12 +138,12 @@ class StreamingClient(mqtt.Client):
         self._segment = 0  # bytes of the current segment read so far
 
     def _sock_recv(self, bufsize: int) -> bytes:
-        packet = self._in_packet
+        packet = paho_compat.in_packet(self)
         if packet["command"] == 0:  # a new packet: a new segment
             self._segment = 0
         if (
             packet["have_remaining"]
-            and (packet["command"] & 0xF0) == _PUBLISH
+            and packet_type(packet["command"]) == PacketType.PUBLISH
             and not isinstance(packet["packet"], _PublishStream)
         ):
             self._stream = _PublishStream(self, packet["command"], packet["remaining_length"])
@@ -177,7 +169,7 @@ class StreamingClient(mqtt.Client):
         return rc
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
-        stream = self._in_packet["packet"]
+        stream = paho_compat.in_packet(self)["packet"]
         if not isinstance(stream, _PublishStream):
             return super()._handle_publish()
         self._stream = None
@@ -185,15 +177,9 @@ class StreamingClient(mqtt.Client):
             return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
         self.stream_sink.message_end()
         if stream.qos == 1:
-            return self._send_puback(stream.mid)
+            return paho_compat.send_puback(self, stream.mid)
         if stream.qos == 2:
-            rc = self._send_pubrec(stream.mid)
-            message = MQTTMessage(mid=stream.mid, topic=stream.topic.encode())
-            message.qos = 2
-            message.state = mqtt.mqtt_ms_wait_for_pubrel
-            with self._in_message_mutex:
-                self._in_messages[stream.mid] = message
-            return rc
+            return paho_compat.send_pubrec(self, stream.mid, stream.topic.encode())
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def abort_stream(self) -> bool:

@@ -16,8 +16,6 @@ from pathlib import Path
 
 from otalib.errors import BrokerError, InputError, UsageError
 
-PIN_KINDS = ("sha1", "sha256", "spki")
-
 
 class PinMismatchError(BrokerError):
     """The server's certificate matches none of the pinned fingerprints."""

@@ -48,6 +48,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from otalib.errors import BoardError, UsageError
+from otalib.mqtt.wire import (
+    MQTT5_LEVEL,
+    MalformedPacket,
+    PacketType,
+    connect_level,
+    parse_fixed_header,
+    parse_publish_header,
+    publish_qos,
+)
 
 FaultKind = Literal["none", "cut", "stall", "corrupt"]
 FAULT_KINDS: tuple[str, ...] = ("none", "cut", "stall", "corrupt")
@@ -110,64 +119,42 @@ class Fault:
             raise UsageError(f"bad corruption mask {self.xor!r}: 1..255")
 
 
-def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``HOST:PORT`` (or ``PORT``) as a (host, port) pair."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = default_host, text
-    host = host.strip("[]") or default_host
-    try:
-        number = int(port)
-    except ValueError:
-        raise UsageError(f"bad address {text!r}: HOST:PORT expected") from None
-    if not 0 <= number <= 65535:
-        raise UsageError(f"bad port in {text!r}: 0..65535")
-    return host, number
-
-
 # --- MQTT framing (observation only) ------------------------------------------------------------
-
-
-def _varint(buf: bytes | bytearray, start: int) -> tuple[int, int] | None:
-    """MQTT variable byte integer at ``start``: (value, length), or None if incomplete."""
-    value = 0
-    for i in range(4):
-        if start + i >= len(buf):
-            return None
-        byte = buf[start + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, i + 1
-    return value, 4  # malformed (more than 4 bytes); stop here
 
 
 class MqttFrameTracker:
     """Follows MQTT packets in one direction and records where each PUBLISH payload starts.
 
     Feed every byte in order; ``publishes`` holds ``(packet_start, payload_start, payload_len)``
-    stream offsets. ``level`` is the MQTT protocol level (4 = 3.1.1, 5 = MQTT 5).
+    stream offsets. ``level`` is the MQTT protocol level (4 = 3.1.1, 5 = MQTT 5). A stream
+    whose framing breaks (a remaining length over 4 bytes) is not followed further.
     """
 
     def __init__(self, level: int = 4) -> None:
         self.level = level
         self.pos = 0
         self.publishes: list[tuple[int, int, int]] = []
+        self.lost = False
         self._head = bytearray()
         self._skip = 0
 
     def feed(self, data: bytes) -> None:
         i, n = 0, len(data)
         while i < n:
-            if self._skip:
-                step = min(self._skip, n - i)
-                self._skip -= step
+            if self._skip or self.lost:
+                step = n - i if self.lost else min(self._skip, n - i)
+                self._skip -= 0 if self.lost else step
                 i += step
                 self.pos += step
                 continue
             self._head.append(data[i])
             i += 1
             self.pos += 1
-            total = self._parse_head()
+            try:
+                total = self._parse_head()
+            except MalformedPacket:
+                self.lost = True
+                total = None
             if total is not None:
                 self._skip = max(0, total - len(self._head))
                 self._head.clear()
@@ -175,43 +162,27 @@ class MqttFrameTracker:
     def _parse_head(self) -> int | None:
         """Total packet length once enough of the head is known (recording PUBLISHes), else None."""
         head = self._head
-        rl = _varint(head, 1)
-        if rl is None:
+        fixed = parse_fixed_header(head)
+        if fixed is None:
             return None
-        remaining, rl_len = rl
-        fixed = 1 + rl_len
-        total = fixed + remaining
-        if head[0] >> 4 != 3:  # not PUBLISH
-            return total
-        if len(head) < fixed + 2:
+        if fixed.type != PacketType.PUBLISH:
+            return fixed.total
+        try:
+            publish = parse_publish_header(
+                head,
+                publish_qos(fixed.first_byte),
+                mqtt5=self.level >= MQTT5_LEVEL,
+                remaining=fixed.remaining,
+                start=fixed.size,
+            )
+        except MalformedPacket:
+            return fixed.total  # a PUBLISH whose header does not fit: skipped, not recorded
+        if publish is None:
             return None
-        var = 2 + struct.unpack_from(">H", head, fixed)[0] + (2 if (head[0] >> 1) & 3 else 0)
-        if self.level >= 5:
-            props = _varint(head, fixed + var)
-            if props is None:
-                if fixed + var + 4 <= total:
-                    return None
-                return total  # malformed: no room for properties
-            var += props[1] + props[0]
-        if fixed + var <= total:
-            start = self.pos - len(head)
-            self.publishes.append((start, start + fixed + var, total - fixed - var))
-        return total
-
-
-def mqtt_level_of_connect(data: bytes) -> int | None:
-    """Protocol level of an MQTT CONNECT packet at the start of ``data`` (None: not known yet)."""
-    if not data or data[0] >> 4 != 1:
-        return None
-    rl = _varint(data, 1)
-    if rl is None:
-        return None
-    at = 1 + rl[1]
-    if len(data) < at + 2:
-        return None
-    name_len = struct.unpack_from(">H", data, at)[0]
-    level_at = at + 2 + name_len
-    return data[level_at] if len(data) > level_at else None
+        start = self.pos - len(head)
+        payload = start + fixed.size + publish.size
+        self.publishes.append((start, payload, fixed.remaining - publish.size))
+        return fixed.total
 
 
 # --- the proxy ----------------------------------------------------------------------------------
@@ -411,7 +382,7 @@ class LinkProxy:
             self._start_error = exc
         finally:
             self._ready.set()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # teardown: the loop closes whatever happened
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -432,7 +403,7 @@ class LinkProxy:
                 task.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # teardown: stop() must finish
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
     # -- run-time controls (any thread) --
@@ -594,7 +565,7 @@ class LinkProxy:
                 else:
                     if len(conn.sniff) < 64 and conn.bytes_up < 64:
                         conn.sniff.extend(data[:64])
-                        level = mqtt_level_of_connect(bytes(conn.sniff))
+                        level = connect_level(bytes(conn.sniff))
                         if level is not None:
                             conn.tracker.level = level
                     await self._forward(conn, "up", data, writer)
@@ -654,7 +625,8 @@ class LinkProxy:
             att = self._resolve(conn)
             start = conn.bytes_down
             if att is not None and att.at is not None and att.at < start + len(buf):
-                # assert att.at >= start: offsets are resolved before their byte passes
+                # Offsets are resolved before their byte passes (a payload offset as soon as its PUBLISH
+                # header is fed, a stream offset from the bytes forwarded when attached); max() only guards.
                 at = max(att.at, start)
                 if att.fault.kind == "corrupt":
                     buf[at - start] ^= att.fault.xor

@@ -563,10 +563,7 @@ def _build_timestamp(marker: dict | None, note: dict) -> int | None:
 def _read_marker(head: bytes) -> dict | None:
     from otalib.firmware.image import read_app_marker
 
-    try:
-        return read_app_marker(head, search_limit=len(head))
-    except Exception:  # a marker-less or garbage slot is just firmware without a marker
-        return None
+    return read_app_marker(head, search_limit=len(head))  # garbage in a slot reads as no marker
 
 
 def _image_length(flash: FlashImage, start: int, limit: int) -> int | None:
