@@ -69,14 +69,19 @@ class _PtyConsole:
         os.set_blocking(self.master, False)
         self.path = os.ttyname(self.slave)
         self.dropped = 0
+        self._closing = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # close() wakes a writer waiting for the reader
         self._queue: queue.Queue[bytes | None] = queue.Queue(max_pending)
         self._thread = threading.Thread(target=self._run, name="virtual-board-pty", daemon=True)
         self._thread.start()
 
     def write(self, data: bytes) -> None:
+        self._put(data)
+
+    def _put(self, item: bytes | None) -> None:
         while True:
             try:
-                self._queue.put_nowait(data)
+                self._queue.put_nowait(item)
                 return
             except queue.Full:
                 with contextlib.suppress(queue.Empty):
@@ -91,7 +96,11 @@ class _PtyConsole:
             view = memoryview(data)
             while len(view):
                 try:
-                    _, ready, _ = select.select([], [self.master], [], 0.2)
+                    # closing: what nobody reads any more is dropped at once, not drained
+                    wait = 0.0 if self._closing.is_set() else 0.2
+                    _, ready, _ = select.select([self._wake_r], [self.master], [], wait)
+                    if not ready and self._closing.is_set():
+                        return
                     if ready:
                         view = view[os.write(self.master, view) :]
                     # drain our own slave copy when nobody else reads, so the writer never stalls
@@ -102,10 +111,13 @@ class _PtyConsole:
                     return
 
     def close(self, timeout: float = 1.0) -> None:
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout)
+        """Flush what a reader takes now, drop the rest, and stop the writer."""
+        self._closing.set()
+        self._put(None)  # the end marker: it drops the oldest text if the queue is full
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
         self._thread.join(timeout)
-        for fd in (self.master, self.slave):
+        for fd in (self.master, self.slave, self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
