@@ -17,8 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 from otalib.errors import OtaLabError
-from otalib.inspect import DeviceBuild, Outcome, Report, inspect_bytes
+from otalib.inspect import DeviceBuild, Report, inspect_bytes
 from otalib.keys import DeviceKeys, load_key
+from otalib.vocabulary import Decision
 
 VECTORS = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 
@@ -78,7 +79,7 @@ def main() -> int:
                 return 1
             outcome = report.verdict.outcome.value if report.verdict else report.kind
             outcomes[outcome] += 1
-            applied = report.verdict is not None and report.verdict.outcome is Outcome.APPLIED
+            applied = report.verdict is not None and report.verdict.outcome is Decision.APPLIED
             if build is signing and applied and firmware(data, report) != signed_part:
                 print(f"FAIL: a signing device would apply a mutated {hint} file", file=sys.stderr)
                 return 1

@@ -22,12 +22,13 @@ from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import timestamp_now
 from otalib.formats.version import topic_for
 from otalib.inspect import inspect_bytes
-from otalib.keys import DeviceKeys, export_keys, generate_key_file
+from otalib.keys import export_keys, generate_key_file
 from otalib.lab.campaign import CampaignSpec
 from otalib.lab.report import write_report
 from otalib.lab.trial import run_campaign_on_bench
 from otalib.mqtt.publish import deploy
 from otalib.update import make_update
+from otalib.vocabulary import Outcome, OutcomeKind, UpdateMode
 
 APP_ID = "test"
 DEMO_CAMPAIGN = {
@@ -55,8 +56,8 @@ def watched_update(out: Path, say: Callable[[str], None], *, backend: str = "aut
             broker.url,
             app_id=APP_ID,
             version="4.3.1",
-            mode="advanced",
-            keys=DeviceKeys(key.verify_key, None),
+            mode=UpdateMode.SIGNED.parser,
+            keys=UpdateMode.SIGNED.device_keys(key),
         )
         try:
             say(f"virtual board: console on {board.console_path} (try: otalab monitor {board.console_path})")
@@ -66,7 +67,7 @@ def watched_update(out: Path, say: Callable[[str], None], *, backend: str = "aut
                 for _line in _lines_until(port, tracker, "subscribing", 15.0):
                     pass
                 image = make_demo_image("esp8266", APP_ID, "4.3.2", size=256 * 1024)
-                update = make_update(image, "signed", patch=2, key=key, timestamp=timestamp_now() + 1)
+                update = make_update(image, UpdateMode.SIGNED, patch=2, key=key, timestamp=timestamp_now() + 1)
                 write_atomic(out / "app-4.3.2.bin", image)
                 write_atomic(out / "update.ota", update.ota or b"")
                 write_atomic(out / "update.sdp", update.package)
@@ -82,13 +83,13 @@ def watched_update(out: Path, say: Callable[[str], None], *, backend: str = "aut
                 for line in _lines_until(port, tracker, None, 30.0):
                     if line.event:
                         say(f"  console  {line.line.strip()}    [{line.event}]")
-                outcome = tracker.outcome or "timeout"
+                outcome = tracker.outcome or Outcome(OutcomeKind.TIMEOUT)
         finally:
             board.stop()
     say(f"outcome: {outcome} (board now runs slot {tracker.slot}, version {tracker.version})")
-    if outcome != "updated":
+    if outcome.kind is not OutcomeKind.UPDATED:
         raise LabError(f"the demo update did not apply: {outcome}")
-    return {"outcome": outcome, "deploy": record.to_dict()}
+    return {"outcome": outcome.text, "deploy": record.to_dict()}
 
 
 def _lines_until(port: SerialBoard, tracker: OutcomeTracker, event: str | None, timeout: float):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,9 @@ from otalib.formats.package import PackageParser, PatchRead
 from otalib.formats.version import DeviceProfile, decode_patch, device_patch
 from otalib.keys import DeviceKeys, LabKey
 from otalib.package_check import PayloadKind, encrypted_chain_fits, is_esp_image, is_ota_magic, payload_kind
+from otalib.vocabulary import Decision
 
 FEED_CHUNK = 64 * 1024
-
-
-class Outcome(str, Enum):
-    """What a device does with an update."""
-
-    APPLIED = "applied"
-    SKIPPED = "skipped"
-    REJECTED = "rejected"
-    UNKNOWN = "unknown"  # the device's key is needed to tell
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -77,7 +65,7 @@ class DeviceBuild:
 class Verdict:
     """The device's decision: ``error`` is its error name when rejected, ``patch_read`` the patch it decoded."""
 
-    outcome: Outcome
+    outcome: Decision
     error: str | None = None
     reason: str = ""
     patch_read: int | None = None
@@ -106,7 +94,7 @@ class Report:
         verified = bool(self.data.get("verified"))
         if self.verdict is None:  # a bare ESP image: nothing to apply, its checks decide
             return verified
-        return self.verdict.outcome is Outcome.APPLIED and verified
+        return self.verdict.outcome is Decision.APPLIED and verified
 
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": self.kind, **self.data}
@@ -139,11 +127,11 @@ def _ota_verdict(exc: DeviceError | None, unverified: str | None, keys: DeviceKe
     if exc is not None:
         if exc.code is DeviceErrorCode.DecryptionFailed and keys.decrypt is None:
             reason = "encrypted: the device's decryption key is needed (-k or --decrypt-key)"
-            return Verdict(Outcome.UNKNOWN, reason=reason)
-        return Verdict(Outcome.REJECTED, exc.code.value, exc.detail)
+            return Verdict(Decision.UNKNOWN, reason=reason)
+        return Verdict(Decision.REJECTED, exc.code.value, exc.detail)
     if unverified is not None:
-        return Verdict(Outcome.UNKNOWN, reason="signed: the device's verification key is needed (-k or --verify-key)")
-    return Verdict(Outcome.APPLIED)
+        return Verdict(Decision.UNKNOWN, reason="signed: the device's verification key is needed (-k or --verify-key)")
+    return Verdict(Decision.APPLIED)
 
 
 def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: DeviceBuild | None = None) -> Report:
@@ -205,7 +193,7 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: Devi
         if exc.code is DeviceErrorCode.DecryptionFailed and keys.decrypt is None:
             report.warnings.append("encrypted: give the key (-k KEY) to decrypt and verify")
     report.verdict = _ota_verdict(error, unverified, keys)
-    if info["signed"] is False and build.signing is None and report.verdict.outcome is Outcome.APPLIED:
+    if info["signed"] is False and build.signing is None and report.verdict.outcome is Decision.APPLIED:
         report.warnings.append(
             "unsigned: only firmware built with ENABLE_OTA_SIGNING=0 takes it"
             " (-k/--verify-key/--signing judge it as a signing device)"
@@ -238,7 +226,7 @@ def _payload_report(payload: bytes, kind: PayloadKind, build: DeviceBuild) -> Re
         inner.warnings.append(
             f"the payload is {what}: a standard-mode device writes it to flash as it is and then cannot boot it"
         )
-    inner.verdict = Verdict(Outcome.APPLIED, reason="standard mode: written to the slot without a check")
+    inner.verdict = Verdict(Decision.APPLIED, reason="standard mode: written to the slot without a check")
     return inner
 
 
@@ -290,15 +278,15 @@ def _package_verdict(data: bytes, varint: bool, build: DeviceBuild, payload: Ver
                 read = event
         parser.end()
     except InputError as exc:
-        return Verdict(Outcome.REJECTED, DeviceErrorCode.InvalidFormat.value, str(exc))
+        return Verdict(Decision.REJECTED, DeviceErrorCode.InvalidFormat.value, str(exc))
     assert read is not None
     if not read.accepted:
         return Verdict(
-            Outcome.SKIPPED,
+            Decision.SKIPPED,
             reason=f"it reads patch {read.patch}, older than its current patch {build.current_patch}",
             patch_read=read.patch,
         )
-    base = payload or Verdict(Outcome.UNKNOWN)
+    base = payload or Verdict(Decision.UNKNOWN)
     return replace(base, patch_read=read.patch)
 
 

@@ -15,9 +15,8 @@ from otalib.formats.ota import Rom, build_ota
 from otalib.formats.package import pack
 from otalib.formats.version import device_patch
 from otalib.keys import LabKey
+from otalib.vocabulary import UpdateMode
 
-#: Update modes, from none to full protection.
-UPDATE_MODES = ("standard", "md5", "signed", "encrypted", "signed+encrypted")
 #: Where the ROM of a single-ROM OTA file goes: with the two-ROM layout (0x8000 /
 #: 0x108000) ``addr & 0xFFFFF`` makes this one ROM match either slot.
 DEFAULT_ROM_ADDRESS = 0x8000
@@ -27,7 +26,7 @@ DEFAULT_ROM_ADDRESS = 0x8000
 class Update:
     """A package ready to deploy and what it was made from."""
 
-    mode: str
+    mode: UpdateMode
     patch: int
     varint: bool
     package: bytes = field(repr=False)
@@ -37,15 +36,15 @@ class Update:
     @property
     def advanced(self) -> bool:
         """True when the device must be built with ENABLE_OTA_ADVANCED=1."""
-        return self.mode != "standard"
+        return self.mode.advanced
 
     @property
     def signed(self) -> bool:
-        return "signed" in self.mode
+        return self.mode.signed
 
     @property
     def encrypted(self) -> bool:
-        return "encrypted" in self.mode
+        return self.mode.encrypted
 
     @property
     def device_patch(self) -> int:
@@ -59,7 +58,7 @@ class Update:
 
 def make_update(
     image: bytes,
-    mode: str = "signed",
+    mode: UpdateMode | str = UpdateMode.SIGNED,
     *,
     patch: int,
     key: LabKey | None = None,
@@ -67,13 +66,11 @@ def make_update(
     timestamp: int | None = None,
     address: int = DEFAULT_ROM_ADDRESS,
 ) -> Update:
-    """Build the package for ``image`` in ``mode`` (see :data:`UPDATE_MODES`)."""
-    if mode not in UPDATE_MODES:
-        raise UsageError(f"unknown update mode {mode!r}: one of {', '.join(UPDATE_MODES)}")
-    if mode == "standard":
+    """Build the package for ``image`` in ``mode`` (an :class:`~otalib.vocabulary.UpdateMode` or its name)."""
+    mode = UpdateMode.parse(mode)
+    if mode is UpdateMode.STANDARD:
         return Update(mode, patch, varint, pack(image, patch, varint))
-    signed, encrypted = "signed" in mode, "encrypted" in mode
-    if (signed or encrypted) and key is None:
-        raise UsageError(f"mode {mode!r} needs a key")
-    ota = build_ota([Rom(address, image)], key, signed=signed, encrypted=encrypted, timestamp=timestamp)
+    if mode.needs_key and key is None:
+        raise UsageError(f"mode {mode.value!r} needs a key")
+    ota = build_ota([Rom(address, image)], key, signed=mode.signed, encrypted=mode.encrypted, timestamp=timestamp)
     return Update(mode, patch, varint, pack(ota, patch, varint), ota, timestamp)

@@ -26,9 +26,9 @@ def fake_trial(config: TrialConfig) -> TrialResult:
     phases["t_pubcomp"] = 0.3 + transfer + config.latency_ms / 1000
     phases["t_first_byte"] = 0.31 + config.latency_ms / 1000
     phases["t_last_byte"] = phases["t_first_byte"] + transfer
-    outcome, error = "updated", ""
+    outcome = "updated"
     if config.fault == "corrupt" and config.mode != "standard":
-        outcome, error = "rejected:VerificationFailed", "VerificationFailed"
+        outcome = "rejected:VerificationFailed"
     elif config.fault == "corrupt":
         outcome = "bricked"
     elif config.fault == "drop" and config.repeat % 2 == 0:
@@ -45,7 +45,6 @@ def fake_trial(config: TrialConfig) -> TrialResult:
         config=config,
         phases=phases,
         outcome=outcome,
-        error=error,
         bytes=config.size if outcome != "timeout" else config.size // 2,
         throughput_Bps=config.size / transfer,
         started_at=T0 + timedelta(seconds=100 * config.repeat + config.size / 1000),

@@ -11,6 +11,7 @@ from otalib.board.console import DEFAULT_PATTERNS, OTA_ACTIVITY, ConsoleParser, 
 from otalib.board.protocol import Board, ConsoleBuffer, ConsoleLine
 from otalib.board.sim.sming_console import DEFAULT_ROMS, SmingConsole
 from otalib.errors import BoardError, DeviceErrorCode
+from otalib.vocabulary import Outcome
 
 #: Events about an update (the rest is boot information).
 #: Update events to compare with the recordings: the parser's OTA activity (minus the many
@@ -195,7 +196,7 @@ def test_splice_repair_keeps_one_line_out_per_line_in() -> None:
 )
 def test_rejections(consoles: Path, name: str, outcome: str) -> None:
     lines = parse_file(consoles / name)
-    assert outcome_of(lines, published=t_of(lines, "checking"), now=lines[-1].t) == outcome
+    assert outcome_of(lines, published=t_of(lines, "checking"), now=lines[-1].t) == Outcome.parse(outcome)
     if name.startswith("oracle") and outcome != "rejected:VerificationFailed":
         assert not any(cl.event in ("got_error", "switch_failed") for cl in lines)
 
@@ -205,7 +206,7 @@ def test_skipped_update_is_silence_without_restart(consoles: Path) -> None:
     published = t_of(lines, "subscribing")
     # still waiting inside the quiet period; decided after it (the SIGTERM exit is not a restart)
     assert outcome_of(lines, published, now=published + 5, quiet=10.0) is None
-    assert outcome_of(lines, published, now=published + 10, quiet=10.0) == "skipped"
+    assert outcome_of(lines, published, now=published + 10, quiet=10.0) == Outcome.parse("skipped")
 
 
 @pytest.mark.parametrize("name", ["std-p1-L2-v5.log", "std-p1-L3-v5.log", "std-p46-L3-v300leb.log"])
@@ -214,13 +215,13 @@ def test_updated_needs_restart_and_new_slot(consoles: Path, name: str) -> None:
     published = t_of(lines, "checking")
     # restart seen but the board never came back: no decision until the timeout
     assert outcome_of(lines, published, now=published + 1, quiet=0.5, timeout=60) is None
-    assert outcome_of(lines, published, now=published + 61, quiet=0.5, timeout=60) == "timeout"
+    assert outcome_of(lines, published, now=published + 61, quiet=0.5, timeout=60) == Outcome.parse("timeout")
     # the board boots again from rom1 (as in retained-loop-boot2): updated
     both = then_boot(lines, consoles / "retained-loop-boot2.log")
-    assert outcome_of(both, published, now=both[-1].t, quiet=0.5) == "updated"
+    assert outcome_of(both, published, now=both[-1].t, quiet=0.5) == Outcome.parse("updated")
     # ... from the same slot with the same version: restarted, not updated
     same = then_boot(lines, consoles / "std-p1-L3-v5.log")
-    assert outcome_of(same, published, now=same[-1].t, quiet=0.5) == "restarted"
+    assert outcome_of(same, published, now=same[-1].t, quiet=0.5) == Outcome.parse("restarted")
 
 
 def test_default_level_shows_only_restart_and_new_slot(consoles: Path) -> None:
@@ -232,7 +233,7 @@ def test_default_level_shows_only_restart_and_new_slot(consoles: Path) -> None:
         if cl.event == "checking":
             tracker.published(cl.t)
         results.append(tracker.feed(cl))
-    assert results[-1] == "updated"
+    assert results[-1] == Outcome.parse("updated")
     assert [cl.event for cl in tracker.evidence] == ["restart", "boot", "running"]
     assert tracker.slot == 1 and tracker.version == "4.3"
 
@@ -247,7 +248,7 @@ def test_retained_loop_updates_at_both_boots_alternating_slots(consoles: Path) -
             if cl.event == "subscribing":
                 tracker.published(cl.t)
             tracker.feed(cl)
-        assert tracker.outcome == "updated"
+        assert tracker.outcome == Outcome.parse("updated")
         slots.append(next(cl.fields["to_slot"] for cl in first if cl.event == "swapping"))
         assert tracker.slot == slots[-1]
     assert slots == [1, 0]
@@ -256,7 +257,7 @@ def test_retained_loop_updates_at_both_boots_alternating_slots(consoles: Path) -
 def test_tracker_arms_itself_on_first_ota_line(consoles: Path) -> None:
     tracker = OutcomeTracker()
     outcomes = {tracker.feed(cl) for cl in parse_file(consoles / "adv32-v5-tampered.log")}
-    assert "rejected:VerificationFailed" in outcomes
+    assert Outcome.parse("rejected:VerificationFailed") in outcomes
     tracker.rearm()
     assert tracker.outcome is None and tracker.poll(1e12) is None
 

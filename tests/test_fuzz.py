@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from otalib.errors import OtaLabError
 from otalib.explain import layout
-from otalib.inspect import DeviceBuild, Outcome, Report, inspect_bytes
+from otalib.inspect import DeviceBuild, Report, inspect_bytes
 from otalib.keys import DeviceKeys, load_key
 from otalib.package_check import check_package
+from otalib.vocabulary import Decision
 
 VECTORS = Path(__file__).parent / "vectors"
 KEY = load_key(VECTORS / "demo.key")
@@ -86,7 +87,7 @@ def test_mutated_vectors_raise_only_project_errors_and_are_never_forged(name, mu
         if report is not None:
             report.to_dict()  # every field renders
     signed = _judge(data, SIGNING_DEVICE, hint)
-    if signed is not None and signed.verdict is not None and signed.verdict.outcome is Outcome.APPLIED:
+    if signed is not None and signed.verdict is not None and signed.verdict.outcome is Decision.APPLIED:
         assert signed.data.get("verified")
         reference = inspect_bytes(original, hint=hint, build=ANY_DEVICE)
         assert _firmware(data, signed) == _firmware(original, reference), f"forgery accepted: {name} {mutations}"
@@ -103,6 +104,6 @@ def test_random_bytes_raise_only_project_errors(data, hint):
     for build in (SIGNING_DEVICE, ANY_DEVICE):
         report = _judge(data, build, hint)
         if report is not None:
-            assert not (report.verdict and report.verdict.outcome is Outcome.APPLIED and build is SIGNING_DEVICE)
+            assert not (report.verdict and report.verdict.outcome is Decision.APPLIED and build is SIGNING_DEVICE)
     with contextlib.suppress(OtaLabError):
         layout(data, KEY)

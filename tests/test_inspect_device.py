@@ -15,8 +15,9 @@ from otalib.errors import DeviceErrorCode
 from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import Rom, build_ota
 from otalib.formats.package import pack
-from otalib.inspect import DeviceBuild, Outcome, inspect_bytes
+from otalib.inspect import DeviceBuild, inspect_bytes
 from otalib.keys import DeviceKeys, load_key
+from otalib.vocabulary import Decision
 
 VECTORS = Path(__file__).parent / "vectors"
 KEY = load_key(VECTORS / "demo.key")
@@ -167,11 +168,11 @@ def test_unsigned_with_a_signing_key_is_not_verified(tmp_path):
     assert ok.returncode == 0 and "device: applied" in ok.stdout
 
 
-def _judge(data: bytes, hint: str = "", **build) -> tuple[Outcome, str | None, int | None]:
+def _judge(data: bytes, hint: str = "", **build) -> tuple[Decision, str | None, int | None]:
     report = inspect_bytes(data, hint=hint, build=DeviceBuild(**build))
     verdict = report.verdict
     assert verdict is not None
-    assert report.ok is (verdict.outcome is Outcome.APPLIED and bool(report.data.get("verified")))
+    assert report.ok is (verdict.outcome is Decision.APPLIED and bool(report.data.get("verified")))
     return verdict.outcome, verdict.error, verdict.patch_read
 
 
@@ -183,48 +184,51 @@ def test_device_builds_judge_as_the_virtual_board_would():
     signed = build_ota([Rom(0x8000, IMAGE)], KEY, signed=True, timestamp=TS)
     encrypted = build_ota([Rom(0x8000, IMAGE)], KEY, signed=True, encrypted=True, timestamp=TS)
     plain = build_ota([Rom(0x8000, IMAGE)], timestamp=TS)
-    applied = (Outcome.APPLIED, None, None)
+    applied = (Decision.APPLIED, None, None)
     assert _judge(signed, keys=SIGNING, signing=True, encryption=False) == applied
     # an encrypted file on a signing-only firmware: its bytes are no magic
-    assert _judge(encrypted, keys=ENCRYPTING, signing=True, encryption=False)[:2] == (Outcome.REJECTED, "InvalidFormat")
+    assert _judge(encrypted, keys=ENCRYPTING, signing=True, encryption=False)[:2] == (
+        Decision.REJECTED,
+        "InvalidFormat",
+    )
     # a plain file on an encrypting firmware
     rejected = _judge(signed, keys=ENCRYPTING, signing=True, encryption=True)
-    assert rejected[:2] == (Outcome.REJECTED, "DecryptionFailed")
+    assert rejected[:2] == (Decision.REJECTED, "DecryptionFailed")
     assert _judge(encrypted, keys=ENCRYPTING, signing=True, encryption=True) == applied
     # unsigned on a signing firmware
-    assert _judge(plain, keys=SIGNING, signing=True)[:2] == (Outcome.REJECTED, "InvalidFormat")
+    assert _judge(plain, keys=SIGNING, signing=True)[:2] == (Decision.REJECTED, "InvalidFormat")
     # older than the running firmware
     older = _judge(signed, keys=SIGNING, signing=True, firmware_timestamp=TS + 1)
-    assert older[:2] == (Outcome.REJECTED, DeviceErrorCode.DowngradeNotAllowed.value)
+    assert older[:2] == (Decision.REJECTED, DeviceErrorCode.DowngradeNotAllowed.value)
     assert _judge(signed, keys=SIGNING, signing=True, firmware_timestamp=TS) == applied
     # another key
     assert _judge(signed, keys=DeviceKeys(OTHER.verify_key), signing=True)[:2] == (
-        Outcome.REJECTED,
+        Decision.REJECTED,
         "VerificationFailed",
     )
     # no key to tell: not applied, not rejected
-    assert _judge(signed, signing=True)[0] is Outcome.UNKNOWN
-    assert _judge(encrypted, signing=True, encryption=True)[0] is Outcome.UNKNOWN
+    assert _judge(signed, signing=True)[0] is Decision.UNKNOWN
+    assert _judge(encrypted, signing=True, encryption=True)[0] is Decision.UNKNOWN
 
 
 def test_packages_skipped_with_the_patch_the_device_reads():
     package = pack(build_ota([Rom(0x8000, IMAGE)], KEY, signed=True, timestamp=TS), 300)  # ac 02: reads 46
-    assert _judge(package, keys=SIGNING, signing=True, current_patch=46) == (Outcome.APPLIED, None, 46)
-    assert _judge(package, keys=SIGNING, signing=True, current_patch=47) == (Outcome.SKIPPED, None, 46)
+    assert _judge(package, keys=SIGNING, signing=True, current_patch=46) == (Decision.APPLIED, None, 46)
+    assert _judge(package, keys=SIGNING, signing=True, current_patch=47) == (Decision.SKIPPED, None, 46)
     assert _judge(package, keys=SIGNING, signing=True, current_patch=47, profile="reference") == (
-        Outcome.APPLIED,
+        Decision.APPLIED,
         None,
         300,
     )
     # equal patch: sming-6.1 re-installs, the reference device skips
-    assert _judge(package, keys=SIGNING, current_patch=46)[0] is Outcome.APPLIED
-    assert _judge(package, keys=SIGNING, current_patch=300, profile="reference")[0] is Outcome.SKIPPED
+    assert _judge(package, keys=SIGNING, current_patch=46)[0] is Decision.APPLIED
+    assert _judge(package, keys=SIGNING, current_patch=300, profile="reference")[0] is Decision.SKIPPED
 
 
 def test_standard_packages_and_unknown_payloads():
-    assert _judge(pack(IMAGE, 3)) == (Outcome.APPLIED, None, 3)
+    assert _judge(pack(IMAGE, 3)) == (Decision.APPLIED, None, 3)
     # an advanced (ENABLE_OTA_ADVANCED) device rejects a raw image
-    assert _judge(pack(IMAGE, 3), advanced=True, keys=SIGNING, signing=True)[:2] == (Outcome.REJECTED, "InvalidFormat")
+    assert _judge(pack(IMAGE, 3), advanced=True, keys=SIGNING, signing=True)[:2] == (Decision.REJECTED, "InvalidFormat")
     junk = pack(b"\x00this is no firmware" * 8, 3)
     report = inspect_bytes(junk, hint=".sdp")
     assert report.kind == "sdp" and report.data["payload"]["kind"] == "unknown"

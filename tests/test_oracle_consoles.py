@@ -29,6 +29,7 @@ from otalib.formats.package import pack
 from otalib.keys import DeviceKeys, LabKey
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.wire import encode_varint
+from otalib.vocabulary import Outcome
 
 pytestmark = [
     pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed"),
@@ -179,7 +180,7 @@ def events(section: list[ConsoleLine]) -> list[tuple[str, dict]]:
     ]
 
 
-def tracker_outcome(boot: list[ConsoleLine]) -> str | None:
+def tracker_outcome(boot: list[ConsoleLine]) -> Outcome | None:
     tracker = OutcomeTracker()
     for cl in boot:
         tracker.feed(cl)

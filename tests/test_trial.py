@@ -32,7 +32,7 @@ def trial(bench, **params):
 
 def test_signed_update_is_applied_with_ordered_phases(bench):
     result = trial(bench, mode="signed")
-    assert result.outcome == "updated" and result.error == ""
+    assert result.outcome.text == "updated" and result.error == ""
     ph = result.phases
     # causal order; PUBCOMP and the board's first byte race (the broker forwards before it completes QoS 2)
     assert ph["t_build"] <= ph["t_publish_start"] <= ph["t_pubcomp"]
@@ -58,35 +58,35 @@ def test_signed_update_is_applied_with_ordered_phases(bench):
 def test_older_patch_is_skipped(bench):
     result = trial(bench, mode="signed", patch=3)
     # the board itself received the message, read patch 3 and ignored it (not just silence)
-    assert (result.outcome, result.board_updates) == ("skipped", "skipped@3")
+    assert (result.outcome.text, result.board_updates) == ("skipped", "skipped@3")
 
 
 def test_equal_patch_reinstalls_only_on_sming_61(bench):
     result = trial(bench, mode="standard", patch=5, device_profile="sming-6.1")
-    assert result.outcome == "updated" and result.board_updates.startswith("applied@5")
+    assert result.outcome.text == "updated" and result.board_updates.startswith("applied@5")
     result = trial(bench, mode="standard", patch=5, device_profile="reference")
-    assert (result.outcome, result.board_updates) == ("skipped", "skipped@5")
+    assert (result.outcome.text, result.board_updates) == ("skipped", "skipped@5")
 
 
 def test_varint_quirk_patch_129_reads_as_2_on_sming_61(bench):
     # the board runs patch 5; 129 is packed 81 01, which the sming-6.1 decoder ADDS: 1 + 1 = 2, older
     quirk = trial(bench, mode="standard", patch=129, device_profile="sming-6.1")
-    assert (quirk.outcome, quirk.board_updates) == ("skipped", "skipped@2")
+    assert (quirk.outcome.text, quirk.board_updates) == ("skipped", "skipped@2")
     reference = trial(bench, mode="standard", patch=129, device_profile="reference")
-    assert reference.outcome == "updated" and reference.board_updates == "applied@129"
+    assert reference.outcome.text == "updated" and reference.board_updates == "applied@129"
 
 
 def test_corrupted_byte_rejected_in_advanced_bricks_in_standard(bench):
     signed = trial(bench, mode="signed", fault="corrupt@0.5")
-    assert signed.outcome == "rejected:VerificationFailed" and signed.error == "VerificationFailed"
-    assert trial(bench, mode="encrypted", fault="corrupt@0.5").outcome == "rejected:DecryptionFailed"
-    assert trial(bench, mode="standard", fault="corrupt@0.5").outcome == "bricked"
+    assert signed.outcome.text == "rejected:VerificationFailed" and signed.error == "VerificationFailed"
+    assert trial(bench, mode="encrypted", fault="corrupt@0.5").outcome.text == "rejected:DecryptionFailed"
+    assert trial(bench, mode="standard", fault="corrupt@0.5").outcome.text == "bricked"
 
 
 @pytest.mark.parametrize("fault", ["cut@0.5", "power-loss@0.5"])
 def test_transient_faults_end_updated_because_the_message_is_retained(bench, fault):
     result = trial(bench, mode="signed", fault=fault)
-    assert result.outcome == "updated"
+    assert result.outcome.text == "updated"
     # the fault really struck mid-payload, the board came back on a second connection, and the
     # retained message was then installed on it
     kind = {"cut@0.5": "cut", "power-loss@0.5": "stall"}[fault]
@@ -101,12 +101,12 @@ def test_transient_faults_end_updated_because_the_message_is_retained(bench, fau
 
 def test_slow_link_times_out(bench):
     result = trial(bench, mode="signed", rate_Bps=2000.0, link="slow", timeout_s=2.0)
-    assert result.outcome == "timeout"
+    assert result.outcome.text == "timeout"
     assert math.isnan(result.phases.get("t_new_version") or math.nan)
 
 
 def test_tls_trial(bench):
-    assert trial(bench, mode="signed+encrypted", tls=True).outcome == "updated"
+    assert trial(bench, mode="signed+encrypted", tls=True).outcome.text == "updated"
 
 
 def test_fault_spec_parsing():
@@ -149,7 +149,7 @@ def test_a_board_on_a_serial_port_is_watched_like_a_real_one(bench):
     try:
         board.expect("subscribing", 15)
         result = trial(bench, mode="signed", board=board.console_path, patch=6)
-        assert result.outcome == "updated", result.notes
+        assert result.outcome.text == "updated", result.notes
         assert "demo image" in result.notes
         assert board.status["slot"] == 1
         with pytest.raises(Exception, match="needs the patch"):

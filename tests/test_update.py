@@ -8,13 +8,14 @@ from otalib.errors import UsageError
 from otalib.firmware.demo import make_demo_image
 from otalib.inspect import inspect_bytes
 from otalib.keys import LabKey
-from otalib.update import UPDATE_MODES, make_update
+from otalib.update import make_update
+from otalib.vocabulary import UpdateMode
 
 KEY = LabKey.generate()
 IMAGE = make_demo_image("esp8266", "test", "4.3.9", size=20_000)
 
 
-@pytest.mark.parametrize("mode", UPDATE_MODES)
+@pytest.mark.parametrize("mode", list(UpdateMode))
 def test_every_mode_inspects_as_verified(mode):
     update = make_update(IMAGE, mode, patch=9, key=KEY, timestamp=123)
     report = inspect_bytes(update.package, KEY)
@@ -46,18 +47,19 @@ def test_device_patch_of_a_unix_time_patch():
     assert make_update(IMAGE, "standard", patch=300).device_patch == 46
 
 
-@pytest.mark.parametrize("mode", UPDATE_MODES)
+@pytest.mark.parametrize("mode", list(UpdateMode))
 def test_every_mode_judged_by_the_device_built_for_it_and_by_a_signing_one(mode):
-    from otalib.inspect import DeviceBuild, Outcome
+    from otalib.inspect import DeviceBuild
     from otalib.keys import DeviceKeys
+    from otalib.vocabulary import Decision
 
     update = make_update(IMAGE, mode, patch=9, key=KEY, timestamp=123)
-    keys = DeviceKeys(KEY.verify_key if update.signed else None, KEY.decrypt_key if update.encrypted else None)
+    keys = UpdateMode(mode).device_keys(KEY)  # what the device built for this mode holds
     built_for = DeviceBuild(keys, signing=update.signed, encryption=update.encrypted, advanced=update.advanced)
-    assert inspect_bytes(update.package, build=built_for).verdict.outcome is Outcome.APPLIED
+    assert inspect_bytes(update.package, build=built_for).verdict.outcome is Decision.APPLIED
     signing = DeviceBuild(DeviceKeys(KEY.verify_key), signing=True, encryption=False, advanced=True)
     verdict = inspect_bytes(update.package, build=signing).verdict
     if mode == "signed":
-        assert verdict.outcome is Outcome.APPLIED
+        assert verdict.outcome is Decision.APPLIED
     else:  # unsigned, encrypted, or a raw image: a signing-only advanced device rejects it
-        assert (verdict.outcome, verdict.error) == (Outcome.REJECTED, "InvalidFormat")
+        assert (verdict.outcome, verdict.error) == (Decision.REJECTED, "InvalidFormat")

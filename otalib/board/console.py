@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otalib.board.protocol import ConsoleBuffer, ConsoleLine
-from otalib.errors import DEVICE_ERROR_TEXT, BoardError
+from otalib.errors import DEVICE_ERROR_TEXT, BoardError, DeviceErrorCode
+from otalib.vocabulary import Outcome, OutcomeKind
 
 #: Device error message text -> device error name (``"Downgrade not allowed"`` -> ``"DowngradeNotAllowed"``).
 ERROR_NAME_BY_TEXT: dict[str, str] = {text: code.value for code, text in DEVICE_ERROR_TEXT.items()}
@@ -297,13 +298,13 @@ OTA_ACTIVITY = frozenset(
 class OutcomeTracker:
     """Infer the outcome of one update attempt from console lines.
 
-    Outcomes: ``"updated"`` (a restart, then the device runs a different slot or version),
-    ``"rejected:<Error>"`` (a device error line, e.g. ``rejected:VerificationFailed``; for errors
-    found mid-stream — downgrade, format, decryption — that ``Error: …`` line is all the device
-    prints; ``rejected`` when only ``Switching failed!`` shows), ``"restarted"`` (restart, but same slot and
-    version), ``"skipped"`` (no OTA line and no restart for ``quiet`` s after the publish),
-    ``"bricked"`` (after the update the firmware crashes or rBoot finds no bootable slot),
-    ``"timeout"`` (activity or restart seen but no decision within ``timeout`` s).
+    Outcomes (:class:`~otalib.vocabulary.Outcome`, by kind): ``updated`` (a restart, then the device
+    runs a different slot or version), ``rejected`` with the device's error (a device error line, e.g.
+    ``rejected:VerificationFailed``; for errors found mid-stream — downgrade, format, decryption — that
+    ``Error: …`` line is all the device prints; no error when only ``Switching failed!`` shows),
+    ``restarted`` (restart, but same slot and version), ``skipped`` (no OTA line and no restart for
+    ``quiet`` s after the publish), ``bricked`` (after the update the firmware crashes or rBoot finds no
+    bootable slot), ``timeout`` (activity or restart seen but no decision within ``timeout`` s).
 
     Works at the default debug level too, where only the restart and the new
     ``Currently running …`` line show. Feed every line (from boot on, so the tracker
@@ -316,7 +317,7 @@ class OutcomeTracker:
         self.timeout = timeout
         self.slot: int | None = None
         self.version: str | None = None
-        self.outcome: str | None = None
+        self.outcome: Outcome | None = None
         self.evidence: list[ConsoleLine] = []
         self._t_publish: float | None = None
         self._baseline: tuple[int | None, str | None] | None = None
@@ -336,13 +337,13 @@ class OutcomeTracker:
     def started(self) -> bool:
         return self._t_publish is not None
 
-    def _decide(self, outcome: str, line: ConsoleLine | None = None) -> str:
+    def _decide(self, kind: OutcomeKind, line: ConsoleLine | None = None, error: str | None = None) -> Outcome:
         if line is not None:
             self.evidence.append(line)
-        self.outcome = outcome
-        return outcome
+        self.outcome = Outcome(kind, DeviceErrorCode(error) if error else None)
+        return self.outcome
 
-    def feed(self, line: ConsoleLine) -> str | None:
+    def feed(self, line: ConsoleLine) -> Outcome | None:
         """Take one line; return the outcome once it is decided (then keep returning it)."""
         ev, f = line.event, line.fields
         if ev == "running":
@@ -369,11 +370,11 @@ class OutcomeTracker:
             if ev in ("swapping", "switch_ok", "rom_activated"):
                 self.evidence.append(line)
         elif ev in ("device_error", "got_error") and f.get("error"):
-            return self._decide(f"rejected:{f['error']}", line)
+            return self._decide(OutcomeKind.REJECTED, line, f["error"])
         elif ev == "switch_failed":
-            return self._decide("rejected", line)
+            return self._decide(OutcomeKind.REJECTED, line)
         elif ev in ("crash", "no_good_rom"):
-            return self._decide("bricked", line)
+            return self._decide(OutcomeKind.BRICKED, line)
         elif ev == "terminated":
             self._terminated = True
         elif ev in ("restart", "boot") and not self._terminated:
@@ -386,19 +387,19 @@ class OutcomeTracker:
             self.evidence.append(line)
             before = self._baseline or (None, None)
             if before == (None, None) or (f.get("slot"), f.get("version")) != before:
-                return self._decide("updated")
-            return self._decide("restarted")
+                return self._decide(OutcomeKind.UPDATED)
+            return self._decide(OutcomeKind.RESTARTED)
         return None
 
-    def poll(self, now: float) -> str | None:
+    def poll(self, now: float) -> Outcome | None:
         """Time-based decisions (``skipped``, ``timeout``) at time ``now``."""
         if self.outcome is not None or self._t_publish is None:
             return self.outcome
         waited = now - self._t_publish
         if not self._activity and not self._restarted and waited >= self.quiet:
-            return self._decide("skipped")
+            return self._decide(OutcomeKind.SKIPPED)
         if waited >= self.timeout:
-            return self._decide("timeout")
+            return self._decide(OutcomeKind.TIMEOUT)
         return None
 
     def rearm(self) -> None:
@@ -410,7 +411,7 @@ class OutcomeTracker:
         self._activity = self._restarted = self._terminated = False
 
 
-def outcome_of(lines: Iterable[ConsoleLine], published: float, now: float, **kwargs: Any) -> str | None:
+def outcome_of(lines: Iterable[ConsoleLine], published: float, now: float, **kwargs: Any) -> Outcome | None:
     """Outcome of a recorded console (``published`` and ``now`` on the lines' clock)."""
     tracker = OutcomeTracker(**kwargs)
     armed = False
@@ -429,17 +430,19 @@ def outcome_of(lines: Iterable[ConsoleLine], published: float, now: float, **kwa
 # -- watching a live console --------------------------------------------------------------------------------------
 
 
-def outcome_line(outcome: str, t: float) -> ConsoleLine:
-    """A synthetic line reporting an inferred outcome (``event == "outcome"``)."""
-    return ConsoleLine(t=t, line="", event="outcome", fields={"outcome": outcome})
+def outcome_line(outcome: Outcome, t: float) -> ConsoleLine:
+    """A synthetic line reporting an inferred outcome (``event == "outcome"``; JSON-ready: its text form)."""
+    return ConsoleLine(t=t, line="", event="outcome", fields={"outcome": outcome.text})
 
 
 def reached(line: ConsoleLine, until: str) -> bool:
     """Does ``line`` satisfy ``--until``: its event name, or an inferred outcome (``updated``, ``rejected``…)."""
     if line.event == until:
         return True
-    outcome = line.fields.get("outcome", "") if line.event == "outcome" else ""
-    return bool(outcome) and (outcome == until or outcome.split(":")[0] == until)
+    if line.event != "outcome" or not line.fields.get("outcome"):
+        return False
+    outcome = Outcome.parse(line.fields["outcome"])
+    return until in (outcome.text, outcome.kind.value)
 
 
 def watch(
@@ -472,11 +475,12 @@ def watch(
         produced: list[ConsoleLine] = []
         if line is not None:
             produced.append(line)
-            if tracker is not None and tracker.feed(line) is not None:
-                produced.append(outcome_line(tracker.outcome or "", line.t))
+            outcome = tracker.feed(line) if tracker is not None else None
+            if tracker is not None and outcome is not None:
+                produced.append(outcome_line(outcome, line.t))
                 tracker.rearm()
-        elif tracker is not None and tracker.poll(clock()) is not None:
-            produced.append(outcome_line(tracker.outcome or "", clock()))
+        elif tracker is not None and (outcome := tracker.poll(clock())) is not None:
+            produced.append(outcome_line(outcome, clock()))
             tracker.rearm()
         for item in produced:
             yield item

@@ -47,6 +47,7 @@ from otalib.mqtt.streaming import ESP_TCP_MSS, StreamingClient
 from otalib.mqtt.tls import TlsOptions, make_ssl_context
 from otalib.mqtt.url import MqttUrl, parse_url
 from otalib.net.address import parse_hostport
+from otalib.vocabulary import DeviceState
 
 #: The client id of Sming's Upgrade sample.
 CLIENT_ID = "sming"
@@ -420,7 +421,7 @@ class VirtualBoard:
             client.loop_stop()
         with contextlib.suppress(Exception):  # teardown: as above
             paho_compat.close_socket(client)
-        if client.abort_stream() is False and self.device.state == "receiving":
+        if client.abort_stream() is False and self.device.state is DeviceState.RECEIVING:
             self._update_done(self.device.on_message_abort())
         self.connected.clear()
         self.suback.clear()

@@ -18,6 +18,7 @@ from otalib.board.sim.flash import Layout, LayoutName, big_layout, layout_from_p
 from otalib.cli.common import warn
 from otalib.config import load_config
 from otalib.errors import UsageError
+from otalib.vocabulary import FirmwareParser
 
 
 def register(group: click.Group) -> None:
@@ -29,7 +30,7 @@ def register(group: click.Group) -> None:
 @click.option("--app-id", default="test", show_default=True, help="APP_ID of the firmware (new flash).")
 @click.option("--version", "version", default="4.3.0", show_default=True, help="MAJOR.MINOR[.PATCH] (new flash).")
 @click.option("--patch", type=int, default=None, help="Current patch, if not in --version.")
-@click.option("--mode", type=click.Choice(["standard", "advanced"]), default="advanced", show_default=True)
+@click.option("--mode", type=click.Choice([p.value for p in FirmwareParser]), default="advanced", show_default=True)
 @click.option("--verify-key", type=click.Path(dir_okay=False, path_type=Path), help="verify.key.bin (signing build).")
 @click.option("--decrypt-key", type=click.Path(dir_okay=False, path_type=Path), help="decrypt.key.bin (encryption).")
 @click.option("--profile", type=click.Choice(["sming-6.1", "reference"]), default="sming-6.1", show_default=True)

@@ -15,10 +15,11 @@ from otalib.fileio import MAX_PACKAGE_BYTES, MAX_ROM_BYTES, read_input
 from otalib.formats.ota import Rom, build_ota, resolve_modes
 from otalib.formats.package import pack
 from otalib.formats.version import DeviceProfile, device_patch
-from otalib.inspect import DeviceBuild, Outcome, Report, inspect_file, timestamp_text
+from otalib.inspect import DeviceBuild, Report, inspect_file, timestamp_text
 from otalib.keys import DeviceKeys, load_binary_key, load_key
 from otalib.outputs import guard_output, write_output
 from otalib.package_check import check_package, payload_kind
+from otalib.vocabulary import Decision, FirmwareParser
 
 U64 = click.IntRange(min=0, max=2**64 - 1)
 
@@ -172,7 +173,7 @@ def _render_verdict(report: Report) -> list[str]:
     if verdict is None:
         return []
     line = f"device: {verdict.outcome.value}"
-    if verdict.outcome is Outcome.REJECTED:
+    if verdict.outcome is Decision.REJECTED:
         from otalib.errors import DEVICE_ERROR_TEXT, DeviceErrorCode
 
         text = DEVICE_ERROR_TEXT.get(DeviceErrorCode(verdict.error)) if verdict.error else None
@@ -203,7 +204,7 @@ def device_build(
         encryption = config.ENABLE_OTA_ENCRYPTION
     if firmware_timestamp is None:
         firmware_timestamp = config.FIRMWARE_BUILD_TIMESTAMP
-    advanced = None if mode is None else mode == "advanced"
+    advanced = None if mode is None else FirmwareParser(mode) is FirmwareParser.ADVANCED
     if advanced is None and "ENABLE_OTA_ADVANCED" in config.explicit:
         advanced = config.ENABLE_OTA_ADVANCED
     return DeviceBuild(keys, signing, encryption, advanced, firmware_timestamp, current_patch, DeviceProfile(profile))
@@ -235,7 +236,7 @@ def _keys(key: str | None, verify_key: str | None, decrypt_key: str | None) -> D
 )
 @click.option(
     "--mode",
-    type=click.Choice(["standard", "advanced"]),
+    type=click.Choice([p.value for p in FirmwareParser]),
     default=None,
     help="device's update mode (default: ENABLE_OTA_ADVANCED if configured, else from the payload)",
 )

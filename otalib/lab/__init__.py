@@ -17,7 +17,6 @@ from typing import Any
 _EXPORTS = {
     "TRIAL_COLUMNS": "schema",
     "OUTCOMES": "schema",
-    "MODES": "schema",
     "TrialConfig": "schema",
     "TrialResult": "schema",
     "validate_frame": "schema",

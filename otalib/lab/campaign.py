@@ -435,7 +435,7 @@ def run_campaign(
             store.write_trial(out_dir, result.to_row())
             session["trials_run"] += 1
             bar.update(1)
-            bar.set_postfix_str(result.outcome, refresh=False)
+            bar.set_postfix_str(result.outcome.text, refresh=False)
     except KeyboardInterrupt:
         _stopped(save, "interrupted")
         raise

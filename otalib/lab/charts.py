@@ -15,7 +15,8 @@ import pandas as pd
 from matplotlib.ticker import EngFormatter
 
 from otalib.errors import LabError
-from otalib.lab.schema import MODES, TIMELINE_PHASES
+from otalib.lab.schema import TIMELINE_PHASES
+from otalib.vocabulary import OutcomeKind, UpdateMode
 from otalib.lab.stats import failed, fit_throughput, phase_durations, time_to_new_version, wilson_interval
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ def format_rate(rate_Bps: float) -> str:
             return f"{rate_Bps:.3g} {unit}"
         rate_Bps /= 1000
     return ""  # pragma: no cover
+
+
+#: Modes in chart order (their colours follow it).
+MODES = tuple(mode.value for mode in UpdateMode)
 
 
 def mode_color(mode: str) -> str:
@@ -139,7 +144,7 @@ def plot_time_vs_size(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """
     ax = _axes(ax)
     data = df.assign(_time=time_to_new_version(df))
-    data = data[(data["outcome"] == "updated") & np.isfinite(data["_time"])]
+    data = data[(data["outcome"] == OutcomeKind.UPDATED) & np.isfinite(data["_time"])]
     ax.set_xlabel("image size")
     ax.set_ylabel("publish → new version (s)")
     ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
@@ -225,7 +230,7 @@ def plot_time_cdf(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     ax.set_xlabel("publish → new version (s)")
     ax.set_ylabel("fraction of updated trials")
     data = df.assign(_time=time_to_new_version(df))
-    data = data[(data["outcome"] == "updated") & np.isfinite(data["_time"])]
+    data = data[(data["outcome"] == OutcomeKind.UPDATED) & np.isfinite(data["_time"])]
     if data.empty:
         return _no_data(ax, "updated trials")
     for mode in _sorted_modes(data["mode"]):
@@ -257,7 +262,7 @@ __all__ = [
 def plot_phase_breakdown(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[str, ...] = ("mode", "link")) -> Axes:
     """Where the time goes: mean seconds per phase, stacked, per group of updated trials."""
     ax = _axes(ax)
-    done = df[df["outcome"] == "updated"]
+    done = df[df["outcome"] == OutcomeKind.UPDATED]
     if done.empty:
         ax.text(0.5, 0.5, "no updated trials", ha="center", va="center", transform=ax.transAxes)
         return ax

@@ -15,9 +15,10 @@ from matplotlib.figure import Figure
 from otalib.errors import LabError
 from otalib.fileio import atomic_writer
 from otalib.lab.charts import failure_table, plot_failure_rates, plot_time_cdf, plot_time_vs_size, plot_timeline
-from otalib.lab.schema import OUTCOMES, outcome_kind
+from otalib.lab.schema import OUTCOMES, outcome_kinds
 from otalib.lab.stats import time_to_new_version
 from otalib.lab.store import load_run, write_file, writing
+from otalib.vocabulary import OutcomeKind
 
 #: Grouping of the summary table.
 SUMMARY_BY = ["mode", "link", "fault"]
@@ -40,10 +41,10 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=columns)
     table = failure_table(df, SUMMARY_BY).set_index(SUMMARY_BY)
-    data = df.assign(_kind=df["outcome"].astype(str).map(outcome_kind), _time=time_to_new_version(df))
+    data = df.assign(_kind=outcome_kinds(df["outcome"]), _time=time_to_new_version(df))
     rows = []
     for key, group in data.groupby(SUMMARY_BY, sort=True, dropna=False):
-        ok = group[(group["_kind"] == "updated") & np.isfinite(group["_time"])]
+        ok = group[(group["_kind"] == OutcomeKind.UPDATED) & np.isfinite(group["_time"])]
         stats = table.loc[key]
         row: dict[str, Any] = dict(zip(SUMMARY_BY, key, strict=True))
         row["n"] = len(group)
@@ -60,7 +61,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 def representative_trial(df: pd.DataFrame) -> pd.Series:
     """The updated trial with the median time to new version (else the latest trial)."""
     times = time_to_new_version(df)
-    ok = df[(df["outcome"] == "updated") & np.isfinite(times)]
+    ok = df[(df["outcome"] == OutcomeKind.UPDATED) & np.isfinite(times)]
     if ok.empty:
         return df.iloc[-1]
     ok_times = times[ok.index].sort_values(kind="stable")

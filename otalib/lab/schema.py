@@ -20,13 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from otalib.errors import LabError
+from otalib.formats.version import DeviceProfile
+from otalib.vocabulary import Outcome, OutcomeKind, UpdateMode
 
-#: Deployment modes of a trial.
-MODES = ("standard", "signed", "encrypted", "signed+encrypted")
-#: Device behaviour profiles of the virtual board.
-DEVICE_PROFILES = ("sming-6.1", "reference")
-#: Outcome kinds; the recorded string is one of these, ``rejected`` as ``rejected:<DeviceError>``.
-OUTCOMES = ("updated", "skipped", "rejected", "timeout", "bricked")
+#: Outcome kinds a trial records (a restart into the same firmware is no trial's end), in report order;
+#: the recorded string is :attr:`Outcome.text <otalib.vocabulary.Outcome.text>`: ``rejected:<DeviceError>``.
+OUTCOMES: tuple[OutcomeKind, ...] = tuple(kind for kind in OutcomeKind if kind is not OutcomeKind.RESTARTED)
 
 #: Phase timestamp columns, in the order a successful update passes them.
 PHASES = (
@@ -105,13 +104,13 @@ class TrialConfig:
     campaign: str = ""
     repeat: int = 0
     size: int = 65536
-    mode: str = "standard"
+    mode: UpdateMode = UpdateMode.STANDARD
     tls: bool = False
     link: str = "unlimited"
     rate_Bps: float = math.nan  # NaN = unlimited
     latency_ms: float = 0.0
     fault: str = "none"
-    device_profile: str = "sming-6.1"
+    device_profile: DeviceProfile = DeviceProfile.SMING_61
     broker_backend: str = "mosquitto"
     broker_url: str = ""  # "" = the managed broker; else an external mqtt(s):// URL
     board: str = "virtual"  # or a serial port / rfc2217:// URL
@@ -146,6 +145,7 @@ class TrialConfig:
     def to_row(self) -> dict[str, Any]:
         """The configuration columns of this trial (the broker URL without credentials)."""
         row = {name: getattr(self, name) for name in CONFIG_COLUMNS if name != "trial_id"}
+        row["mode"], row["device_profile"] = self.mode.value, self.device_profile.value
         row["trial_id"] = self.trial_id
         row["broker_url"] = redact_url(self.broker_url)
         return {name: row[name] for name in CONFIG_COLUMNS}
@@ -160,10 +160,11 @@ def check_config(config: TrialConfig) -> None:
     def bad(name: str, why: str) -> LabError:
         return LabError(f"trial parameter {name}={getattr(config, name)!r}: {why}")
 
-    if config.mode not in MODES:
-        raise bad("mode", f"expected one of {', '.join(MODES)}")
-    if config.device_profile not in DEVICE_PROFILES:
-        raise bad("device_profile", f"expected one of {', '.join(DEVICE_PROFILES)}")
+    for name, words in (("mode", UpdateMode), ("device_profile", DeviceProfile)):
+        try:
+            object.__setattr__(config, name, words(getattr(config, name)))
+        except ValueError:
+            raise bad(name, f"expected one of {', '.join(w.value for w in words)}") from None
     if not _is_int(config.size) or config.size <= 0:
         raise bad("size", "expected a positive integer (bytes)")
     if not _is_int(config.repeat) or config.repeat < 0:
@@ -206,16 +207,25 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def outcome_kind(outcome: str) -> str:
-    """The kind of an outcome string: ``rejected:VerificationFailed`` -> ``rejected``."""
-    return outcome.split(":", 1)[0]
+def parse_outcome(text: str | Outcome) -> Outcome:
+    """A recorded outcome string (``rejected:VerificationFailed``) as an :class:`~otalib.vocabulary.Outcome`.
+
+    Raises :class:`LabError` unless it is one a trial records: a kind of :data:`OUTCOMES`, ``rejected``
+    always with the device's error name.
+    """
+    try:
+        outcome = text if isinstance(text, Outcome) else Outcome.parse(text)
+    except ValueError:
+        outcome = None
+    if outcome is None or outcome.kind not in OUTCOMES or (outcome.kind is OutcomeKind.REJECTED) != bool(outcome.error):
+        expected = ", ".join(kind.value for kind in OUTCOMES)
+        raise LabError(f"invalid trial outcome {str(text)!r}: expected one of {expected} (rejected:<error>)")
+    return outcome
 
 
-def check_outcome(outcome: str) -> None:
-    """Raise :class:`LabError` unless ``outcome`` is a valid outcome string."""
-    kind = outcome_kind(outcome)
-    if kind not in OUTCOMES or (kind == "rejected") != (":" in outcome) or outcome.endswith(":"):
-        raise LabError(f"invalid trial outcome {outcome!r}: expected one of {', '.join(OUTCOMES)} (rejected:<error>)")
+def outcome_kinds(outcomes: pd.Series) -> pd.Series:
+    """The kind (a string) of each recorded outcome string in ``outcomes``."""
+    return outcomes.astype(str).map(lambda text: Outcome.parse(text).kind.value)
 
 
 @dataclass
@@ -224,8 +234,8 @@ class TrialResult:
 
     config: TrialConfig
     phases: dict[str, float | None] = field(default_factory=dict)
-    outcome: str = "timeout"
-    error: str = ""
+    #: What the trial observed (an outcome string is parsed: ``rejected:VerificationFailed``).
+    outcome: Outcome = Outcome(OutcomeKind.TIMEOUT)
     bytes: int = 0
     throughput_Bps: float = math.nan
     notes: str = ""
@@ -239,10 +249,15 @@ class TrialResult:
     board_updates: str = ""
 
     def __post_init__(self) -> None:
-        check_outcome(self.outcome)
+        self.outcome = parse_outcome(self.outcome)
         unknown = set(self.phases) - set(PHASES)
         if unknown:
             raise LabError(f"unknown trial phase(s): {', '.join(sorted(unknown))}")
+
+    @property
+    def error(self) -> str:
+        """The device's error name when rejected, else ``""`` (the ``error`` column)."""
+        return self.outcome.error.value if self.outcome.error else ""
 
     def to_row(self) -> dict[str, Any]:
         """One tidy row: the configuration columns then the result columns."""
@@ -250,7 +265,7 @@ class TrialResult:
         for name in PHASES:
             value = self.phases.get(name)
             row[name] = math.nan if value is None else float(value)
-        row["outcome"] = self.outcome
+        row["outcome"] = self.outcome.text
         row["error"] = self.error
         row["bytes"] = int(self.bytes)
         row["throughput_Bps"] = float(self.throughput_Bps)
@@ -323,7 +338,7 @@ def _target_dtypes() -> dict[str, Any]:
 
 def _valid_outcome(outcome: str) -> bool:
     try:
-        check_outcome(outcome)
+        parse_outcome(outcome)
     except LabError:
         return False
     return True

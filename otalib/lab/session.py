@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from otalib.board.console import OutcomeTracker
+from otalib.vocabulary import Outcome
 from otalib.board.protocol import ConsoleLine
 from otalib.board.serial_board import SerialBoard
 from otalib.broker import Broker, BrokerUser, start_broker
@@ -187,14 +188,14 @@ class LabSession:
         return lines
 
     @property
-    def outcome(self) -> str | None:
+    def outcome(self) -> Outcome | None:
         """The tracker's decision about the last deployed update."""
         return self.tracker.outcome
 
-    def expect_outcome(self, wanted: str, timeout: float = 30.0) -> list[ConsoleLine]:
-        """Watch, then raise :class:`BoardError` unless the outcome is ``wanted``."""
+    def expect_outcome(self, wanted: Outcome | str, timeout: float = 30.0) -> list[ConsoleLine]:
+        """Watch, then raise :class:`BoardError` unless the outcome is ``wanted`` (or its text form)."""
         lines = self.watch(timeout)
-        if self.outcome != wanted:
+        if self.outcome is None or self.outcome.text != str(wanted):
             raise BoardError(f"expected outcome {wanted}, got {self.outcome}")
         return lines
 

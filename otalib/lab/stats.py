@@ -10,6 +10,7 @@ import pandas as pd
 
 from otalib.errors import LabError
 from otalib.lab.schema import TIMELINE_PHASES
+from otalib.vocabulary import OutcomeKind
 
 #: z for a two-sided 95% interval.
 Z95 = 1.959964
@@ -61,7 +62,7 @@ def time_to_new_version(df: pd.DataFrame) -> pd.Series:
 
 def failed(df: pd.DataFrame) -> pd.Series:
     """True for each trial whose outcome is not ``updated``."""
-    return df["outcome"].astype(str) != "updated"
+    return df["outcome"].astype(str) != OutcomeKind.UPDATED
 
 
 def phase_durations(df):

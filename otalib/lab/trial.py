@@ -34,13 +34,14 @@ from otalib.errors import LabError, OtaLabError
 from otalib.formats.ota import timestamp_now
 from otalib.formats.version import Version, topic_for
 from otalib.firmware.demo import make_demo_image
-from otalib.keys import DeviceKeys, LabKey
+from otalib.keys import LabKey
 from otalib.lab.schema import TrialConfig, TrialResult
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.tls import TlsOptions
 from otalib.mqtt.url import parse_url
 from otalib.procs import owned_tempdir
 from otalib.update import make_update
+from otalib.vocabulary import Decision, Outcome, OutcomeKind
 
 #: Patch the virtual board runs before each trial; the update carries BOARD_PATCH + 1 by default.
 BOARD_PATCH = 5
@@ -186,13 +187,6 @@ class Trial:
         tls = TlsOptions(ca=broker.ca_path) if cfg.tls else TlsOptions()
         return broker.url, tls, broker.backend
 
-    def _device_keys(self) -> DeviceKeys:
-        mode = self.config.mode
-        key = self.bench.key
-        return DeviceKeys(
-            key.verify_key if "signed" in mode else None, key.decrypt_key if "encrypted" in mode else None
-        )
-
     def _profile(self) -> LinkProfile | None:
         cfg = self.config
         if math.isnan(cfg.rate_Bps) and not cfg.latency_ms:
@@ -234,7 +228,7 @@ class Trial:
                     "esp8266", cfg.app_id, f"{version.major}.{version.minor}.{new_patch}", size=cfg.size
                 )
             update = make_update(
-                image, _update_mode(cfg.mode), patch=new_patch, key=self.bench.key, timestamp=timestamp_now() + 1
+                image, cfg.mode, patch=new_patch, key=self.bench.key, timestamp=timestamp_now() + 1
             )
             self.phases["t_build"] = self.clock.now()
             if proxy is not None:
@@ -252,18 +246,16 @@ class Trial:
             self.phases["t_end"] = self.clock.now()
             link = proxy.stats if proxy is not None else None
             board_updates = list(getattr(board, "updates", ()))
-        error = outcome.split(":", 1)[1] if outcome.startswith("rejected:") else ""
         t_first, t_last = self.phases.get("t_first_byte"), self.phases.get("t_last_byte")
         start = self.phases.get("t_publish_start")
         span = (t_last - start) if (t_last is not None and start is not None) else None
         throughput = len(update.package) / span if span and span > 0 else math.nan
-        if t_first is None and outcome == "updated":
+        if t_first is None and outcome.kind is OutcomeKind.UPDATED:
             self.notes.append("no OTA lines on the console (debug level < 3)")
         return TrialResult(
             cfg,
             phases=self.phases,
             outcome=outcome,
-            error=error,
             bytes=len(update.package),
             throughput_Bps=throughput,
             notes="; ".join(self.notes),
@@ -318,8 +310,8 @@ class Trial:
             app_id=cfg.app_id,
             version=f"{version.major}.{version.minor}.{BOARD_PATCH}",
             profile=cfg.device_profile,
-            mode="standard" if cfg.mode == "standard" else "advanced",
-            keys=self._device_keys(),
+            mode=cfg.mode.parser,
+            keys=cfg.mode.device_keys(self.bench.key),
             tls=tls,
             link=proxy.address if proxy is not None else None,
             restart_delay=self.bench.restart_delay,
@@ -347,7 +339,7 @@ class Trial:
             raise LabError(f"the broker did not acknowledge the board's subscription within {timeout:.0f}s")
         return cursor
 
-    def _watch(self, board, tracker: OutcomeTracker, cursor: int, proxy: LinkProxy | None, seen: int) -> str:
+    def _watch(self, board, tracker: OutcomeTracker, cursor: int, proxy: LinkProxy | None, seen: int) -> Outcome:
         """Follow the console until the tracker decides (or a virtual board's own result after
         its first ``seen`` says it skipped the message); record the phases."""
         deadline = time.monotonic() + self.config.timeout_s
@@ -362,14 +354,14 @@ class Trial:
                 self.notes.append(f"power cut at {self.clock.now():.3f}s")
             if results is not None and len(results) > seen:
                 seen = len(results)
-                if results[-1].outcome == "skipped" and not tracker.outcome:
-                    return "skipped"  # the board read the patch and ignored the message
+                if results[-1].outcome is Decision.SKIPPED and not tracker.outcome:
+                    return Outcome(OutcomeKind.SKIPPED)  # the board read the patch and ignored the message
             line, cursor = board.console.get(cursor, 0.05)
             if line is not None:
                 self._phase(line, switched)
                 switched |= line.event in ("switch_ok", "rom_activated", "swapping")
                 outcome = tracker.feed(line)
-                if outcome == "restarted" and power_cut:
+                if outcome is not None and outcome.kind is OutcomeKind.RESTARTED and power_cut:
                     tracker.rearm()  # the reboot after the power cut: the update comes again (retained)
                     tracker.published(line.t)
                     continue
@@ -378,7 +370,7 @@ class Trial:
             outcome = tracker.poll(time.time())
             if outcome is not None:
                 return outcome
-        return "timeout"
+        return Outcome(OutcomeKind.TIMEOUT)
 
     def _phase(self, line: ConsoleLine, switched: bool) -> None:
         t = self.clock.of_wall(line.t)
@@ -401,11 +393,6 @@ def _board_update(result: Any) -> str:
     """``outcome[:error]@patch`` of a virtual board's :class:`~otalib.board.sim.device.UpdateResult`."""
     error = f":{result.error}" if result.error else ""
     return f"{result.outcome}{error}@{'-' if result.patch is None else result.patch}"
-
-
-def _update_mode(mode: str) -> str:
-    """Lab mode names are :func:`~otalib.update.make_update` modes."""
-    return mode
 
 
 def run_campaign_on_bench(spec, out_dir: str | Path, *, progress: bool = True, resume: bool = True):

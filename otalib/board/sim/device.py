@@ -25,8 +25,8 @@ from otalib.formats.ota import OtaDecoder, OtaDone, OtaHeader, RomData, RomStart
 from otalib.formats.package import PackageParser, PatchRead, PayloadData
 from otalib.formats.version import DeviceProfile, Version, topic_for
 from otalib.keys import DeviceKeys
+from otalib.vocabulary import Decision, DeviceState, FirmwareParser
 
-MODES = ("standard", "advanced")
 #: Largest image whose checksum the standard-mode boot checks (bigger ones are assumed intact).
 CHECKSUM_LIMIT = 4 * 1024 * 1024
 #: Errors the device finds only once the whole file is in (its end-of-message callback still runs).
@@ -53,12 +53,13 @@ class BootResult:
 class UpdateResult:
     """What one MQTT message did.
 
-    ``outcome``: ``applied`` (boot slot switched, ``restart`` pending), ``skipped``
-    (older patch, nothing written), ``rejected`` (device ``error``), ``abandoned``
-    (the connection dropped mid-message), ``ignored`` (empty message / not running).
+    ``outcome``: the device's :class:`~otalib.vocabulary.Decision`: ``applied`` (boot slot
+    switched, ``restart`` pending), ``skipped`` (older patch, nothing written), ``rejected``
+    (device ``error``), ``abandoned`` (the connection dropped mid-message), ``ignored``
+    (empty message / not running).
     """
 
-    outcome: str
+    outcome: Decision
     patch: int | None = None
     error: str | None = None
     target_slot: int | None = None
@@ -92,9 +93,9 @@ class _Update:
 class Device:
     """A Sming device running the OTA-over-MQTT Upgrade sample (no network I/O here).
 
-    ``mode``: ``standard`` (raw image) or ``advanced`` (``.ota``; signed when
-    ``keys.verify`` is given, encrypted when ``keys.decrypt`` is given, as the
-    ENABLE_OTA_SIGNING / ENABLE_OTA_ENCRYPTION build flags). ``profile``:
+    ``mode``: the :class:`~otalib.vocabulary.FirmwareParser`, ``standard`` (raw image) or
+    ``advanced`` (``.ota``; signed when ``keys.verify`` is given, encrypted when ``keys.decrypt``
+    is given, as the ENABLE_OTA_SIGNING / ENABLE_OTA_ENCRYPTION build flags). ``profile``:
     ``sming-6.1`` (the framework's quirks) or ``reference``. ``write_current_slot``
     (standard mode): the sample's bug of writing into the running slot while switching
     to the other one; ``None`` (default) means on for ``sming-6.1``, off for ``reference``.
@@ -108,7 +109,7 @@ class Device:
         version: str | Version = "4.3.0",
         *,
         profile: DeviceProfile | str = DeviceProfile.SMING_61,
-        mode: str = "advanced",
+        mode: FirmwareParser | str = FirmwareParser.ADVANCED,
         keys: DeviceKeys | None = None,
         varint: bool = True,
         debug_level: int = 3,
@@ -119,8 +120,10 @@ class Device:
         chip_id: int = 0xC001BEAF,
         flash_file_name: str = "flash.bin",
     ) -> None:
-        if mode not in MODES:
-            raise BoardError(f"unknown mode {mode!r} (use standard or advanced)")
+        try:
+            mode = FirmwareParser(mode)
+        except ValueError:
+            raise BoardError(f"unknown mode {mode!r} (use standard or advanced)") from None
         self.flash = flash
         self.default_app_id = app_id
         self.default_version = Version.parse(version) if isinstance(version, str) else version
@@ -137,7 +140,7 @@ class Device:
         self.flash_file_name = flash_file_name
         self.console = console or SmingConsole(lambda _text: None, debug_level)
         self.console.debug_level = debug_level
-        self.state = "off"
+        self.state = DeviceState.OFF
         self.boot_count = 0
         self.updates = 0
         self.last_update: UpdateResult | None = None
@@ -195,8 +198,8 @@ class Device:
             "patch": self.patch,
             "build_timestamp": self.build_timestamp,
             "topic": self.topic if version else None,
-            "signed": self.keys.verify is not None if self.mode == "advanced" else None,
-            "encrypted": self.keys.decrypt is not None if self.mode == "advanced" else None,
+            "signed": self.keys.verify is not None if self.mode is FirmwareParser.ADVANCED else None,
+            "encrypted": self.keys.decrypt is not None if self.mode is FirmwareParser.ADVANCED else None,
             "write_current_slot": self.write_current_slot,
             "boot_count": self.boot_count,
             "updates": self.updates,
@@ -241,7 +244,7 @@ class Device:
             tried=tuple(tried),
         )
         self.console.banner(self.flash_file_name, layout.rom_table, current_slot=rom, flash_size=self.flash.size)
-        if self.mode == "standard" and _checksum_bad(self.flash, rom):
+        if self.mode is FirmwareParser.STANDARD and _checksum_bad(self.flash, rom):
             for _ in range(CRASH_LOOPS):
                 self.console.serial(
                     "\r\nFatal exception 0(IllegalInstructionCause):\r\n"
@@ -250,7 +253,7 @@ class Device:
                 )
             return self._bricked("crash", tuple(tried), slot=rom)
         self.boot_result = result
-        self.state = "running"
+        self.state = DeviceState.RUNNING
         version = self.version
         assert version is not None
         self.console.show_info(self.chip_id, layout.rom_table, rom, layout.roms[rom], version.major_minor)
@@ -264,13 +267,13 @@ class Device:
             self.flash.note_build_timestamp(slot, header.timestamp, patch)
 
     def _bricked(self, reason: str, tried: tuple[int, ...], slot: int | None = None) -> BootResult:
-        self.state = "bricked"
+        self.state = DeviceState.BRICKED
         self.boot_result = BootResult(False, slot, reason=reason, tried=tried)
         return self.boot_result
 
     def connecting(self, host: str = "192.168.13.1", port: int = 1883) -> None:
         """The network is up and the MQTT client starts: the sample's lines before its first message."""
-        if self.state != "running":
+        if self.state is not DeviceState.RUNNING:
             return
         self.conn_id = f"{0x5660C5C0 + 0x1000 * (self.boot_count % 64):08x}"
         self.console.ip_change()
@@ -286,7 +289,7 @@ class Device:
 
     def segment_received(self, size: int) -> None:
         """The TCP stack handed over a segment of ``size`` bytes (after its data was processed)."""
-        if self.state in ("running", "receiving", "restart_pending"):
+        if self.state in (DeviceState.RUNNING, DeviceState.RECEIVING, DeviceState.RESTART_PENDING):
             self.console.tcp_received(self.conn_id, size)
 
     def restart(self) -> BootResult:
@@ -299,11 +302,11 @@ class Device:
         """A PUBLISH of ``length`` payload bytes starts (a previous unfinished one is abandoned)."""
         if self._update is not None:
             self.on_message_abort()
-        if self.state != "running":
+        if self.state is not DeviceState.RUNNING:
             self._update = None
             return
         self._update = _Update(PackageParser(self.patch, self.varint, self.profile), length)
-        self.state = "receiving"
+        self.state = DeviceState.RECEIVING
 
     def on_message_data(self, chunk: bytes) -> None:
         """The next chunk of the message, as TCP data arrives."""
@@ -332,27 +335,27 @@ class Device:
         update = self._update
         self._update = None
         if update is None:
-            return UpdateResult("ignored", detail="not running or no message")
-        if self.state == "receiving":
-            self.state = "running"
+            return UpdateResult(Decision.IGNORED, detail="not running or no message")
+        if self.state is DeviceState.RECEIVING:
+            self.state = DeviceState.RUNNING
         if update.abandoned:  # the parser failed mid-stream: the end-of-message callback never runs
             return self._done(self._rejected(update))
         if update.length == 0:  # the sample's parser opens no stream and skips it silently: not a fault
-            return self._done(UpdateResult("ignored", detail="empty message (the retained update was cleared)"))
+            return self._done(UpdateResult(Decision.IGNORED, detail="empty message (the retained update was cleared)"))
         try:
             end = update.parser.end()
         except InputError as exc:
-            return self._done(UpdateResult("ignored", detail=str(exc)))
+            return self._done(UpdateResult(Decision.IGNORED, detail=str(exc)))
         patch = update.patch.patch if update.patch else None
         if not end.accepted:
-            return self._done(UpdateResult("skipped", patch, payload_bytes=end.payload_bytes))
+            return self._done(UpdateResult(Decision.SKIPPED, patch, payload_bytes=end.payload_bytes))
         if update.too_large:
             return self._done(
                 UpdateResult(
-                    "rejected", patch, DeviceErrorCode.RomTooLarge.value, update.target_slot, detail="no stream"
+                    Decision.REJECTED, patch, DeviceErrorCode.RomTooLarge.value, update.target_slot, detail="no stream"
                 )
             )
-        if self.mode == "standard":
+        if self.mode is FirmwareParser.STANDARD:
             return self._done(self._switch_standard(update, patch))
         return self._done(self._switch_advanced(update, patch))
 
@@ -360,14 +363,14 @@ class Device:
         """The connection dropped mid-message: the device drops its stream (no switch)."""
         update = self._update
         self._update = None
-        if self.state == "receiving":
-            self.state = "running"
+        if self.state is DeviceState.RECEIVING:
+            self.state = DeviceState.RUNNING
         if update is None:
-            return UpdateResult("ignored")
+            return UpdateResult(Decision.IGNORED)
         if update.abandoned:
             return self._done(self._rejected(update))
         result = UpdateResult(
-            "abandoned",
+            Decision.ABANDONED,
             update.patch.patch if update.patch else None,
             target_slot=update.target_slot,
             payload_bytes=update.payload_bytes,
@@ -380,7 +383,7 @@ class Device:
         """The result of a message rejected with ``update.error``."""
         assert update.error is not None
         return UpdateResult(
-            "rejected",
+            Decision.REJECTED,
             update.patch.patch if update.patch else None,
             update.error.code.value,
             update.target_slot,
@@ -392,7 +395,7 @@ class Device:
         self.updates += 1
         self.last_update = result
         if result.restart:
-            self.state = "restart_pending"
+            self.state = DeviceState.RESTART_PENDING
         return result
 
     # -- streaming --
@@ -400,7 +403,7 @@ class Device:
         running = self.slot
         assert running is not None
         layout = self.flash.layout
-        if self.mode == "standard":
+        if self.mode is FirmwareParser.STANDARD:
             target = running if self.write_current_slot else layout.other_slot(running)
             update.target_slot = target
             start, end = layout.slot_range(target)
@@ -503,12 +506,14 @@ class Device:
         if update.error is not None or update.writer is None:
             code = update.error.code.value if update.error else DeviceErrorCode.Internal.value
             self.console.switching_failed()
-            return UpdateResult("rejected", patch, code, update.target_slot, payload_bytes=update.payload_bytes)
+            return UpdateResult(Decision.REJECTED, patch, code, update.target_slot, payload_bytes=update.payload_bytes)
         after = layout.other_slot(running)
         self.flash.set_current_rom(after)
         self.console.swapping(running, layout.roms[running], after, layout.roms[after])
         self.console.switching_ok()
-        return UpdateResult("applied", patch, None, update.target_slot, after, update.payload_bytes, restart=True)
+        return UpdateResult(
+            Decision.APPLIED, patch, None, update.target_slot, after, update.payload_bytes, restart=True
+        )
 
     def _switch_advanced(self, update: _Update, patch: int | None) -> UpdateResult:
         decoder = update.decoder
@@ -524,7 +529,7 @@ class Device:
             self.console.got_error(update.error.code)
             self.console.switching_failed()
             return UpdateResult(
-                "rejected",
+                Decision.REJECTED,
                 patch,
                 update.error.code.value,
                 update.target_slot,
@@ -537,7 +542,7 @@ class Device:
         self.console.rom_activated(update.target_slot)
         self.console.switching_ok()
         return UpdateResult(
-            "applied", patch, None, update.target_slot, update.target_slot, update.payload_bytes, restart=True
+            Decision.APPLIED, patch, None, update.target_slot, update.target_slot, update.payload_bytes, restart=True
         )
 
 
