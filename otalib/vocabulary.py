@@ -158,6 +158,9 @@ class Outcome:
     def __str__(self) -> str:
         return self.text
 
+    def __repr__(self) -> str:  # short in a notebook, and still Python
+        return f"Outcome.parse({self.text!r})"
+
     @classmethod
     def parse(cls, text: str) -> Outcome:
         """The inverse of :attr:`text`; ValueError on anything else."""

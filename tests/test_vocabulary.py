@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from board_helpers import APP, KEY, CapturedConsole, firmware, make_flash
 
@@ -67,8 +69,8 @@ def test_a_device_built_as_the_mode_says_applies_that_modes_package(tmp_path, mo
         result = device.on_message_end()
         assert (result.outcome, result.error) == (Decision.APPLIED, None), result.detail
         assert device.state is DeviceState.RESTART_PENDING
-        assert json.loads(json.dumps(device.status))["state"] == "restart_pending"
-        assert json.loads(json.dumps(result.to_dict()))["outcome"] == "applied"
+        assert device.status["state"] == "restart_pending" and type(device.status["state"]) is str
+        assert result.to_dict()["outcome"] == "applied" and type(result.to_dict()["outcome"]) is str
 
 
 def test_outcome_text_round_trips_and_only_a_rejection_names_an_error():
@@ -76,6 +78,7 @@ def test_outcome_text_round_trips_and_only_a_rejection_names_an_error():
         assert Outcome.parse(kind.value) == Outcome(kind) and Outcome(kind).text == kind.value
     rejected = Outcome(OutcomeKind.REJECTED, DeviceErrorCode.VerificationFailed)
     assert rejected.text == str(rejected) == "rejected:VerificationFailed"
+    assert eval(repr(rejected), {"Outcome": Outcome}) == rejected
     assert Outcome.parse("rejected:VerificationFailed") == rejected
     for bad in ("", "ok", "rejected:", "rejected:NoSuchError", "timeout:VerificationFailed", "updated:"):
         with pytest.raises(ValueError, match="not an outcome"):
@@ -103,3 +106,15 @@ def test_the_example_run_still_loads_and_every_outcome_parses():
     assert Outcome(OutcomeKind.REJECTED, DeviceErrorCode.VerificationFailed) in outcomes
     assert {o.kind for o in outcomes} <= set(OutcomeKind)
     assert set(df["mode"]) <= {m.value for m in UpdateMode}
+
+
+def test_typed_parameters_keep_the_trial_ids_of_recorded_runs():
+    """A trial's id hashes its parameters: the typed mode/profile must hash as their names (resume relies on it)."""
+    df, _meta = load_run(EXAMPLE_RUN)
+    names = {f.name for f in dataclasses.fields(TrialConfig)}
+    for row in df.to_dict("records"):
+        params = {name: value for name, value in row.items() if name in names}
+        params.update(size=int(row["size"]), repeat=int(row["repeat"]), tls=bool(row["tls"]))
+        params["patch"] = None if pd.isna(row["patch"]) else int(row["patch"])
+        config = TrialConfig(**params)
+        assert isinstance(config.mode, UpdateMode) and config.trial_id == row["trial_id"], row

@@ -69,7 +69,8 @@ class UpdateResult:
     detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready (the decision as its name)."""
+        return {**asdict(self), "outcome": self.outcome.value}
 
 
 @dataclass
@@ -140,7 +141,7 @@ class Device:
         self.flash_file_name = flash_file_name
         self.console = console or SmingConsole(lambda _text: None, debug_level)
         self.console.debug_level = debug_level
-        self.state = DeviceState.OFF
+        self.state: DeviceState = DeviceState.OFF
         self.boot_count = 0
         self.updates = 0
         self.last_update: UpdateResult | None = None
@@ -190,8 +191,8 @@ class Device:
         version = self.version
         return {
             "profile": self.profile.value,
-            "mode": self.mode,
-            "state": self.state,
+            "mode": self.mode.value,
+            "state": self.state.value,
             "slot": self.slot,
             "app_id": self.app_id,
             "version": str(version) if version else None,
