@@ -24,7 +24,10 @@ from pathlib import Path
 from nacl import bindings as s
 from nacl._sodium import ffi, lib
 
-from otalib.formats.ota import ENC_CHUNK_PLAIN, ENC_HEADER_BYTES, TAG_FINAL, TAG_MESSAGE, OtaDecoder, Rom, build_ota
+from otalib.formats.ota import OtaDecoder, Rom, build_ota
+from otalib.formats.secretstream import CHUNK_PLAIN as ENC_CHUNK_PLAIN
+from otalib.formats.secretstream import HEADER_BYTES as ENC_HEADER_BYTES
+from otalib.formats.secretstream import TAG_FINAL, TAG_MESSAGE
 from otalib.keys import LabKey
 
 KEY = LabKey.from_bytes(bytes(range(64)))
@@ -108,7 +111,7 @@ def otalib_decode(data: bytes, feed: int = FEED) -> None:
     view = memoryview(data)
     for offset in range(0, len(data), feed):
         decoder.feed(view[offset : offset + feed])
-    decoder.close()
+    decoder.end_of_input()
 
 
 def best(fn, *args, repeat: int = 7) -> float:

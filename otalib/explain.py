@@ -2,29 +2,24 @@
 
 For notebooks and training: :func:`layout` walks a file with the same decoder the
 devices use and returns one :class:`Field` per header, ROM, signature and encryption
-chunk; :func:`layout_frame` makes that a DataFrame and :func:`plot_layout` draws it.
+chunk, at the offsets the decoder's events carry; :func:`layout_frame` makes that a
+DataFrame and :func:`plot_layout` draws it.
 """
 
 from __future__ import annotations
 
-import struct
+import contextlib
 from dataclasses import asdict, dataclass
 
-from otalib.formats.ota import (
-    ENC_HEADER_BYTES,
-    HEADER,
-    MAGIC_SIGNED,
-    MAGIC_UNSIGNED,
-    MD5_BYTES,
-    ROM_HEADER,
-    SIGNATURE_BYTES,
-    OtaDecoder,
-    OtaHeader,
-)
+from otalib.errors import DeviceError
+from otalib.formats.kinds import OTA_MAGIC_SIGNED, OTA_MAGIC_UNSIGNED, Kind, detect
+from otalib.formats.ota import DigestRead, OtaDecoder, OtaEvent, OtaHeader, RomData, RomStart
+from otalib.formats.secretstream import ContainerChunk, ContainerEvent, ContainerHeader, SecretstreamReader
 from otalib.formats.version import decode_patch, device_patch
 from otalib.inspect import timestamp_text
 from otalib.keys import DeviceKeys, LabKey
-from otalib.package_check import is_esp_image
+
+PREVIEW = 4  # bytes of a ROM's content shown
 
 
 @dataclass(frozen=True)
@@ -38,93 +33,103 @@ class Field:
     value: str
 
 
-def _plain_fields(data: bytes, base: int, label: str = "") -> list[Field]:
+def _decode(data: bytes, keys: DeviceKeys) -> list[OtaEvent]:
+    """The decoder's events for ``data`` up to its first error (a layout is drawn for broken files too)."""
+    decoder = OtaDecoder(verify_key=keys.verify, decrypt_key=keys.decrypt)
+    events: list[OtaEvent] = []
+    with contextlib.suppress(DeviceError):
+        events.extend(decoder.feed(data))  # extends with each event as it comes, up to the error
+    return events
+
+
+def _container_frames(data: bytes) -> list[ContainerEvent]:
+    """The container's frames, walked without decrypting (no key, or the key does not fit)."""
+    frames: list[ContainerEvent] = []
+    reader = SecretstreamReader(None, frames.append, lambda plain: None, frames_only=True)
+    reader.feed(memoryview(data))
+    return frames
+
+
+def _plain_fields(events: list[OtaEvent], base: int, label: str = "") -> list[Field]:
+    """One field per header, ROM header, ROM content and signature the decoder reported."""
     fields: list[Field] = []
-    if len(data) < HEADER.size:
-        return [Field(base, len(data), "truncated", "data", data[:16].hex())]
-    magic, timestamp, count = HEADER.unpack_from(data)
-    kind = {MAGIC_SIGNED: "signed", MAGIC_UNSIGNED: "not signed"}.get(magic, "unknown")
-    when = timestamp_text(timestamp)
-    fields += [
-        Field(base, 4, f"{label}header", "magic", f"{magic:#010x} ({kind})"),
-        Field(base + 4, 8, f"{label}header", "build timestamp", f"{timestamp} ms since 1900 ({when})"),
-        Field(base + 12, 1, f"{label}header", "ROM count", str(count)),
-        Field(base + 13, 3, f"{label}header", "reserved", data[13:16].hex()),
-    ]
-    offset = HEADER.size
-    for index in range(count):
-        if offset + ROM_HEADER.size > len(data):
-            break
-        address, size = ROM_HEADER.unpack_from(data, offset)
-        fields += [
-            Field(base + offset, 4, f"{label}ROM {index}", "flash address", f"{address:#x}"),
-            Field(base + offset + 4, 4, f"{label}ROM {index}", "size", str(size)),
-            Field(base + offset + 8, size, f"{label}ROM {index}", "image", data[offset + 8 : offset + 12].hex() + "…"),
-        ]
-        offset += ROM_HEADER.size + size
-    tail = SIGNATURE_BYTES if magic == MAGIC_SIGNED else MD5_BYTES
-    name = "Ed25519ph signature" if magic == MAGIC_SIGNED else "MD5 checksum"
-    fields.append(Field(base + offset, tail, f"{label}verification", name, data[offset : offset + 8].hex() + "…"))
+    previews: dict[int, bytes] = {}
+    for event in events:
+        if isinstance(event, RomData) and len(previews.get(event.index, b"")) < PREVIEW:
+            previews[event.index] = (previews.get(event.index, b"") + event.data)[:PREVIEW]
+    for event in events:
+        if isinstance(event, OtaHeader):
+            magic = OTA_MAGIC_SIGNED if event.signed else OTA_MAGIC_UNSIGNED
+            kind = "signed" if event.signed else "not signed"
+            at, part = base + event.offset, f"{label}header"
+            when = timestamp_text(event.timestamp)
+            fields += [
+                Field(at, 4, part, "magic", f"{magic:#010x} ({kind})"),
+                Field(at + 4, 8, part, "build timestamp", f"{event.timestamp} ms since 1900 ({when})"),
+                Field(at + 12, 1, part, "ROM count", str(event.rom_count)),
+                Field(at + 13, 3, part, "reserved", event.reserved.hex()),
+            ]
+        elif isinstance(event, RomStart):
+            at, part = base + event.offset, f"{label}ROM {event.index}"
+            preview = previews.get(event.index, b"").hex() + "…"
+            fields += [
+                Field(at, 4, part, "flash address", f"{event.address:#x}"),
+                Field(at + 4, 4, part, "size", str(event.size)),
+                Field(base + event.data_offset, event.size, part, "image", preview),
+            ]
+        elif isinstance(event, DigestRead):
+            name = "Ed25519ph signature" if event.method == "ed25519ph" else "MD5 checksum"
+            value = event.digest[:8].hex() + "…"
+            fields.append(Field(base + event.offset, event.length, f"{label}verification", name, value))
     return fields
 
 
-def _decrypted(data: bytes, keys: DeviceKeys) -> bytes | None:
-    if keys.decrypt is None:
-        return None
-    from nacl import bindings as sodium
+def _container_fields(frames: list[ContainerEvent], data: bytes, base: int) -> list[Field]:
+    fields: list[Field] = []
+    for frame in frames:
+        if isinstance(frame, ContainerHeader):
+            value = data[frame.offset : frame.offset + 8].hex() + "…"
+            fields.append(Field(base + frame.offset, frame.length, "encryption", "secretstream header", value))
+        elif isinstance(frame, ContainerChunk):
+            size, at = frame.cipher_length, base + frame.offset
+            fields.append(Field(at, 2, "encryption", f"chunk {frame.index} length-1", str(size - 1)))
+            fields.append(Field(at + 2, size, "encryption", f"chunk {frame.index} ciphertext", f"{size} bytes"))
+    return fields
 
-    state = sodium.crypto_secretstream_xchacha20poly1305_state()
-    try:
-        sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, data[:ENC_HEADER_BYTES], keys.decrypt)
-        parts, offset = [], ENC_HEADER_BYTES
-        while offset < len(data):
-            size = struct.unpack_from("<H", data, offset)[0] + 1
-            plain, _ = sodium.crypto_secretstream_xchacha20poly1305_pull(state, data[offset + 2 : offset + 2 + size])
-            parts.append(plain)
-            offset += 2 + size
-    except Exception:
-        return None
-    return b"".join(parts)
+
+def _encrypted_fields(data: bytes, keys: DeviceKeys, base: int) -> list[Field]:
+    """The container's frames, then (with the key) the decrypted file's fields."""
+    events = _decode(data, keys) if keys.decrypt is not None else []
+    decrypted = [e for e in events if not isinstance(e, (ContainerHeader, ContainerChunk))]
+    frames = _container_frames(data)
+    return _container_fields(frames, data, base) + _plain_fields(decrypted, 0, "decrypted ")
 
 
 def layout(data: bytes, key: LabKey | DeviceKeys | None = None, varint: bool = True) -> list[Field]:
-    """Fields of a package or OTA file (encrypted files are decrypted when a key is given)."""
+    """Fields of a package or OTA file (encrypted files are decrypted when a key is given).
+
+    The regions are the ones the device's decoder reports (its events carry their
+    offsets); a package's patch prefix is read with the device's patch decoder.
+    """
     keys = DeviceKeys.of(key)
     fields: list[Field] = []
     base = 0
-    magic = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
-    if magic not in (MAGIC_SIGNED, MAGIC_UNSIGNED) and not is_esp_image(data):
-        decoder = OtaDecoder(decrypt_key=keys.decrypt, verify_key=keys.verify)
-        is_encrypted_ota = False
-        try:
-            events = decoder.feed(data[:4096])
-            is_encrypted_ota = any(isinstance(e, OtaHeader) for e in events)
-        except Exception:
-            pass
-        if not is_encrypted_ota:
-            patch, used = decode_patch(data, varint)
-            seen = device_patch(patch, varint)
-            note = f"patch {patch}" + (f" (a Sming 6.1 device reads {seen})" if seen != patch else "")
-            fields.append(Field(0, used, "package", "patch version (varint)" if varint else "patch version", note))
-            base = used
-            data = data[used:]
-    magic = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
-    if magic in (MAGIC_SIGNED, MAGIC_UNSIGNED):
-        return fields + _plain_fields(data, base)
-    if is_esp_image(data):
+    kind = detect(data)
+    if kind is Kind.UNKNOWN:  # a package: the patch version, then the firmware
+        patch, used = decode_patch(data, varint)
+        seen = device_patch(patch, varint)
+        note = f"patch {patch}" + (f" (a Sming 6.1 device reads {seen})" if seen != patch else "")
+        fields.append(Field(0, used, "package", "patch version (varint)" if varint else "patch version", note))
+        base = used
+        data = data[used:]
+        kind = detect(data)
+    if kind is Kind.OTA:
+        return fields + _plain_fields(_decode(data, keys), base)
+    if kind is Kind.ESP_IMAGE:
         return [*fields, Field(base, len(data), "firmware", "raw ESP image (standard mode)", data[:4].hex() + "…")]
-    fields.append(Field(base, ENC_HEADER_BYTES, "encryption", "secretstream header", data[:8].hex() + "…"))
-    offset, index = ENC_HEADER_BYTES, 0
-    while offset + 2 <= len(data):
-        size = struct.unpack_from("<H", data, offset)[0] + 1
-        fields.append(Field(base + offset, 2, "encryption", f"chunk {index} length-1", str(size - 1)))
-        fields.append(Field(base + offset + 2, size, "encryption", f"chunk {index} ciphertext", f"{size} bytes"))
-        offset += 2 + size
-        index += 1
-    plain = _decrypted(data, keys)
-    if plain is not None:
-        fields += _plain_fields(plain, 0, "decrypted ")
-    return fields
+    if kind is Kind.OTA_ENCRYPTED:
+        return fields + _encrypted_fields(data, keys, base)
+    return [*fields, Field(base, len(data), "firmware", "unrecognised data", data[:4].hex() + "…")]
 
 
 def layout_frame(fields: list[Field]):

@@ -9,6 +9,7 @@ that device would apply it, skip it (and which patch it reads) or reject it
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -16,11 +17,20 @@ from typing import Any
 
 from otalib.errors import DeviceError, DeviceErrorCode, InputError
 from otalib.fileio import MAX_PACKAGE_BYTES
-from otalib.formats.ota import OtaDecoder, OtaHeader, RomEnd, Unverified, Verified, iter_chunks, timestamp_to_datetime
+from otalib.formats.kinds import Kind, detect, is_ota_magic, is_secretstream
+from otalib.formats.ota import (
+    OtaDecoder,
+    OtaEvent,
+    OtaHeader,
+    RomEnd,
+    Unverified,
+    Verified,
+    iter_chunks,
+    timestamp_to_datetime,
+)
 from otalib.formats.package import PackageParser, PatchRead
 from otalib.formats.version import DeviceProfile, decode_patch, device_patch
 from otalib.keys import DeviceKeys, LabKey
-from otalib.package_check import PayloadKind, encrypted_chain_fits, is_esp_image, is_ota_magic, payload_kind
 from otalib.vocabulary import Decision
 
 FEED_CHUNK = 64 * 1024
@@ -139,7 +149,7 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: Devi
     build = _build(key, build)
     keys = build.keys
     encrypted = build.encryption
-    if encrypted is None and not is_ota_magic(data) and not encrypted_chain_fits(data):
+    if encrypted is None and not is_ota_magic(data) and not is_secretstream(data):
         encrypted = False  # neither plain nor an encrypted container: rejected by either build, as a bad magic
     decoder = OtaDecoder(
         verify_key=keys.verify,
@@ -151,7 +161,7 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: Devi
     )
     info: dict[str, Any] = {
         "signed": None,
-        "encrypted": not is_ota_magic(data) and (encrypted_chain_fits(data) or build.encryption is True),
+        "encrypted": not is_ota_magic(data) and (is_secretstream(data) or build.encryption is True),
         "timestamp": None,
         "verified": False,
         "error": None,
@@ -161,7 +171,7 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: Devi
     report = Report("ota", info, build=build)
     unverified: str | None = None
 
-    def take(events: list) -> None:
+    def take(events: Iterable[OtaEvent]) -> None:
         nonlocal unverified
         for event in events:
             if isinstance(event, OtaHeader):
@@ -180,12 +190,11 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: Devi
                 report.warnings.append(f"signature not checked: {event.reason} (-k KEY)")
 
     error: DeviceError | None = None
-    try:
+    try:  # the events completed before an error come first, then the error
         for chunk in iter_chunks(data, FEED_CHUNK):
             take(decoder.feed(chunk))
-        decoder.close()
+        decoder.end_of_input()
     except DeviceError as exc:
-        take(decoder.drain())
         error = exc
         info["error"] = exc.code.value
         info["error_detail"] = exc.detail
@@ -201,19 +210,19 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: Devi
     return report
 
 
-def _payload_report(payload: bytes, kind: PayloadKind, build: DeviceBuild) -> Report:
+def _payload_report(payload: bytes, kind: Kind, build: DeviceBuild) -> Report:
     """The payload as a device of ``build`` handles it (advanced: the OTA decoder; standard: written as is)."""
     advanced = build.advanced
     if advanced is None:  # signing and encryption exist only in advanced mode
         advanced = kind.advanced or bool(build.signing or build.encryption)
     if advanced:
         report = inspect_ota(payload, build=build)
-        if kind is PayloadKind.ESP_IMAGE:
+        if kind is Kind.ESP_IMAGE:
             report.warnings.append(
                 "a raw ESP image: only a standard-mode device (ENABLE_OTA_ADVANCED=0, --mode standard) takes it"
             )
         return report
-    if kind is PayloadKind.ESP_IMAGE:
+    if kind is Kind.ESP_IMAGE:
         try:
             inner = inspect_image_bytes(payload)
         except InputError as exc:
@@ -222,7 +231,7 @@ def _payload_report(payload: bytes, kind: PayloadKind, build: DeviceBuild) -> Re
     else:
         inner = Report(kind.value, {"size": len(payload), "verified": False, "error": None})
     if not inner.data.get("verified"):
-        what = "not an ESP image" if kind is not PayloadKind.ESP_IMAGE else "an ESP image that does not check out"
+        what = "not an ESP image" if kind is not Kind.ESP_IMAGE else "an ESP image that does not check out"
         inner.warnings.append(
             f"the payload is {what}: a standard-mode device writes it to flash as it is and then cannot boot it"
         )
@@ -240,7 +249,7 @@ def inspect_package(
     build = _build(key, build)
     patch, used = decode_patch(data, varint)
     payload = data[used:]
-    kind = payload_kind(payload)
+    kind = detect(payload)
     inner = _payload_report(payload, kind, build)
     dev = device_patch(patch, varint)
     report = Report(
@@ -276,7 +285,7 @@ def _package_verdict(data: bytes, varint: bool, build: DeviceBuild, payload: Ver
         for event in parser.feed(data):
             if isinstance(event, PatchRead):
                 read = event
-        parser.end()
+        parser.end_of_input()
     except InputError as exc:
         return Verdict(Decision.REJECTED, DeviceErrorCode.InvalidFormat.value, str(exc))
     assert read is not None
@@ -306,7 +315,7 @@ def _package_prefix(data: bytes, varint: bool) -> int:
     except InputError:
         return 0
     payload = data[used:]
-    return used if payload and payload_kind(payload) is not PayloadKind.UNKNOWN else 0
+    return used if payload and detect(payload) is not Kind.UNKNOWN else 0
 
 
 def _build(key: LabKey | DeviceKeys | None, build: DeviceBuild | None) -> DeviceBuild:
@@ -334,13 +343,11 @@ def inspect_bytes(
     if not data:
         raise InputError("the file is empty")
     build = _build(key, build)
-    if is_ota_magic(data):
+    kind = detect(data)
+    if kind is Kind.OTA or (kind is Kind.OTA_ENCRYPTED and hint != ".sdp"):
         return inspect_ota(data, build=build)
-    if hint != ".sdp":
-        if encrypted_chain_fits(data):
-            return inspect_ota(data, build=build)
-        if is_esp_image(data):
-            return inspect_image_bytes(data)
+    if kind is Kind.ESP_IMAGE and hint != ".sdp":
+        return inspect_image_bytes(data)
     encodings = (True, False) if varint is None else (varint,)
     if allow_package:
         for encoding in encodings:
@@ -348,7 +355,7 @@ def inspect_bytes(
                 return inspect_package(data, varint=encoding, build=build)
         if hint == ".sdp":
             return inspect_package(data, varint=encodings[0], build=build)
-    if encrypted_chain_fits(data):
+    if kind is Kind.OTA_ENCRYPTED:
         return inspect_ota(data, build=build)
     raise InputError("not an OTA file, deployment package or ESP image (wrong --varint setting?)")
 

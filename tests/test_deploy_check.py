@@ -14,10 +14,10 @@ from deploy_helpers import retained
 from otalib.broker import BrokerUser, start_broker
 from otalib.errors import InputError
 from otalib.firmware.demo import make_demo_image
+from otalib.formats.kinds import Kind
 from otalib.formats.ota import Rom, build_ota
-from otalib.formats.package import pack
+from otalib.formats.package import check_package, pack
 from otalib.keys import load_key
-from otalib.package_check import PayloadKind, check_package
 
 VECTORS = Path(__file__).parent / "vectors"
 KEY = load_key(VECTORS / "demo.key")
@@ -28,12 +28,12 @@ TOPIC = "a/test/u/4.3"
 
 def test_good_packages_pass_with_their_kind():
     for data, kind in (
-        (pack(IMAGE, 5), PayloadKind.ESP_IMAGE),
-        (pack(b"\xea\x04\x00\x00" + bytes(60), 5), PayloadKind.ESP_IMAGE),  # ESP8266 v2 (Sming rom0.bin)
-        (pack(build_ota([Rom(0x8000, IMAGE)]), 5), PayloadKind.OTA),
-        (pack(build_ota([Rom(0x8000, IMAGE)], KEY, signed=True), 300), PayloadKind.OTA),
-        (pack(build_ota([Rom(0x8000, IMAGE)], KEY, encrypted=True), 5), PayloadKind.OTA_ENCRYPTED),
-        ((VECTORS / "pack_255_byte.sdp").read_bytes(), PayloadKind.OTA),
+        (pack(IMAGE, 5), Kind.ESP_IMAGE),
+        (pack(b"\xea\x04\x00\x00" + bytes(60), 5), Kind.ESP_IMAGE),  # ESP8266 v2 (Sming rom0.bin)
+        (pack(build_ota([Rom(0x8000, IMAGE)]), 5), Kind.OTA),
+        (pack(build_ota([Rom(0x8000, IMAGE)], KEY, signed=True), 300), Kind.OTA),
+        (pack(build_ota([Rom(0x8000, IMAGE)], KEY, encrypted=True), 5), Kind.OTA_ENCRYPTED),
+        ((VECTORS / "pack_255_byte.sdp").read_bytes(), Kind.OTA),
     ):
         check = check_package(data, varint=data != (VECTORS / "pack_255_byte.sdp").read_bytes())
         assert check.kind is kind

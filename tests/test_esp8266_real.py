@@ -95,10 +95,11 @@ def test_inspect_recognises_the_real_rom() -> None:
 
 
 def test_standard_package_of_the_real_rom_is_recognised() -> None:
-    from otalib.formats.package import pack, payload_kind
+    from otalib.formats.kinds import Kind, detect
+    from otalib.formats.package import pack
 
     package = pack(ROM0.read_bytes(), 3)
-    assert payload_kind(package[1:]) == "esp-image"
+    assert detect(package[1:]) is Kind.ESP_IMAGE
     report = inspect_bytes(package)
     assert report.kind == "sdp" and report.data["payload"]["kind"] == "esp-image" and report.ok
 
@@ -370,8 +371,8 @@ def test_board_refuses_a_flash_of_another_layout(tmp_path: Path) -> None:
 
 
 def test_inspect_text_and_deploy_check_of_real_images() -> None:
-    from otalib.formats.package import pack
-    from otalib.package_check import PayloadKind, check_package
+    from otalib.formats.kinds import Kind
+    from otalib.formats.package import check_package, pack
 
     result = run("inspect", str(ROM0))
     assert result.exit_code == 0, result.output
@@ -381,4 +382,4 @@ def test_inspect_text_and_deploy_check_of_real_images() -> None:
     result = run("inspect", str(SMING_OTA), "--verify-key", str(REAL / "verify.key.bin"), "--json")
     assert json.loads(result.output)["roms"][0]["address"] == 0x2000
     # deploy's pre-publish check takes a standard package of the real ROM
-    assert check_package(pack(ROM0.read_bytes(), 2)).kind is PayloadKind.ESP_IMAGE
+    assert check_package(pack(ROM0.read_bytes(), 2)).kind is Kind.ESP_IMAGE

@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 
 from otalib.errors import DeviceError, InputError
 from otalib.formats.ota import (
+    HEADER,
+    ROM_HEADER,
+    DigestRead,
     OtaDecoder,
     OtaDone,
     OtaHeader,
@@ -21,8 +24,11 @@ from otalib.formats.ota import (
     RomStart,
     Verified,
     build_ota,
+    build_plain,
 )
 from otalib.formats.package import PackageParser, PatchRead, PayloadData, pack
+from otalib.formats.secretstream import HEADER_BYTES as ENC_HEADER_BYTES
+from otalib.formats.secretstream import ContainerChunk, ContainerHeader
 from otalib.formats.version import decode_patch, encode_patch
 from otalib.keys import load_key
 
@@ -43,7 +49,7 @@ def decode_all(data: bytes, cuts: list[int] | None = None, **options) -> list:
     events = []
     for start, end in itertools.pairwise(bounds):
         events += decoder.feed(data[start:end])
-    decoder.close()
+    decoder.end_of_input()
     merged: list = []
     for event in events:
         if isinstance(event, RomData):
@@ -57,13 +63,44 @@ def decode_all(data: bytes, cuts: list[int] | None = None, **options) -> list:
 
 
 @SETTINGS
+@given(roms=roms_st, mode=modes_st, cuts=st.lists(st.integers(0, 10_000), max_size=6))
+def test_event_offsets_point_at_their_bytes(roms, mode, cuts):
+    """Each header, ROM, signature and container chunk is where its event says, however the file is cut."""
+    signed, encrypted = mode
+    data = build_ota(roms, KEY, signed=signed, encrypted=encrypted, timestamp=7)
+    events = decode_all(data, cuts)
+    plain = build_plain(roms, KEY, signed=signed, timestamp=7)  # deterministic: the decrypted file
+    header = next(e for e in events if isinstance(e, OtaHeader))
+    assert (header.offset, header.length, header.reserved) == (0, HEADER.size, plain[13:16])
+    for event in events:
+        if isinstance(event, RomStart):
+            assert plain[event.offset : event.data_offset] == ROM_HEADER.pack(event.address, event.size)
+            assert plain[event.data_offset : event.data_offset + event.size] == roms[event.index].data
+        elif isinstance(event, DigestRead):
+            assert event.offset + event.length == len(plain)
+            assert plain[event.offset :] == event.digest
+    frames = [e for e in events if isinstance(e, (ContainerHeader, ContainerChunk))]
+    if not encrypted:
+        assert not frames
+        return
+    assert (frames[0].offset, frames[0].length) == (0, ENC_HEADER_BYTES)
+    end = ENC_HEADER_BYTES
+    for index, chunk in enumerate(frames[1:]):
+        assert (chunk.index, chunk.offset) == (index, end)
+        assert int.from_bytes(data[chunk.offset : chunk.cipher_offset], "little") + 1 == chunk.cipher_length
+        end = chunk.cipher_offset + chunk.cipher_length
+    assert end == len(data)
+
+
+@SETTINGS
 @given(roms=roms_st, mode=modes_st, timestamp=st.integers(0, 2**63))
 def test_build_then_decode_round_trips(roms, mode, timestamp):
     signed, encrypted = mode
     data = build_ota(roms, KEY, signed=signed, encrypted=encrypted, timestamp=timestamp)
     events = decode_all(data)
-    header = events[0]
+    header = next(e for e in events if isinstance(e, OtaHeader))
     assert header == OtaHeader(signed, timestamp, len(roms), encrypted)
+    assert not encrypted or isinstance(events[0], ContainerHeader)
     starts = [e for e in events if isinstance(e, RomStart)]
     assert [(s.address, s.size) for s in starts] == [(r.address, len(r.data)) for r in roms]
     contents = {e.index: e.data for e in events if isinstance(e, RomData)}
@@ -97,8 +134,7 @@ def test_any_flipped_byte_in_a_protected_file_is_rejected(mode, data):
     with pytest.raises(DeviceError):
         for event in decoder.feed(bytes(file)):
             verified |= isinstance(event, Verified)
-        decoder.close()
-    verified |= any(isinstance(e, Verified) for e in decoder.drain())
+        decoder.end_of_input()
     assert not verified
 
 
@@ -108,7 +144,7 @@ def test_random_bytes_raise_only_documented_errors(garbage, encrypted):
     decoder = OtaDecoder(verify_key=KEY.verify_key, decrypt_key=KEY.decrypt_key, encrypted=encrypted)
     try:
         decoder.feed(garbage)
-        decoder.close()
+        decoder.end_of_input()
     except DeviceError:
         pass
 
@@ -133,7 +169,7 @@ def test_package_round_trip_with_any_chunking(patch, varint, payload, data):
     for cut in [*cuts, len(package)]:
         events += parser.feed(package[start:cut])
         start = cut
-    end = parser.end()
+    end = parser.end_of_input()
     read = [e for e in events if isinstance(e, PatchRead)]
     assert read[0].patch == patch and read[0].version_bytes == len(encode_patch(patch, varint))
     assert b"".join(e.data for e in events if isinstance(e, PayloadData)) == payload
@@ -181,19 +217,19 @@ def test_device_checks_in_order(case, first, chunk):
     with pytest.raises(DeviceError) as err:
         for piece in pieces:
             decoder.feed(piece)
-        decoder.close()
+        decoder.end_of_input()
     assert err.value.code.value == first
 
 
 def test_each_check_alone():
     good = build_ota([Rom(0x8000, b"\xe9" * 100)], KEY, signed=True, timestamp=1000)
     with pytest.raises(DeviceError) as err:
-        OtaDecoder(verify_key=KEY.verify_key).feed(good + b"\x00")
+        list(OtaDecoder(verify_key=KEY.verify_key).feed(good + b"\x00"))
     assert err.value.code.value == "UnsupportedData"
     decoder = OtaDecoder(verify_key=KEY.verify_key)
     decoder.feed(good[:-1])
     with pytest.raises(DeviceError) as err:
-        decoder.close()
+        decoder.end_of_input()
     assert err.value.code.value == "InvalidFormat" and "truncated" in err.value.detail
     with pytest.raises(DeviceError) as again:  # errors are sticky
         decoder.feed(b"")
@@ -203,7 +239,7 @@ def test_each_check_alone():
 def test_data_after_the_final_encrypted_chunk_is_invalid_format():
     file = build_ota([Rom(0x8000, b"\xe9" * 10)], KEY, encrypted=True)
     with pytest.raises(DeviceError) as err:
-        OtaDecoder(decrypt_key=KEY.decrypt_key).feed(file + b"\x01\x02")
+        list(OtaDecoder(decrypt_key=KEY.decrypt_key).feed(file + b"\x01\x02"))
     assert err.value.code.value == "InvalidFormat"
 
 
@@ -211,8 +247,11 @@ def test_failed_verification_still_reports_the_written_rom():
     file = bytearray(build_ota([Rom(0x8000, b"\xe9" * 5000)], KEY, signed=True))
     file[-1] ^= 1
     decoder = OtaDecoder(verify_key=KEY.verify_key, target_address=0x8000, slot_size=0xF8000)
-    with pytest.raises(DeviceError):
-        decoder.feed(bytes(file))
-    events = decoder.drain()
+    events = []
+    with pytest.raises(DeviceError) as err:
+        for event in decoder.feed(bytes(file)):  # the events before the error come first, then the error
+            events.append(event)
+    assert err.value.code.value == "VerificationFailed"
     assert any(isinstance(e, RomEnd) and e.selected for e in events)
+    assert isinstance(events[-1], DigestRead) and events[-1].digest == bytes(file[-64:])
     assert decoder.selected_rom == 0

@@ -126,7 +126,7 @@ def test_package_vectors(name, demo_key):
     assert unpack(data, expected["varint"]) == (expected["patch"], payload)
     report = check_package(data, expected["varint"])
     assert report.patch == expected["patch"]
-    assert report.payload_kind == "ota"
+    assert report.kind == "ota"
     inspected = inspect_file(VECTORS / name, demo_key)
     assert inspected.kind == "sdp"
     assert inspected.data["patch"] == expected["patch"]
@@ -159,7 +159,7 @@ def test_device_parser_applies_300_at_46_and_skips_it_at_47():
         read = next(e for e in events if isinstance(e, PatchRead))
         assert read.patch == 46
         assert read.accepted is accepted
-        assert parser.end().payload_bytes == (len(data) - 2 if accepted else 0)
+        assert parser.end_of_input().payload_bytes == (len(data) - 2 if accepted else 0)
     reference = PackageParser(299, True, "reference")
     assert next(e for e in reference.feed(data) if isinstance(e, PatchRead)).accepted
 
@@ -177,6 +177,6 @@ def test_decoder_selects_the_rom_by_the_low_20_bits(demo_key):
     for target, selected in ((0x2000, 0), (0x102000, 0), (0x108000, 1), (0x8000, 1)):
         decoder = OtaDecoder(target_address=target, slot_size=0xF8000, verify_key=keys.verify)
         events = [e for chunk in iter_chunks(data, 333) for e in decoder.feed(chunk)]
-        decoder.close()
+        decoder.end_of_input()
         assert any(isinstance(e, Verified) for e in events)
         assert decoder.selected_rom == selected

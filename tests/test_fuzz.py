@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from otalib.errors import OtaLabError
 from otalib.explain import layout
+from otalib.formats.package import check_package
 from otalib.inspect import DeviceBuild, Report, inspect_bytes
 from otalib.keys import DeviceKeys, load_key
-from otalib.package_check import check_package
 from otalib.vocabulary import Decision
 
 VECTORS = Path(__file__).parent / "vectors"

@@ -85,7 +85,7 @@ def test_line_splitter_keeps_partial_lines() -> None:
     assert s.feed(b"abc", 1.0) == []
     assert s.feed(b"def\r\nxy", 2.0) == [(1.0, "abcdef")]
     assert s.feed(b"\n\n\xff\x00z", 3.0) == [(2.0, "xy"), (3.0, "")]
-    assert s.flush(4.0) == [(3.0, "\ufffdz")]
+    assert s.end_of_input(4.0) == [(3.0, "\ufffdz")]
 
 
 @pytest.mark.parametrize("name", ["std-p1-L3-v5.log", "adv32-v5-tampered.log"])

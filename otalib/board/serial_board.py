@@ -42,8 +42,8 @@ class LineSplitter:
             self._buf += tail
         return out
 
-    def flush(self, t: float) -> list[tuple[float, str]]:
-        """The pending partial line, if any (at end of stream)."""
+    def end_of_input(self, t: float) -> list[tuple[float, str]]:
+        """The stream ended at ``t``: the pending partial line, if any."""
         if not self._buf:
             return []
         line = (self._t_first if self._t_first is not None else t, self._decode(bytes(self._buf)))
@@ -100,7 +100,7 @@ class SerialBoard:
                 if data:
                     for t, text in splitter.feed(data, self._clock()):
                         self._push(t, text)
-            for t, text in splitter.flush(self._clock()):
+            for t, text in splitter.end_of_input(self._clock()):
                 self._push(t, text)
         finally:
             self.console.close()

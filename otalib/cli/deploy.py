@@ -189,12 +189,12 @@ def default_url_origin(config: LabConfig) -> str:
 
 def _not_packed(data: bytes) -> str | None:
     """What an unpacked file is (an OTA file, an ESP image), or None."""
-    from otalib.package_check import PayloadKind, payload_kind
+    from otalib.formats.kinds import Kind, detect
 
-    kind = payload_kind(data)
+    kind = detect(data)
     if kind.advanced:
         return "an OTA upgrade file"
-    if kind is PayloadKind.ESP_IMAGE:
+    if kind is Kind.ESP_IMAGE:
         return "an ESP image"
     return None
 
@@ -209,7 +209,7 @@ def _pack_hint(package: Path, what: str) -> str:
 def _checked(package: Path, varint: bool) -> bytes:
     """The package's bytes; an :class:`InputError` with the way out when a device could not parse it."""
     from otalib.fileio import MAX_PACKAGE_BYTES, read_input
-    from otalib.package_check import check_package
+    from otalib.formats.package import check_package
 
     data = read_input(package, "package", MAX_PACKAGE_BYTES)
     if not data:
@@ -227,7 +227,7 @@ def _checked(package: Path, varint: bool) -> bytes:
 def _forced(package: Path, varint: bool) -> bytes:
     """The package's bytes, after saying on stderr what a device would find wrong with it (``--force``)."""
     from otalib.fileio import MAX_PACKAGE_BYTES, read_input
-    from otalib.package_check import check_package
+    from otalib.formats.package import check_package
 
     data = read_input(package, "package", MAX_PACKAGE_BYTES)
     try:

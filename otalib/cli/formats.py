@@ -12,13 +12,13 @@ from otalib.cli.common import echo_json, get_config, parse_file_at, warn
 from otalib.config import LabConfig
 from otalib.errors import OtaLabError
 from otalib.fileio import MAX_PACKAGE_BYTES, MAX_ROM_BYTES, read_input
+from otalib.formats.kinds import detect, is_esp_image
 from otalib.formats.ota import Rom, build_ota, resolve_modes
-from otalib.formats.package import pack
+from otalib.formats.package import check_package, pack
 from otalib.formats.version import DeviceProfile, device_patch
 from otalib.inspect import DeviceBuild, Report, inspect_file, timestamp_text
 from otalib.keys import DeviceKeys, load_binary_key, load_key
 from otalib.outputs import guard_output, write_output
-from otalib.package_check import check_package, payload_kind
 from otalib.vocabulary import Decision, FirmwareParser
 
 U64 = click.IntRange(min=0, max=2**64 - 1)
@@ -83,7 +83,7 @@ def pack_cmd(infile: str, outfile: str, patch: int | None, varint: bool | None, 
     backup = write_output(outfile, data, replaces_key)
     if backup:
         warn(f"key file {outfile} replaced; backed up as {backup}")
-    if not payload_kind(firmware).advanced:
+    if not detect(firmware).advanced:
         _warn_not_esp_image(infile, firmware, "firmware")
     encoding = "varint" if varint else "one byte"
     click.echo(f"package written to {outfile}: patch {patch} ({encoding}), {len(firmware)} bytes of firmware")
@@ -91,8 +91,6 @@ def pack_cmd(infile: str, outfile: str, patch: int | None, varint: bool | None, 
 
 def _warn_not_esp_image(path: str, data: bytes, what: str) -> None:
     """Warn (one line) when ``data`` is not an ESP image: a device would write it, rBoot could not boot it."""
-    from otalib.firmware.image import is_esp_image
-
     if is_esp_image(data):
         return
     if what == "firmware":

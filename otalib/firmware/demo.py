@@ -11,7 +11,6 @@ import random
 from otalib.errors import UsageError
 from otalib.firmware.image import (
     FLASH_MODES,
-    MAX_SEGMENTS,
     SHA256_LEN,
     app_image_class,
     app_marker,
@@ -21,6 +20,7 @@ from otalib.firmware.image import (
     normalise_chip,
     xor_checksum,
 )
+from otalib.formats.kinds import MAX_SEGMENTS
 
 #: Chips whose demo images otalab can synthesise.
 DEMO_CHIPS = ("esp8266", "esp32")

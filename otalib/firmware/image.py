@@ -29,15 +29,9 @@ from typing import Any
 
 from otalib.errors import ImageError, UsageError
 from otalib.fileio import read_input, write_atomic
+from otalib.formats import kinds
+from otalib.formats.kinds import ESP8266_V2_MAGIC, ESP_IMAGE_MAGIC
 
-#: First byte of every ESP image (ESP8266 v1, ESP32 family).
-ESP_IMAGE_MAGIC = 0xE9
-#: First byte of an ESP8266 "v2" image (irom0 segment before a second header).
-ESP8266_V2_MAGIC = 0xEA
-#: The "segment count" byte of every v2 image (a format version, not a count).
-ESP8266_V2_SEGMENT = 4
-#: Most segments an ESP image header can count.
-MAX_SEGMENTS = 16
 #: Starts the app marker of otalab demo images.
 APP_MARKER = b"OTALAB-APP\0"
 
@@ -202,19 +196,10 @@ def normalise_chip(chip: str) -> str:
 def is_esp_image(data: bytes) -> bool:
     """Cheap check: does ``data`` (a whole image or its first 16+ bytes) start like an ESP image?
 
-    The one test otalab uses everywhere (inspect, deploy's package check, pack, build,
-    the virtual board's rBoot): magic 0xE9 (ESP8266 v1, ESP32 family) with 1..16
-    segments, or 0xEA (ESP8266 v2, as Sming's esptool2 writes for rBoot) with its
-    constant 4 and an irom0 segment saved at load address 0.
+    The header check is :func:`otalib.formats.kinds.is_esp_image` (rBoot's); this
+    module reads the image itself through esptool.
     """
-    head = bytes(data[:16])
-    if len(head) < 8:
-        return False
-    if head[0] == ESP_IMAGE_MAGIC:
-        return 1 <= head[1] <= MAX_SEGMENTS
-    if head[0] == ESP8266_V2_MAGIC and head[1] == ESP8266_V2_SEGMENT:
-        return len(head) < 12 or head[8:12] == bytes(4)
-    return False
+    return kinds.is_esp_image(data)
 
 
 def _guess_chip(data: bytes) -> str:
@@ -289,7 +274,8 @@ def inspect_image(data: bytes, chip: str | None = None) -> ImageInfo:
     if not data:
         raise ImageError("not an ESP image: empty data")
     if data[0] not in (ESP_IMAGE_MAGIC, ESP8266_V2_MAGIC):
-        raise ImageError(f"not an ESP image: first byte is {data[0]:#04x}, expected 0xe9 or 0xea")
+        expected = f"{ESP_IMAGE_MAGIC:#04x} or {ESP8266_V2_MAGIC:#04x}"
+        raise ImageError(f"not an ESP image: first byte is {data[0]:#04x}, expected {expected}")
     if len(data) < 8:
         raise ImageError("truncated ESP image: shorter than its 8-byte header")
     if chip is not None:

@@ -3,42 +3,40 @@
 Layout (little-endian): magic, build timestamp (ms since 1900), ROM count, 3
 reserved bytes; per ROM address, size, data; then an Ed25519ph signature (64
 bytes) or an MD5 (16 bytes) over everything before it. Optionally the whole
-file is wrapped in a libsodium secretstream (24-byte header, then chunks of
-``u16 ciphertext_length - 1`` + ciphertext).
+file is wrapped in a libsodium secretstream (:mod:`.secretstream`).
 
-:class:`OtaDecoder` is sans-IO: ``feed(chunk)`` returns events and raises
-:class:`~otalib.errors.DeviceError` with the device's error name. Its memory
-does not grow with the image size (ROM data is passed through, not kept).
+:class:`OtaDecoder` is sans-IO (h11's shape): ``feed(chunk)`` returns an iterator
+over the events the chunk completes, each with its byte offset; when the chunk
+holds an error, iterating delivers the events completed before it and then raises
+:class:`~otalib.errors.DeviceError` with the device's error name (and every later
+call raises it again). ``end_of_input()`` says the file ended. Its memory does not
+grow with the image size (ROM data is passed through, not kept).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 from nacl import bindings as sodium
-from nacl.exceptions import BadSignatureError, CryptoError
+from nacl.exceptions import BadSignatureError
 
 from otalib.errors import DeviceError, DeviceErrorCode, UsageError
-from otalib.formats._sodium import Puller, ph_update
+from otalib.formats._sodium import ph_update
+from otalib.formats.kinds import OTA_MAGIC_SIGNED, OTA_MAGIC_UNSIGNED, OTA_MAGICS
+from otalib.formats.secretstream import ContainerEvent, SecretstreamReader, encrypt
 from otalib.keys import LabKey
 
-MAGIC_SIGNED = 0xF01AF02A
-MAGIC_UNSIGNED = 0xF01AF020
 HEADER = struct.Struct("<IQB3x")
 ROM_HEADER = struct.Struct("<II")
 SIGNATURE_BYTES = sodium.crypto_sign_BYTES
 MD5_BYTES = 16
 MAX_ROMS = 255
-ENC_HEADER_BYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES
-ENC_ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
-#: Plaintext bytes per encrypted chunk, as the reference tool writes them.
-ENC_CHUNK_PLAIN = 2048 - ENC_ABYTES
-TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
-TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
 ADDRESS_MASK = 0xFFFFF
 EPOCH_1900 = datetime(1900, 1, 1, tzinfo=timezone.utc)
 
@@ -93,7 +91,7 @@ def build_plain(
     ts = timestamp_now() if timestamp is None else timestamp
     if not 0 <= ts < 2**64:
         raise UsageError(f"bad timestamp {ts}: must fit in 64 bits")
-    parts: list[bytes] = [HEADER.pack(MAGIC_SIGNED if signed else MAGIC_UNSIGNED, ts, len(roms))]
+    parts: list[bytes] = [HEADER.pack(OTA_MAGIC_SIGNED if signed else OTA_MAGIC_UNSIGNED, ts, len(roms))]
     for rom in roms:
         if not 0 <= rom.address < 2**32:
             raise UsageError(f"bad ROM address {rom.address:#x}: must fit in 32 bits")
@@ -111,23 +109,6 @@ def build_plain(
         for part in parts:
             digest.update(part)
         parts.append(digest.digest())
-    return b"".join(parts)
-
-
-def encrypt(plain: bytes, stream_key: bytes) -> bytes:
-    """Wrap ``plain`` in the reference tool's secretstream container."""
-    state = sodium.crypto_secretstream_xchacha20poly1305_state()
-    header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, stream_key)
-    push = sodium.crypto_secretstream_xchacha20poly1305_push
-    size = len(plain)
-    view = memoryview(plain)
-    parts = [header]
-    length = struct.Struct("<H")
-    for offset in range(0, size, ENC_CHUNK_PLAIN):
-        end = min(offset + ENC_CHUNK_PLAIN, size)
-        cipher = push(state, bytes(view[offset:end]), None, TAG_FINAL if end >= size else TAG_MESSAGE)
-        parts.append(length.pack(len(cipher) - 1))
-        parts.append(cipher)
     return b"".join(parts)
 
 
@@ -158,22 +139,34 @@ def build_ota(
 
 @dataclass(frozen=True)
 class OtaHeader:
-    """The file header was read."""
+    """The file header was read (always the first :data:`HEADER` bytes of the plaintext)."""
 
     signed: bool
     timestamp: int
     rom_count: int
     encrypted: bool
+    reserved: bytes = bytes(3)
+
+    offset = 0
+    length = HEADER.size
 
 
 @dataclass(frozen=True)
 class RomStart:
-    """A ROM header was read; ``selected`` ROMs are written to the target slot."""
+    """A ROM header was read at ``offset``; ``selected`` ROMs are written to the target slot."""
 
     index: int
     address: int
     size: int
     selected: bool
+    offset: int = 0
+
+    length = ROM_HEADER.size
+
+    @property
+    def data_offset(self) -> int:
+        """Where the ROM's content starts (it is ``size`` bytes long)."""
+        return self.offset + ROM_HEADER.size
 
 
 @dataclass(frozen=True)
@@ -195,6 +188,19 @@ class RomEnd:
     size: int
     selected: bool
     sha256: str | None
+
+
+@dataclass(frozen=True)
+class DigestRead:
+    """The signature (``ed25519ph``) or checksum (``md5``) at ``offset`` was read; checking it comes next."""
+
+    method: str
+    digest: bytes
+    offset: int
+
+    @property
+    def length(self) -> int:
+        return len(self.digest)
 
 
 @dataclass(frozen=True)
@@ -221,10 +227,86 @@ class OtaDone:
     rom_index: int | None
 
 
-OtaEvent = OtaHeader | RomStart | RomData | RomEnd | Verified | Unverified | OtaDone
+OtaEvent = ContainerEvent | OtaHeader | RomStart | RomData | RomEnd | DigestRead | Verified | Unverified | OtaDone
+"""Offsets are in the file for a plain ``.ota``; for an encrypted one, container events
+(:mod:`.secretstream`) carry file offsets and the others offsets in the decrypted plaintext."""
 
-_HEADER, _ROM_HEADER, _ROM_DATA, _VERIFY, _COMPLETE = range(5)
-_E_HEADER, _E_LENGTH, _E_CHUNK, _E_FINAL = range(4)
+
+class Verifier(Protocol):
+    """Checks the signature or checksum over everything before it, fed as it streams by."""
+
+    method: str
+    digest_size: int
+    update: Callable[[bytes], object]
+
+    def matches(self, digest: bytes, public_key: bytes | None) -> bool:
+        """True when ``digest`` (read from the file) is right for the bytes fed."""
+        ...
+
+
+class Md5Verifier:
+    """The unsigned file's MD5."""
+
+    method = "md5"
+    digest_size = MD5_BYTES
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5()
+        self.update: Callable[[bytes], object] = self._md5.update  # hashlib's own method: no extra call per chunk
+
+    def matches(self, digest: bytes, public_key: bytes | None) -> bool:
+        return self._md5.digest() == digest
+
+
+class Ed25519phVerifier:
+    """Incremental Ed25519ph (libsodium ``crypto_sign_ed25519ph``) verification."""
+
+    method = "ed25519ph"
+    digest_size = SIGNATURE_BYTES
+
+    def __init__(self) -> None:
+        self._state = sodium.crypto_sign_ed25519ph_state()
+        self.update: Callable[[bytes], object] = self._update
+
+    def _update(self, data: bytes) -> None:
+        ph_update(self._state, data)
+
+    def matches(self, digest: bytes, public_key: bytes | None) -> bool:
+        if public_key is None:
+            return False
+        try:
+            return bool(sodium.crypto_sign_ed25519ph_final_verify(self._state, digest, public_key))
+        except (BadSignatureError, ValueError, TypeError):
+            return False
+
+
+class DecoderState(enum.Enum):
+    """Where the decoder is in the (plaintext) file.
+
+    HEADER -(16 bytes)-> ROM_HEADER, one per ROM -(8 bytes)-> ROM_DATA -(size bytes)->
+    the next ROM_HEADER, or VERIFY after the last ROM -(64 or 16 bytes)-> COMPLETE;
+    any byte in COMPLETE is an error.
+    """
+
+    HEADER = enum.auto()
+    ROM_HEADER = enum.auto()
+    ROM_DATA = enum.auto()
+    VERIFY = enum.auto()
+    COMPLETE = enum.auto()
+
+
+_HEADER, _ROM_HEADER, _ROM_DATA, _VERIFY, _COMPLETE = DecoderState
+_WHERE = {
+    _HEADER: "header",
+    _ROM_HEADER: "ROM header",
+    _ROM_DATA: "ROM data",
+    _VERIFY: "signature/checksum",
+}
+
+
+def _deliver(events: list[OtaEvent], error: DeviceError) -> Iterator[OtaEvent]:
+    yield from events
+    raise error
 
 
 class OtaDecoder:
@@ -264,7 +346,6 @@ class OtaDecoder:
         self.last_digest: bytes | None = None  # the signature/checksum read (a device prints it, also on failure)
         self.plain_bytes = 0
         self._events: list[OtaEvent] = []
-        # plaintext state
         self._state = _HEADER
         self._need = HEADER.size
         self._buf = bytearray()
@@ -272,113 +353,66 @@ class OtaDecoder:
         self._rom: RomStart | None = None
         self._rom_offset = 0
         self._rom_hash: hashlib._Hash | None = None
-        self._signed = False
-        self._verifier: object = None
-        # encryption state
+        self._verifier: Verifier | None = None
         self._sniff = bytearray()
-        self._e_state = _E_HEADER
-        self._e_need = ENC_HEADER_BYTES
-        self._e_buf = bytearray()
-        self._e_pull: object = None
+        self._container: SecretstreamReader | None = None
 
     # -- public API ---------------------------------------------------------------
 
-    def feed(self, chunk: bytes) -> list[OtaEvent]:
-        """Take the next chunk of the file; return the events it completes."""
+    def feed(self, chunk: bytes) -> Iterator[OtaEvent]:
+        """Take the next chunk of the file; return an iterator over the events it completes.
+
+        If the chunk holds an error, the iterator yields the events completed before
+        it, then raises it (and so does every later call).
+        """
         if self.error is not None:
             raise self.error
         try:
-            if self.encrypted is None:
-                chunk = self._detect(chunk)
-            if chunk:
-                if self.encrypted:
-                    self._feed_encrypted(memoryview(chunk))
-                else:
-                    self._feed_plain(chunk)
+            if self._container is not None:
+                self._container.feed(memoryview(chunk))
+            elif self.encrypted is False:
+                self._feed_plain(chunk)
+            else:
+                self._start(chunk)
         except DeviceError as exc:
             self.error = exc
-            raise
+            events, self._events = self._events, []
+            return _deliver(events, exc)
         events, self._events = self._events, []
-        return events
+        return iter(events)
 
-    def drain(self) -> list[OtaEvent]:
-        """Events completed before an error was raised (e.g. ROM data already written)."""
-        events, self._events = self._events, []
-        return events
-
-    def close(self) -> list[OtaEvent]:
-        """The input ended; raise if the file was incomplete."""
+    def end_of_input(self) -> None:
+        """The file ended; raise if it was incomplete (or an error is pending)."""
         if self.error is not None:
             raise self.error
-        if self._state != _COMPLETE:
-            where = ("header", "ROM header", "ROM data", "signature/checksum")[self._state]
+        if self._state is not _COMPLETE:
+            where = _WHERE[self._state]
             self.error = DeviceError(DeviceErrorCode.InvalidFormat, f"truncated: the file ends inside the {where}")
             raise self.error
-        return []
 
     @property
     def complete(self) -> bool:
         """True once the signature/checksum was read and accepted."""
-        return self._state == _COMPLETE
+        return self._state is _COMPLETE
 
     # -- encryption container -------------------------------------------------------
 
-    def _detect(self, chunk: bytes) -> bytes:
-        self._sniff += chunk
-        if len(self._sniff) < 4:
-            return b""
-        head = bytes(self._sniff[:4])
-        magic = int.from_bytes(head, "little")
-        self.encrypted = magic not in (MAGIC_SIGNED, MAGIC_UNSIGNED)
-        data, self._sniff = bytes(self._sniff), bytearray()
-        return data
+    def _start(self, chunk: bytes) -> None:
+        """The first bytes: plain or encrypted (``encrypted=None`` decides by the magic)."""
+        if self.encrypted is None:
+            self._sniff += chunk
+            if len(self._sniff) < 4:
+                return
+            self.encrypted = int.from_bytes(self._sniff[:4], "little") not in OTA_MAGICS
+            chunk, self._sniff = bytes(self._sniff), bytearray()
+        if self.encrypted:
+            self._container = SecretstreamReader(self.decrypt_key, self._events_append, self._feed_plain)
+            self._container.feed(memoryview(chunk))
+        else:
+            self._feed_plain(chunk)
 
-    def _feed_encrypted(self, view: memoryview) -> None:
-        size, offset = len(view), 0
-        while offset < size:
-            state = self._e_state
-            if state == _E_FINAL:
-                raise DeviceError(DeviceErrorCode.InvalidFormat, "data after the final encrypted chunk")
-            need = self._e_need
-            if self._e_buf or size - offset < need:  # a field split across feeds: stage it
-                take = min(need, size - offset)
-                self._e_buf += view[offset : offset + take]
-                offset += take
-                self._e_need = need - take
-                if self._e_need:
-                    return
-                block, self._e_buf = bytes(self._e_buf), bytearray()
-            else:  # the whole field is here: no staging copy
-                block = bytes(view[offset : offset + need])
-                offset += need
-                self._e_need = 0
-            if state == _E_LENGTH:
-                self._e_state, self._e_need = _E_CHUNK, int.from_bytes(block, "little") + 1
-            elif state == _E_CHUNK:
-                try:
-                    plain, tag = self._e_pull.pull(block)  # type: ignore[attr-defined]
-                except (CryptoError, ValueError):
-                    raise DeviceError(
-                        DeviceErrorCode.DecryptionFailed, "a chunk did not decrypt (wrong key or corrupted)"
-                    ) from None
-                if tag == TAG_FINAL:
-                    self._e_state, self._e_need = _E_FINAL, 0
-                else:
-                    self._e_state, self._e_need = _E_LENGTH, 2
-                self._feed_plain(plain)
-            else:
-                self._init_pull(block)
-
-    def _init_pull(self, header: bytes) -> None:
-        if self.decrypt_key is None:
-            raise DeviceError(DeviceErrorCode.DecryptionFailed, "encrypted file, but no decryption key")
-        state = sodium.crypto_secretstream_xchacha20poly1305_state()
-        try:
-            sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, header, self.decrypt_key)
-        except (CryptoError, ValueError, TypeError):
-            raise DeviceError(DeviceErrorCode.DecryptionFailed, "bad secretstream header") from None
-        self._e_pull = Puller(state)
-        self._e_state, self._e_need = _E_LENGTH, 2
+    def _events_append(self, event: ContainerEvent) -> None:
+        self._events.append(event)
 
     # -- the basic stream (BasicStream::write) ----------------------------------------
 
@@ -390,16 +424,16 @@ class OtaDecoder:
         offset, size = 0, len(data)
         while offset < size:
             state = self._state
-            if state == _COMPLETE:
+            if state is _COMPLETE:
                 raise DeviceError(DeviceErrorCode.UnsupportedData, "bytes after the signature/checksum")
             take = min(self._need, size - offset)
             piece = data if take == size else data[offset : offset + take]
             offset += take
             self._need -= take
             self.plain_bytes += take
-            if state != _VERIFY and self._verifier is not None:
-                self._verifier.update(piece)  # type: ignore[attr-defined]
-            if state == _ROM_DATA:
+            if state is not _VERIFY and self._verifier is not None:
+                self._verifier.update(piece)
+            if state is _ROM_DATA:
                 self._rom_data(piece)
                 if not self._need:
                     self._rom_end()
@@ -408,40 +442,37 @@ class OtaDecoder:
             if self._need:
                 continue
             block, self._buf = bytes(self._buf), bytearray()
-            if state == _HEADER:
+            if state is _HEADER:
                 self._on_header(block)
-            elif state == _ROM_HEADER:
+            elif state is _ROM_HEADER:
                 self._on_rom_header(block)
             else:
                 self._on_verify(block)
 
     def _on_header(self, block: bytes) -> None:
         magic, timestamp, count = HEADER.unpack(block)
-        if magic not in (MAGIC_SIGNED, MAGIC_UNSIGNED):
+        if magic not in OTA_MAGICS:
             raise DeviceError(DeviceErrorCode.InvalidFormat, f"bad magic {magic:#010x}")
-        signed = magic == MAGIC_SIGNED
+        signed = magic == OTA_MAGIC_SIGNED
         if self.expect_signed is not None and signed != self.expect_signed:
             expected = "signed" if self.expect_signed else "unsigned"
             raise DeviceError(DeviceErrorCode.InvalidFormat, f"the device expects a {expected} file")
-        self._signed = signed
-        if signed:
-            self._verifier = _Ed25519phVerifier()
-        else:
-            self._verifier = hashlib.md5()
-        self._verifier.update(block)  # type: ignore[attr-defined]
-        self.header = OtaHeader(signed, timestamp, count, bool(self.encrypted))
+        verifier: Verifier = Ed25519phVerifier() if signed else Md5Verifier()
+        verifier.update(block)
+        self._verifier = verifier
+        self.header = OtaHeader(signed, timestamp, count, bool(self.encrypted), block[13:16])
         self._events.append(self.header)
         if self.current_timestamp is not None and timestamp < self.current_timestamp:
             raise DeviceError(DeviceErrorCode.DowngradeNotAllowed, "the file is older than the running firmware")
         self._next_rom()
 
     def _next_rom(self) -> None:
-        assert self.header is not None
+        assert self.header is not None and self._verifier is not None
         self._rom_index += 1
         if self._rom_index < self.header.rom_count:
             self._state, self._need = _ROM_HEADER, ROM_HEADER.size
         else:
-            self._state, self._need = _VERIFY, SIGNATURE_BYTES if self._signed else MD5_BYTES
+            self._state, self._need = _VERIFY, self._verifier.digest_size
 
     def _on_rom_header(self, block: bytes) -> None:
         address, size = ROM_HEADER.unpack(block)
@@ -452,7 +483,7 @@ class OtaDecoder:
         )
         if selected and self.slot_size is not None and size > self.slot_size:
             raise DeviceError(DeviceErrorCode.RomTooLarge, f"ROM of {size} bytes for a slot of {self.slot_size}")
-        self._rom = RomStart(self._rom_index, address, size, selected)
+        self._rom = RomStart(self._rom_index, address, size, selected, self.plain_bytes - ROM_HEADER.size)
         self._rom_offset = 0
         self._rom_hash = hashlib.sha256() if self.hash_roms else None
         self._events.append(self._rom)
@@ -479,22 +510,18 @@ class OtaDecoder:
         self._next_rom()
 
     def _on_verify(self, digest: bytes) -> None:
-        assert self.header is not None
+        verifier = self._verifier
+        assert self.header is not None and verifier is not None
         self.last_digest = digest
         self._state = _COMPLETE
-        if self._signed:
-            method = "ed25519ph"
-            if self.verify_key is None:
-                self._events.append(Unverified(method, digest, "no verification key given"))
-                self._finish()
-                return
-            ok = self._verifier.verify(digest, self.verify_key)  # type: ignore[attr-defined]
+        method = verifier.method
+        self._events.append(DigestRead(method, digest, self.plain_bytes - len(digest)))
+        if self.header.signed and self.verify_key is None:
+            self._events.append(Unverified(method, digest, "no verification key given"))
+        elif verifier.matches(digest, self.verify_key):
+            self._events.append(Verified(method, digest))
         else:
-            method = "md5"
-            ok = self._verifier.digest() == digest  # type: ignore[attr-defined]
-        if not ok:
             raise DeviceError(DeviceErrorCode.VerificationFailed, f"{method} over the file does not match")
-        self._events.append(Verified(method, digest))
         self._finish()
 
     def _finish(self) -> None:
@@ -502,22 +529,6 @@ class OtaDecoder:
         if self.header.rom_count and self.target_address is not None and self.selected_rom is None:
             raise DeviceError(DeviceErrorCode.NoRomFound, f"no ROM for the slot at {self.target_address:#x}")
         self._events.append(OtaDone(self.selected_rom))
-
-
-class _Ed25519phVerifier:
-    """Incremental Ed25519ph (libsodium ``crypto_sign_ed25519ph``) verification."""
-
-    def __init__(self) -> None:
-        self._state = sodium.crypto_sign_ed25519ph_state()
-
-    def update(self, data: bytes) -> None:
-        ph_update(self._state, data)
-
-    def verify(self, signature: bytes, public_key: bytes) -> bool:
-        try:
-            return bool(sodium.crypto_sign_ed25519ph_final_verify(self._state, signature, public_key))
-        except (BadSignatureError, ValueError, TypeError):
-            return False
 
 
 def iter_chunks(data: bytes, size: int) -> Iterable[bytes]:

@@ -1,18 +1,20 @@
 """Deployment packages (``.sdp``): patch version prefix + firmware data.
 
-:func:`pack` / :func:`unpack` work on whole packages; :class:`PackageParser`
-is the device's streaming parser, fed arbitrary chunks.
+:func:`pack` / :func:`unpack` work on whole packages, :func:`check_package` is the
+pre-publish check (shared by ``deploy`` and ``inspect``); :class:`PackageParser` is
+the device's streaming parser, fed arbitrary chunks (``end_of_input()`` at the end).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from otalib.errors import InputError, UsageError
+from otalib.errors import DeviceError, InputError, UsageError
+from otalib.formats.kinds import Kind, detect
+from otalib.formats.ota import OtaDecoder, iter_chunks
 from otalib.formats.version import DeviceProfile, PatchDecoder, decode_patch, device_patch, encode_patch
 
-OTA_MAGICS = (b"\x2a\xf0\x1a\xf0", b"\x20\xf0\x1a\xf0")
-ESP_IMAGE_MAGIC = 0xE9
+FEED_CHUNK = 64 * 1024
 
 
 def pack(firmware: bytes, patch: int, varint: bool = True) -> bytes:
@@ -30,26 +32,32 @@ def unpack(
     return patch, bytes(data[used:])
 
 
-def payload_kind(payload: bytes) -> str:
-    """What a package carries: ``ota``, ``esp-image``, ``ota-encrypted`` or ``unknown``.
+def ota_problem(payload: bytes) -> DeviceError | None:
+    """The error any device raises on this plain ``.ota`` (structure, MD5), else None.
 
-    The one detection is :func:`otalib.package_check.payload_kind` (an encrypted file's
-    chunks must end where it ends).
+    Runs the device's decoder without keys: a signed file's signature cannot be
+    checked here, everything else is.
     """
-    from otalib.package_check import payload_kind as kind
-
-    return kind(payload).value
+    decoder = OtaDecoder()
+    try:
+        for chunk in iter_chunks(payload, FEED_CHUNK):
+            for _ in decoder.feed(chunk):
+                pass
+        decoder.end_of_input()
+    except DeviceError as exc:
+        return exc
+    return None
 
 
 @dataclass(frozen=True)
-class PackageReport:
-    """What a package holds and what a Sming 6.1 device would read from it."""
+class PackageCheck:
+    """A package that passed the pre-publish check: what it holds and what a Sming 6.1 device reads."""
 
     patch: int
     varint: bool
     version_bytes: int
     device_patch: int
-    payload_kind: str
+    kind: Kind
     payload_size: int
 
     @property
@@ -58,21 +66,30 @@ class PackageReport:
         return self.device_patch != self.patch
 
 
-def check_package(data: bytes, varint: bool = True) -> PackageReport:
-    """Check that ``data`` is a deployment package; raise :class:`InputError` if not."""
+def check_package(data: bytes, varint: bool = True) -> PackageCheck:
+    """Check ``data`` as a device would parse it; raise :class:`InputError` naming the reason if it cannot.
+
+    The patch must decode and the payload be something a device parses: a plain
+    ``.ota`` that walks through the device's decoder, a secretstream container whose
+    chunks end exactly at its end, or an ESP image (standard mode).
+    """
     if not data:
         raise InputError("not a deployment package: it is empty")
     patch, used = decode_patch(data, varint)
     payload = data[used:]
     if not payload:
         raise InputError("not a deployment package: no firmware after the patch version")
-    kind = payload_kind(payload)
-    if kind == "unknown":
+    kind = detect(payload)
+    if kind is Kind.OTA:
+        problem = ota_problem(payload)
+        if problem is not None:
+            raise InputError(f"not a deployment package a device accepts: its OTA file is rejected ({problem})")
+    elif kind is Kind.UNKNOWN:
         raise InputError(
-            "not a deployment package: the firmware is neither an OTA upgrade file nor an ESP image"
-            " (wrong --varint setting?)"
+            "not a deployment package: the firmware is neither an OTA upgrade file (plain, or encrypted chunks"
+            " that end where the file ends) nor an ESP image (wrong --varint setting?)"
         )
-    return PackageReport(patch, varint, used, device_patch(patch, varint), kind, len(payload))
+    return PackageCheck(patch, varint, used, device_patch(patch, varint), kind, len(payload))
 
 
 # -- streaming parser (the device's PayloadParser) ---------------------------------
@@ -162,7 +179,7 @@ class PackageParser:
             self._offset += len(view)
         return events
 
-    def end(self) -> PackageEnd:
+    def end_of_input(self) -> PackageEnd:
         """The message is complete."""
         self._ended = True
         if self._read is None:

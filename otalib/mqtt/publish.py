@@ -115,7 +115,7 @@ def deploy(
         if not payload:
             raise UsageError("the package is empty: an empty retained message removes the firmware (use --clear)")
         if check_package:
-            from otalib.package_check import check_package as check
+            from otalib.formats.package import check_package as check
 
             report = check(payload, varint)
     if publish_packet_size(topic, len(payload)) - 5 > MQTT_MAX_REMAINING:

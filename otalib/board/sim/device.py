@@ -15,13 +15,15 @@ image without a marker runs with the values the Device was constructed with.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from otalib.board.sim.flash import SECTOR, FlashImage, SlotWriter
 from otalib.board.sim.sming_console import SmingConsole
 from otalib.errors import BoardError, DeviceError, DeviceErrorCode, ImageError, InputError
-from otalib.formats.ota import OtaDecoder, OtaDone, OtaHeader, RomData, RomStart, Verified
+from otalib.formats.kinds import ESP8266_V2_MAGIC, ESP_IMAGE_MAGIC, Kind, detect
+from otalib.formats.ota import OtaDecoder, OtaDone, OtaEvent, OtaHeader, RomData, RomStart, Verified
 from otalib.formats.package import PackageParser, PatchRead, PayloadData
 from otalib.formats.version import DeviceProfile, Version, topic_for
 from otalib.keys import DeviceKeys
@@ -344,7 +346,7 @@ class Device:
         if update.length == 0:  # the sample's parser opens no stream and skips it silently: not a fault
             return self._done(UpdateResult(Decision.IGNORED, detail="empty message (the retained update was cleared)"))
         try:
-            end = update.parser.end()
+            end = update.parser.end_of_input()
         except InputError as exc:
             return self._done(UpdateResult(Decision.IGNORED, detail=str(exc)))
         patch = update.patch.patch if update.patch else None
@@ -441,15 +443,12 @@ class Device:
         decoder = update.decoder
         if decoder is None:
             return
-        try:
-            events = decoder.feed(data)
+        try:  # the events completed before an error come first, then the error
+            self._ota_events(update, decoder.feed(data))
         except DeviceError as exc:
-            self._ota_events(update, decoder.drain())
             self._ota_error(update, exc)
-            return
-        self._ota_events(update, events)
 
-    def _ota_events(self, update: _Update, events: list) -> None:
+    def _ota_events(self, update: _Update, events: Iterable[OtaEvent]) -> None:
         console = self.console
         for event in events:
             if isinstance(event, OtaHeader):
@@ -521,7 +520,7 @@ class Device:
         assert decoder is not None
         if update.error is None:
             try:
-                decoder.close()
+                decoder.end_of_input()
             except DeviceError as exc:
                 self._ota_error(update, exc)
         if update.error is None and decoder.selected_rom is None:
@@ -551,10 +550,8 @@ class Device:
 
 
 def _header_ok(head: bytes) -> bool:
-    """rBoot's check: an ESP image header (0xE9 v1 with 1..16 segments, or 0xEA v2 as Sming's esptool2 writes)."""
-    from otalib.firmware.image import is_esp_image
-
-    return is_esp_image(head)
+    """rBoot's check: an ESP image header (v1 with 1..16 segments, or v2 as Sming's esptool2 writes)."""
+    return detect(head) is Kind.ESP_IMAGE
 
 
 def _build_timestamp(marker: dict | None, note: dict) -> int | None:
@@ -579,13 +576,13 @@ def _image_length(flash: FlashImage, start: int, limit: int) -> int | None:
     both walks are tried and the longer plausible one is read (esptool ignores the rest).
     """
     head = flash.read(start, 24)
-    if head[0] == 0xEA:  # ESP8266 v2: irom0 segment, then a v1 header and its segments
+    if head[0] == ESP8266_V2_MAGIC:  # ESP8266 v2: irom0 segment, then a v1 header and its segments
         irom = 16 + int.from_bytes(head[12:16], "little")
         if irom + 8 > limit:
             return None
         length = _image_length(flash, start + irom, limit - irom)
         return None if length is None else irom + length
-    if head[0] != 0xE9:
+    if head[0] != ESP_IMAGE_MAGIC:
         return None
     lengths = []
     for header, tail in ((8, 0), (24, 32)):

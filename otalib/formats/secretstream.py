@@ -1,0 +1,175 @@
+"""The encryption container of ``.ota`` files: a libsodium secretstream, written and read.
+
+Layout: a 24-byte secretstream header, then chunks of ``u16 ciphertext_length - 1``
++ ciphertext; the last chunk carries the FINAL tag. :func:`encrypt` writes it as the
+reference tool does; :class:`SecretstreamReader` reads it sans-IO (fed arbitrary
+pieces), reports each frame with its offset in the file and hands the plaintext on.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nacl import bindings as sodium
+from nacl.exceptions import CryptoError
+
+from otalib.errors import DeviceError, DeviceErrorCode
+from otalib.formats._sodium import Puller
+
+HEADER_BYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES
+ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
+LENGTH_BYTES = 2
+#: Plaintext bytes per encrypted chunk, as the reference tool writes them.
+CHUNK_PLAIN = 2048 - ABYTES
+TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
+_LENGTH = struct.Struct("<H")
+
+
+def encrypt(plain: bytes, stream_key: bytes) -> bytes:
+    """Wrap ``plain`` in the reference tool's secretstream container."""
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, stream_key)
+    push = sodium.crypto_secretstream_xchacha20poly1305_push
+    size = len(plain)
+    view = memoryview(plain)
+    parts = [header]
+    for offset in range(0, size, CHUNK_PLAIN):
+        end = min(offset + CHUNK_PLAIN, size)
+        cipher = push(state, bytes(view[offset:end]), None, TAG_FINAL if end >= size else TAG_MESSAGE)
+        parts.append(_LENGTH.pack(len(cipher) - 1))
+        parts.append(cipher)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class ContainerHeader:
+    """The secretstream header: ``length`` bytes at ``offset`` in the file."""
+
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ContainerChunk:
+    """Chunk ``index``: its length field at ``offset`` (2 bytes), then ``cipher_length`` bytes of ciphertext."""
+
+    index: int
+    offset: int
+    cipher_length: int
+
+    @property
+    def cipher_offset(self) -> int:
+        """Where the ciphertext starts in the file."""
+        return self.offset + LENGTH_BYTES
+
+
+ContainerEvent = ContainerHeader | ContainerChunk
+
+
+class ContainerState(enum.Enum):
+    """Where the reader is in the container.
+
+    HEADER -(24 bytes)-> LENGTH -(2 bytes)-> CHUNK -(ciphertext)-> LENGTH, or FINAL
+    after the chunk tagged final; any byte in FINAL is an error.
+    """
+
+    HEADER = enum.auto()
+    LENGTH = enum.auto()
+    CHUNK = enum.auto()
+    FINAL = enum.auto()
+
+
+class SecretstreamReader:
+    """Reads the container fed in arbitrary pieces: frames to ``emit``, plaintext to ``sink``.
+
+    With ``frames_only`` nothing is decrypted (no key needed): the reader only walks
+    the frames, as ``explain`` does for a file it has no key for. Otherwise a
+    missing key, a bad header or a chunk that does not authenticate raise
+    :class:`~otalib.errors.DeviceError` ``DecryptionFailed``, as a device does.
+    """
+
+    def __init__(
+        self,
+        key: bytes | None,
+        emit: Callable[[ContainerEvent], object],
+        sink: Callable[[bytes], object],
+        *,
+        frames_only: bool = False,
+    ) -> None:
+        self._key = key
+        self._emit = emit
+        self._sink = sink
+        self._frames_only = frames_only
+        self._state = ContainerState.HEADER
+        self._need = HEADER_BYTES
+        self._buf = bytearray()
+        self._pull: Puller | None = None
+        self._offset = 0  # file offset of the field being read
+        self._index = 0
+
+    @property
+    def state(self) -> ContainerState:
+        return self._state
+
+    def feed(self, view: memoryview) -> None:
+        """Take the next piece of the container."""
+        size, offset = len(view), 0
+        while offset < size:
+            state = self._state
+            if state is ContainerState.FINAL:
+                raise DeviceError(DeviceErrorCode.InvalidFormat, "data after the final encrypted chunk")
+            need = self._need
+            if self._buf or size - offset < need:  # a field split across feeds: stage it
+                take = min(need, size - offset)
+                self._buf += view[offset : offset + take]
+                offset += take
+                self._need = need - take
+                if self._need:
+                    return
+                block, self._buf = bytes(self._buf), bytearray()
+            else:  # the whole field is here: no staging copy
+                block = bytes(view[offset : offset + need])
+                offset += need
+                self._need = 0
+            start = self._offset
+            self._offset = start + len(block)
+            if state is ContainerState.LENGTH:
+                self._state, self._need = ContainerState.CHUNK, int.from_bytes(block, "little") + 1
+            elif state is ContainerState.CHUNK:
+                self._emit(ContainerChunk(self._index, start - LENGTH_BYTES, len(block)))
+                self._index += 1
+                self._on_chunk(block)
+            else:
+                self._emit(ContainerHeader(start, len(block)))
+                self._on_header(block)
+
+    def _on_header(self, header: bytes) -> None:
+        self._state, self._need = ContainerState.LENGTH, LENGTH_BYTES
+        if self._frames_only:
+            return
+        if self._key is None:
+            raise DeviceError(DeviceErrorCode.DecryptionFailed, "encrypted file, but no decryption key")
+        state = sodium.crypto_secretstream_xchacha20poly1305_state()
+        try:
+            sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, header, self._key)
+        except (CryptoError, ValueError, TypeError):
+            raise DeviceError(DeviceErrorCode.DecryptionFailed, "bad secretstream header") from None
+        self._pull = Puller(state)
+
+    def _on_chunk(self, cipher: bytes) -> None:
+        self._state, self._need = ContainerState.LENGTH, LENGTH_BYTES
+        if self._pull is None:  # frames only
+            return
+        try:
+            plain, tag = self._pull.pull(cipher)
+        except (CryptoError, ValueError):
+            raise DeviceError(
+                DeviceErrorCode.DecryptionFailed, "a chunk did not decrypt (wrong key or corrupted)"
+            ) from None
+        if tag == TAG_FINAL:
+            self._state, self._need = ContainerState.FINAL, 0
+        self._sink(plain)
