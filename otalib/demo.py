@@ -1,9 +1,10 @@
 """The main job (``make demo``): one watched update end to end, then a small campaign with charts.
 
-Starts a broker, a virtual board with its console on a pty (read back through the
-serial monitor, as a real board's port would be), builds and signs an update,
-deploys it, follows the board's console until it runs the new version, then runs a
-small campaign and writes its data, charts and summary under ``out``.
+A :class:`~otalib.lab.session.LabSession` starts a broker and a virtual board with its
+console on a pty (read back through the serial monitor, as a real board's port would
+be); the demo builds and signs an update, deploys it, follows the board's console until
+it runs the new version, then runs a small campaign and writes its data, charts and
+summary under ``out``.
 """
 
 from __future__ import annotations
@@ -12,21 +13,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from otalib.board.console import OutcomeTracker
-from otalib.board.serial_board import SerialBoard
-from otalib.board.virtual import VirtualBoard
-from otalib.broker import start_broker
 from otalib.errors import LabError
 from otalib.fileio import write_atomic
 from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import timestamp_now
-from otalib.formats.version import topic_for
 from otalib.inspect import inspect_bytes
 from otalib.keys import export_keys, generate_key_file
 from otalib.lab.campaign import CampaignSpec
 from otalib.lab.report import write_report
+from otalib.lab.session import LabSession
 from otalib.lab.trial import run_campaign_on_bench
-from otalib.mqtt.publish import deploy
 from otalib.update import make_update
 from otalib.vocabulary import Outcome, OutcomeKind, UpdateMode
 
@@ -45,64 +41,47 @@ DEMO_CAMPAIGN = {
 
 
 def watched_update(out: Path, say: Callable[[str], None], *, backend: str = "auto") -> dict:
-    """Broker + virtual board + signed update, watched on the board's console; returns a summary."""
+    """Broker + virtual board + signed update, watched on the board's console (a :class:`LabSession`);
+    returns a summary."""
     out.mkdir(parents=True, exist_ok=True)
     key, _ = generate_key_file(out / "ota.key", force=True)
     export_keys(key, out, force=True)  # the key above is new: back up the old exports
-    with start_broker(backend, workdir=out / "broker") as broker:
+    signing = UpdateMode.SIGNED
+    with LabSession(
+        backend=backend,
+        app_id=APP_ID,
+        version="4.3.1",
+        mode=signing.parser,
+        keys=signing.device_keys(key),
+        workdir=out,
+    ) as session:
+        assert session.broker is not None and session.board is not None  # a managed broker, a virtual board
+        broker = session.broker
         say(f"broker: {broker.backend} {broker.version} at {broker.url}")
-        board = VirtualBoard(
-            out / "flash.bin",
-            broker.url,
-            app_id=APP_ID,
-            version="4.3.1",
-            mode=UpdateMode.SIGNED.parser,
-            keys=UpdateMode.SIGNED.device_keys(key),
+        path = session.board.console_path
+        say(f"virtual board: console on {path} (try: otalab monitor {path})")
+        session.wait_ready(15.0)
+        image = make_demo_image("esp8266", APP_ID, "4.3.2", size=256 * 1024)
+        update = make_update(image, UpdateMode.SIGNED, patch=2, key=key, timestamp=timestamp_now() + 1)
+        write_atomic(out / "app-4.3.2.bin", image)
+        write_atomic(out / "update.ota", update.ota or b"")
+        write_atomic(out / "update.sdp", update.package)
+        report = inspect_bytes(update.package, key)
+        say(
+            f"built: app-4.3.2.bin ({len(image)} B) -> update.sdp ({len(update.package)} B, signed, patch 2),"
+            f" inspect: {'verified' if report.ok else report.data.get('error')}"
         )
-        try:
-            say(f"virtual board: console on {board.console_path} (try: otalab monitor {board.console_path})")
-            with SerialBoard(board.console_path) as port:
-                board.start()
-                tracker = OutcomeTracker(quiet=5.0, timeout=30.0)
-                for _line in _lines_until(port, tracker, "subscribing", 15.0):
-                    pass
-                image = make_demo_image("esp8266", APP_ID, "4.3.2", size=256 * 1024)
-                update = make_update(image, UpdateMode.SIGNED, patch=2, key=key, timestamp=timestamp_now() + 1)
-                write_atomic(out / "app-4.3.2.bin", image)
-                write_atomic(out / "update.ota", update.ota or b"")
-                write_atomic(out / "update.sdp", update.package)
-                report = inspect_bytes(update.package, key)
-                say(
-                    f"built: app-4.3.2.bin ({len(image)} B) -> update.sdp ({len(update.package)} B, signed, patch 2),"
-                    f" inspect: {'verified' if report.ok else report.data.get('error')}"
-                )
-                url = f"{broker.url}/{topic_for(APP_ID, '4.3')}"
-                tracker.published(time.time())
-                record = deploy(update.package, url)
-                say(f"deployed: retained QoS 2 on {record.topic}, PUBCOMP after {record.pubcomp_s * 1000:.1f} ms")
-                for line in _lines_until(port, tracker, None, 30.0):
-                    if line.event:
-                        say(f"  console  {line.line.strip()}    [{line.event}]")
-                outcome = tracker.outcome or Outcome(OutcomeKind.TIMEOUT)
-        finally:
-            board.stop()
+        record = session.deploy(update)
+        say(f"deployed: retained QoS 2 on {record.topic}, PUBCOMP after {record.pubcomp_s * 1000:.1f} ms")
+        for line in session.follow(30.0):
+            if line.event:
+                say(f"  console  {line.line.strip()}    [{line.event}]")
+        outcome = session.outcome or Outcome(OutcomeKind.TIMEOUT)
+        tracker = session.tracker
     say(f"outcome: {outcome} (board now runs slot {tracker.slot}, version {tracker.version})")
     if outcome.kind is not OutcomeKind.UPDATED:
         raise LabError(f"the demo update did not apply: {outcome}")
     return {"outcome": outcome.text, "deploy": record.to_dict()}
-
-
-def _lines_until(port: SerialBoard, tracker: OutcomeTracker, event: str | None, timeout: float):
-    """Console lines until ``event`` (or the tracker's decision when None); bounded by ``timeout``."""
-    deadline = time.monotonic() + timeout
-    for line in port.lines():
-        tracker.feed(line)
-        yield line
-        if (event and line.event == event) or (event is None and tracker.outcome):
-            return
-        if time.monotonic() > deadline:
-            return
-    return
 
 
 def run_demo(out: Path, say: Callable[[str], None] = print, *, campaign: bool = True) -> list[Path]:

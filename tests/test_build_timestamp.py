@@ -41,7 +41,7 @@ def test_trial_board_takes_the_benchs_build_timestamp(tmp_path) -> None:
         trial = Trial(bench, TrialConfig(version="4.3.0"))
         with contextlib.ExitStack() as stack:
             board = trial._start_board(stack, "mqtt://127.0.0.1:1", None, None)
-            board.console.expect("running", 10)
+            board.expect("running", 10)
             assert board.device.build_timestamp == STAMP
 
 
@@ -52,5 +52,5 @@ def test_lab_session_board_build_timestamp(tmp_path, monkeypatch, given) -> None
     monkeypatch.setenv("FIRMWARE_BUILD_TIMESTAMP", str(STAMP + 1))
     monkeypatch.chdir(tmp_path)
     with LabSession(workdir=tmp_path, build_timestamp=given, backend="embedded") as session:
-        session.console.expect("running", 20)
+        session.monitor.expect("running", 20)
         assert session.board.device.build_timestamp == (given if given is not None else STAMP + 1)

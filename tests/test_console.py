@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from otalib.board.console import DEFAULT_PATTERNS, OTA_ACTIVITY, ConsoleParser, OutcomeTracker, Pattern, outcome_of
-from otalib.board.protocol import Board, ConsoleBuffer, ConsoleLine
+from otalib.board.protocol import Board, BufferedConsole, ConsoleBuffer, ConsoleLine
 from otalib.board.sim.sming_console import DEFAULT_ROMS, SmingConsole
 from otalib.errors import BoardError, DeviceErrorCode
 from otalib.vocabulary import Outcome
@@ -457,19 +457,13 @@ def test_renderer_level2_hides_standard_update() -> None:
 # -- the console buffer both boards use --------------------------------------------------------------------------
 
 
-class ListBoard:
+class ListBoard(BufferedConsole):
     """The smallest Board: a console buffer fed by the test."""
 
     name = "list"
 
     def __init__(self) -> None:
-        self.console = ConsoleBuffer()
-
-    def lines(self):
-        return self.console.lines()
-
-    def expect(self, what, timeout):
-        return self.console.expect(what, timeout)
+        self._console = ConsoleBuffer()
 
     def reset(self) -> None: ...
 
@@ -479,7 +473,7 @@ class ListBoard:
         return None
 
     def close(self) -> None:
-        self.console.close()
+        self._console.close()
 
 
 def test_console_buffer_expect_semantics() -> None:
@@ -487,7 +481,7 @@ def test_console_buffer_expect_semantics() -> None:
     assert isinstance(board, Board)
     parser = ConsoleParser()
     for i, raw in enumerate(["Checking for a new application firmware...\r", "12 Switching failed!", "x 42 y"]):
-        board.console.push(parser.parse(raw, float(i)))
+        board._console.push(parser.parse(raw, float(i)))
     assert board.expect("checking", 1).t == 0.0  # lines before the call count
     assert board.expect(["switch_ok", "switch_failed"], 1).event == "switch_failed"
     hit = board.expect(re.compile(r"x (?P<n>\d+)"), 1)
@@ -497,6 +491,6 @@ def test_console_buffer_expect_semantics() -> None:
     board.close()
     with pytest.raises(BoardError, match="console closed"):
         board.expect("checking", 5)
-    board.console.fail(BoardError("port gone"))
+    board._console.fail(BoardError("port gone"))
     with pytest.raises(BoardError, match="port gone"):
-        board.console.get(board.console.end, 1)
+        board.line_at(board.end, 1)

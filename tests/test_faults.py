@@ -85,7 +85,7 @@ class FaultRig:
         return self.board.updates[:n]
 
     def running_slots(self) -> list[int]:
-        return [line.fields["slot"] for line in self.board.console.history() if line.event == "running"]
+        return [line.fields["slot"] for line in self.board.history() if line.event == "running"]
 
     def close(self) -> None:
         self.board.stop()

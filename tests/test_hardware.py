@@ -28,7 +28,7 @@ def test_boot_loader_reads_back_as_an_esp_image(board_port: str, tmp_path) -> No
 
 def test_reset_through_rts_restarts_the_firmware(board_port: str) -> None:
     with SerialBoard(board_port) as board:
-        board.console.skip()
+        board.skip()
         board.reset()
         line = board.expect(".", 15)  # whatever the firmware prints first after its boot
         assert line.line

@@ -170,7 +170,7 @@ def test_board_prints_the_mqtt_lines_in_the_devices_order_and_reports_the_suback
         board.expect("subscribed", WAIT)
         mid = connack_then_subscribe(server)
         assert board.expect("tcp_received", WAIT).fields["length"] == 4  # the CONNACK was handled
-        order = [cl.event for cl in board.console.history() if cl.event]
+        order = [cl.event for cl in board.history() if cl.event]
         wanted = ["connecting", "tcp_connect", "subscribing", "subscribed", "tcp_connected"]
         assert [e for e in order if e in wanted] == wanted
         assert not board.suback.is_set()  # the SUBSCRIBE has been sent, but no SUBACK came

@@ -220,9 +220,9 @@ def render(case: Case, broker, tmp_path: Path) -> list[ConsoleLine]:
         done = 0
         deadline = time.monotonic() + WAIT * case.boots
         while done < case.boots:  # every byte of each boot's message received (and processed)
-            line, cursor = board.console.get(cursor, max(0.0, deadline - time.monotonic()))
+            line, cursor = board.line_at(cursor, max(0.0, deadline - time.monotonic()))
             if line is None:
-                tail = "\n".join(cl.line for cl in board.console.history()[-15:])
+                tail = "\n".join(cl.line for cl in board.history()[-15:])
                 raise AssertionError(f"the message did not arrive: {got} of {want} bytes in boot {done + 1}:\n{tail}")
             if line.event == "tcp_received" and line.fields["length"] > 5:
                 got += line.fields["length"]
@@ -231,7 +231,7 @@ def render(case: Case, broker, tmp_path: Path) -> list[ConsoleLine]:
     finally:
         board.stop()
         deploy(None, url, clear=True)
-    return board.console.history()
+    return board.history()
 
 
 def test_every_oracle_recording_is_a_case() -> None:

@@ -18,13 +18,12 @@ lines; the parser takes such a line apart and joins the interrupted line with it
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from otalib.board.protocol import ConsoleBuffer, ConsoleLine
-from otalib.errors import DEVICE_ERROR_TEXT, BoardError, DeviceErrorCode
+from otalib.board.protocol import ConsoleLine
+from otalib.errors import DEVICE_ERROR_TEXT, DeviceErrorCode
 from otalib.vocabulary import Outcome, OutcomeKind
 
 #: Device error message text -> device error name (``"Downgrade not allowed"`` -> ``"DowngradeNotAllowed"``).
@@ -427,7 +426,7 @@ def outcome_of(lines: Iterable[ConsoleLine], published: float, now: float, **kwa
     return tracker.poll(now)
 
 
-# -- watching a live console --------------------------------------------------------------------------------------
+# -- decisions as console lines --------------------------------------------------------------------------------------
 
 
 def outcome_line(outcome: Outcome, t: float) -> ConsoleLine:
@@ -443,48 +442,3 @@ def reached(line: ConsoleLine, until: str) -> bool:
         return False
     outcome = Outcome.parse(line.fields["outcome"])
     return until in (outcome.text, outcome.kind.value)
-
-
-def watch(
-    console: ConsoleBuffer,
-    *,
-    timeout: float | None = None,
-    until: str | None = None,
-    tracker: OutcomeTracker | None = None,
-    start: int | None = None,
-    clock: Callable[[], float] = time.time,
-) -> Iterator[ConsoleLine]:
-    """Yield console lines (and inferred ``outcome`` lines) until ``until``, ``timeout`` s, or the console closes.
-
-    With ``until`` given, running out of time raises BoardError; without, it just ends.
-    The tracker arms itself at the first sign of an update and is re-armed after each outcome.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    cursor = console.end if start is None else start
-    while True:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            if until is not None:
-                last = console.last()
-                raise BoardError(
-                    f"timed out after {timeout:g}s waiting for {until}; last line: {last.line if last else '(none)'!r}"
-                )
-            return
-        wait = 0.2 if remaining is None else min(0.2, remaining)
-        line, cursor = console.get(cursor, wait)
-        produced: list[ConsoleLine] = []
-        if line is not None:
-            produced.append(line)
-            outcome = tracker.feed(line) if tracker is not None else None
-            if tracker is not None and outcome is not None:
-                produced.append(outcome_line(outcome, line.t))
-                tracker.rearm()
-        elif tracker is not None and (outcome := tracker.poll(clock())) is not None:
-            produced.append(outcome_line(outcome, clock()))
-            tracker.rearm()
-        for item in produced:
-            yield item
-            if until is not None and reached(item, until):
-                return
-        if line is None and console.closed:
-            return

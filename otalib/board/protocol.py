@@ -1,9 +1,15 @@
-"""The board protocol: what orchestration and notebooks see of any board.
+"""The board protocols: what orchestration and notebooks see of any board.
 
-A real serial board and the virtual board both implement :class:`Board`
-(labgrid style: one small protocol, several drivers). :class:`ConsoleBuffer`
-is the shared core: a thread-safe store of timestamped console lines with
-blocking waits, ``lines()`` and ``expect()``; a driver only ``push()``es lines.
+labgrid style, one small protocol per capability: :class:`ConsoleProtocol` (timestamped
+console lines read by cursor, ``lines()``, ``expect()``), :class:`ResetProtocol`,
+:class:`PowerProtocol`; :class:`Board` is all three plus a name, the running version and
+``close()``. A serial board, the in-process virtual board and the virtual board process
+all implement :class:`Board`, so :class:`~otalib.lab.trial.Trial`,
+:class:`~otalib.lab.session.LabSession` and ``otalab monitor`` never know which one they drive.
+
+:class:`ConsoleBuffer` is the drivers' shared core: a thread-safe store of console lines
+with blocking waits (a driver only ``push()``es lines); :class:`BufferedConsole` gives a
+driver the console protocol over its buffer.
 """
 
 from __future__ import annotations
@@ -38,26 +44,68 @@ class ConsoleLine:
 
 
 @runtime_checkable
-class Board(Protocol):
-    """One board, real or virtual, as orchestration sees it."""
+class ConsoleProtocol(Protocol):
+    """A board's console: timestamped lines, each at a cursor (its position since the console opened).
 
-    name: str
+    ``line_at`` and ``history`` read by cursor and never consume; ``expect`` consumes
+    (each call searches from just after its previous match; ``skip`` moves that mark to the end).
+    """
 
-    def lines(self) -> Iterator[ConsoleLine]:
-        """Blocking iterator of new console lines (ends when the board is closed)."""
+    @property
+    def end(self) -> int:
+        """The cursor just after the newest line."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the console has ended (no line will follow the ones it has)."""
+        ...
+
+    def line_at(self, cursor: int, timeout: float | None) -> tuple[ConsoleLine | None, int]:
+        """The line at ``cursor`` (waiting up to ``timeout`` s, None = forever) and the next cursor;
+        ``(None, cursor)`` on timeout or when closed."""
+        ...
+
+    def history(self, start: int = 0) -> list[ConsoleLine]:
+        """The lines from cursor ``start`` on."""
+        ...
+
+    def lines(self, start: int | None = None) -> Iterator[ConsoleLine]:
+        """Blocking iterator of lines from ``start`` (default: the lines after this call); ends when closed."""
         ...
 
     def expect(self, what: Expectation, timeout: float) -> ConsoleLine:
         """Wait for an event name (or regex, or any of several); raise BoardError on timeout."""
         ...
 
+    def skip(self) -> None:
+        """Make the next ``expect`` ignore every line received so far."""
+        ...
+
+
+@runtime_checkable
+class ResetProtocol(Protocol):
+    """A reset button (or the driver's closest equivalent)."""
+
     def reset(self) -> None:
         """Reset the board (it reboots and prints its boot banner)."""
         ...
 
+
+@runtime_checkable
+class PowerProtocol(Protocol):
+    """A power switch (or the driver's closest equivalent)."""
+
     def power_cycle(self) -> None:
-        """Remove and restore power (or the closest the driver can do)."""
+        """Remove and restore power (the flash keeps what was written)."""
         ...
+
+
+@runtime_checkable
+class Board(ConsoleProtocol, ResetProtocol, PowerProtocol, Protocol):
+    """One board, real or virtual, as orchestration sees it: console, reset, power, version."""
+
+    name: str
 
     def current_version(self) -> str | None:
         """Application version the board last reported running, if known."""
@@ -101,7 +149,7 @@ def matches(line: ConsoleLine, what: Expectation) -> ConsoleLine | None:
 class ConsoleBuffer:
     """Thread-safe history of console lines with blocking waits.
 
-    Drivers call :meth:`push`; readers use :meth:`lines`, :meth:`get` or :meth:`expect`.
+    Drivers call :meth:`push`; readers use :meth:`lines`, :meth:`line_at` or :meth:`expect`.
     ``expect`` consumes: each call searches from just after the previous match (lines that
     arrived before the call still count, so nothing is lost to a race). A failure stored
     with :meth:`fail` is sticky: every later wait raises it.
@@ -147,7 +195,7 @@ class ConsoleBuffer:
 
     @property
     def end(self) -> int:
-        """Position just after the newest line (a cursor for :meth:`get`)."""
+        """Position just after the newest line (a cursor for :meth:`line_at`)."""
         with self._cond:
             return self._dropped + len(self._lines)
 
@@ -161,7 +209,7 @@ class ConsoleBuffer:
         with self._cond:
             return self._lines[-1] if self._lines else None
 
-    def get(self, cursor: int, timeout: float | None) -> tuple[ConsoleLine | None, int]:
+    def line_at(self, cursor: int, timeout: float | None) -> tuple[ConsoleLine | None, int]:
         """Line at ``cursor`` (waiting up to ``timeout`` s, None = forever) and the next cursor.
 
         Returns ``(None, cursor)`` on timeout or when closed with nothing left.
@@ -192,7 +240,7 @@ class ConsoleBuffer:
 
     def _lines_from(self, cursor: int) -> Iterator[ConsoleLine]:
         while True:
-            line, cursor = self.get(cursor, None)
+            line, cursor = self.line_at(cursor, None)
             if line is None:
                 return
             yield line
@@ -207,7 +255,7 @@ class ConsoleBuffer:
         cursor = self._expect_pos
         while True:
             remaining = deadline - time.monotonic()
-            line, cursor = self.get(cursor, max(0.0, remaining))
+            line, cursor = self.line_at(cursor, max(0.0, remaining))
             if line is None:
                 last = self.last()
                 why = "console closed" if self._closed else f"timed out after {timeout:g}s"
@@ -216,3 +264,32 @@ class ConsoleBuffer:
             if hit is not None:
                 self._expect_pos = cursor
                 return hit
+
+
+class BufferedConsole:
+    """:class:`ConsoleProtocol` for a driver that keeps its lines in a :class:`ConsoleBuffer` (``_console``)."""
+
+    _console: ConsoleBuffer
+
+    @property
+    def end(self) -> int:
+        return self._console.end
+
+    @property
+    def closed(self) -> bool:
+        return self._console.closed
+
+    def line_at(self, cursor: int, timeout: float | None) -> tuple[ConsoleLine | None, int]:
+        return self._console.line_at(cursor, timeout)
+
+    def history(self, start: int = 0) -> list[ConsoleLine]:
+        return self._console.history(start)
+
+    def lines(self, start: int | None = None) -> Iterator[ConsoleLine]:
+        return self._console.lines(start)
+
+    def expect(self, what: Expectation, timeout: float) -> ConsoleLine:
+        return self._console.expect(what, timeout)
+
+    def skip(self) -> None:
+        self._console.skip()

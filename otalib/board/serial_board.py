@@ -2,8 +2,8 @@
 
 A reader thread splits the byte stream into lines (partial lines kept until their
 newline, ``\\r`` and NULs dropped, undecodable bytes replaced), timestamps each line
-with the arrival time of its first byte, parses it and pushes it to a
-:class:`~otalib.board.protocol.ConsoleBuffer`.
+with the arrival time of its first byte, parses it and pushes it to the board's
+:class:`~otalib.board.protocol.ConsoleBuffer`, read through the console protocol.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import serial
 
 from otalib.board.console import ConsoleParser
-from otalib.board.protocol import ConsoleBuffer, ConsoleLine, Expectation
+from otalib.board.protocol import BufferedConsole, ConsoleBuffer
 from otalib.errors import BoardError
 
 
@@ -56,7 +56,7 @@ class LineSplitter:
         return raw.decode("utf-8", errors="replace").replace("\r", "").replace("\x00", "")
 
 
-class SerialBoard:
+class SerialBoard(BufferedConsole):
     """A board on ``url`` (``/dev/ttyUSB0``, ``rfc2217://host:port``, ``socket://…``, a pty path)."""
 
     def __init__(
@@ -73,7 +73,7 @@ class SerialBoard:
         self.baud = baud
         self.parser = parser or ConsoleParser()
         self.reset_via_rts = reset_via_rts
-        self.console = ConsoleBuffer()
+        self._console = ConsoleBuffer()
         self._clock = clock
         self._version: str | None = None
         self._slot: int | None = None
@@ -95,7 +95,7 @@ class SerialBoard:
                 except (serial.SerialException, OSError, TypeError) as exc:
                     if self._stop.is_set():
                         break
-                    self.console.fail(BoardError(f"serial port {self.url} failed: {_reason(exc)}"))
+                    self._console.fail(BoardError(f"serial port {self.url} failed: {_reason(exc)}"))
                     break
                 if data:
                     for t, text in splitter.feed(data, self._clock()):
@@ -103,22 +103,16 @@ class SerialBoard:
             for t, text in splitter.end_of_input(self._clock()):
                 self._push(t, text)
         finally:
-            self.console.close()
+            self._console.close()
 
     def _push(self, t: float, text: str) -> None:
         line = self.parser.parse(text, t)
         if line.event == "running":
             self._version = line.fields.get("version")
             self._slot = line.fields.get("slot")
-        self.console.push(line)
+        self._console.push(line)
 
-    # -- Board protocol --
-    def lines(self) -> Iterator[ConsoleLine]:
-        return self.console.lines()
-
-    def expect(self, what: Expectation, timeout: float) -> ConsoleLine:
-        return self.console.expect(what, timeout)
-
+    # -- Board protocol (the console part comes from BufferedConsole) --
     def _pulse(self, hold: float) -> None:
         if not self.reset_via_rts:
             raise BoardError(f"{self.url}: reset lines not wired (reset_via_rts=False)")
@@ -158,7 +152,7 @@ class SerialBoard:
         self._thread.join(timeout=2)
         with contextlib.suppress(serial.SerialException, OSError):
             self._serial.close()
-        self.console.close()
+        self._console.close()
 
     def __enter__(self) -> SerialBoard:
         return self

@@ -6,7 +6,7 @@ streamed message goes straight into the device) and a pty writer. Its console is
 written, in the real device's line formats, to the master side of a pseudo-terminal
 (:attr:`VirtualBoard.console_path` is the slave: open it with
 :class:`~otalib.board.serial_board.SerialBoard` as a real board's port) and parsed
-into the board's own :class:`~otalib.board.protocol.ConsoleBuffer` (lossless).
+into the board's own console (lossless), read through the console protocol.
 
 :class:`VirtualBoardProcess` runs ``otalab board …`` as a subprocess and reads its pty,
 so a power loss can be a real ``kill -9`` (the flash file stays as it was) and a new start.
@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import tty
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from otalib import procs
 from otalib.board.console import ConsoleParser
-from otalib.board.protocol import ConsoleBuffer, ConsoleLine, Expectation
+from otalib.board.protocol import BufferedConsole, ConsoleBuffer
 from otalib.board.serial_board import LineSplitter, SerialBoard
 from otalib.board.sim.device import Device, UpdateResult
 from otalib.board.sim.flash import SECTOR, TWO_ROM_LAYOUT, FlashImage, Layout
@@ -142,7 +142,7 @@ class _DeviceSink:
         self.board._update_done(self.board.device.on_message_abort())
 
 
-class VirtualBoard:
+class VirtualBoard(BufferedConsole):
     """A virtual Sming device (rBoot, two ROM slots, OTA-over-MQTT client) behind the Board protocol.
 
     ``flash``: the flash file (created with a demo image of ``version`` in rom0 when new,
@@ -207,7 +207,7 @@ class VirtualBoard:
             initial_image=initial_image,
             partitions=partitions,
         )
-        self.console = ConsoleBuffer()
+        self._console = ConsoleBuffer()
         self._parser = ConsoleParser()
         self._splitter = LineSplitter()
         self._pty = _PtyConsole()
@@ -253,7 +253,7 @@ class VirtualBoard:
                 parsed = self._parser.parse(line, t)
                 if parsed.event == "running":
                     self._version = parsed.fields.get("version")
-                self.console.push(parsed)
+                self._console.push(parsed)
 
     # -- life cycle --
     def start(self) -> VirtualBoard:
@@ -274,7 +274,7 @@ class VirtualBoard:
         self._disconnect()
         self._pty.close()
         self.flash.close()
-        self.console.close()
+        self._console.close()
 
     close = stop
 
@@ -313,13 +313,6 @@ class VirtualBoard:
                 "slot_size": self.flash.layout.slot_size,
             },
         }
-
-    # -- Board protocol: console --
-    def lines(self) -> Iterator[ConsoleLine]:
-        return self.console.lines()
-
-    def expect(self, what: Expectation, timeout: float) -> ConsoleLine:
-        return self.console.expect(what, timeout)
 
     # -- control thread --
     def _run(self) -> None:
@@ -475,7 +468,7 @@ def prepare_flash(
     return FlashImage(path, layout, initialise=initialise)
 
 
-class VirtualBoardProcess:
+class VirtualBoardProcess(BufferedConsole):
     """``otalab board ARGS…`` as a subprocess, read through its pty like a real board.
 
     ``args`` are the command's options (``--broker``, ``--flash``…; ``--flash`` is needed
@@ -487,7 +480,7 @@ class VirtualBoardProcess:
         self.name = name
         self.args = list(args)
         self.start_timeout = start_timeout
-        self.console = ConsoleBuffer()
+        self._console = ConsoleBuffer()
         self.proc: subprocess.Popen[str] | None = None
         self.serial: SerialBoard | None = None
         self.console_path: str | None = None
@@ -525,14 +518,14 @@ class VirtualBoardProcess:
         cursor = 0
         while True:
             try:
-                line, cursor = serial.console.get(cursor, None)
+                line, cursor = serial.line_at(cursor, None)
             except BoardError:
                 return
             if line is None:
                 return
             if line.event == "running":
                 self._version = line.fields.get("version")
-            self.console.push(line)
+            self._console.push(line)
 
     def _stop_proc(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> str:
         proc, self.proc = self.proc, None
@@ -567,7 +560,7 @@ class VirtualBoardProcess:
     def stop(self) -> None:
         self._stop_proc(signal.SIGTERM)
         self._close_serial()
-        self.console.close()
+        self._console.close()
 
     close = stop
 
@@ -587,12 +580,6 @@ class VirtualBoardProcess:
         self._stop_proc(signal.SIGKILL)
         self._close_serial()
         self.start()
-
-    def lines(self) -> Iterator[ConsoleLine]:
-        return self.console.lines()
-
-    def expect(self, what: Expectation, timeout: float) -> ConsoleLine:
-        return self.console.expect(what, timeout)
 
     def current_version(self) -> str | None:
         return self._version

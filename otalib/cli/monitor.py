@@ -58,8 +58,10 @@ def monitor_cmd(
     Outcomes are inferred even at the device's default debug level: a restart followed
     by a new running slot/version is ``updated``; a device error is ``rejected:<Error>``.
     """
-    from otalib.board.console import ConsoleParser, OutcomeTracker, watch
+    from otalib.board.console import ConsoleParser, OutcomeTracker
+    from otalib.board.follow import Ending, follow_update
     from otalib.board.serial_board import SerialBoard
+    from otalib.errors import BoardError
     from otalib.fileio import write_atomic
 
     if timeout is not None and timeout <= 0:
@@ -69,11 +71,15 @@ def monitor_cmd(
     board = SerialBoard(port, baud=baud, parser=parser, reset_via_rts=False)
     try:
         tracker = None if no_outcomes else OutcomeTracker()
-        for line in watch(board.console, timeout=timeout, until=until, tracker=tracker, start=0):
+        follow = follow_update(board, tracker, until, timeout, start=0, rearm=True, poll_s=0.2)
+        for line in follow:
             text = json.dumps(line.to_json(), sort_keys=True) if as_json else _text(line)
             shown.append(text)
             click.echo(text)
             sys.stdout.flush()
+        if until is not None and follow.ending is Ending.TIMEOUT:
+            last = follow.last.line if follow.last is not None else "(none)"
+            raise BoardError(f"timed out after {timeout:g}s waiting for {until}; last line: {last!r}")
     finally:
         board.close()
         if log_file is not None:

@@ -1,20 +1,24 @@
 """A lab session: a broker, a board and its console monitor, for step-through notebooks.
 
 The board is otalab's virtual board (``board="virtual"``) or a real one on a serial
-port (``/dev/ttyUSB0``, ``rfc2217://host:port``, …); either way the console is read
-through the serial monitor, so the same notebook code watches both. The broker is a
-managed one (``broker_url=""``) or any external ``mqtt[s]://`` URL.
+port (``/dev/ttyUSB0``, ``rfc2217://host:port``, …); either way its console is read
+through the serial monitor (:attr:`LabSession.monitor`, a
+:class:`~otalib.board.serial_board.SerialBoard` on the board's port), so the same
+notebook code watches both. The broker is a managed one (``broker_url=""``) or any
+external ``mqtt[s]://`` URL. Every wait is :func:`~otalib.board.follow.follow_update`
+from the session's cursor.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from otalib.board.console import OutcomeTracker
-from otalib.vocabulary import Outcome
+from otalib.board.follow import DECIDED, Follow, follow_subscription, follow_update, is_decision
 from otalib.board.protocol import ConsoleLine
 from otalib.board.serial_board import SerialBoard
 from otalib.broker import Broker, BrokerUser, start_broker
@@ -25,6 +29,7 @@ from otalib.mqtt.publish import DeployRecord, deploy
 from otalib.mqtt.tls import TlsOptions
 from otalib.procs import owned_tempdir
 from otalib.update import Update
+from otalib.vocabulary import Outcome
 
 
 class LabSession:
@@ -103,7 +108,8 @@ class LabSession:
             port = self.board.console_path
         else:
             port = board
-        self.console = self._stack.enter_context(SerialBoard(port, baud))
+        #: the serial monitor on the board's console port (the only way the session reads the board)
+        self.monitor = self._stack.enter_context(SerialBoard(port, baud))
         self.tracker = OutcomeTracker(quiet=5.0, timeout=60.0)
         self._cursor = 0
         if self.board is not None:
@@ -125,67 +131,55 @@ class LabSession:
         return self.broker_url.rstrip("/") + "/" + self.topic
 
     def wait_ready(self, timeout: float = 20.0) -> ConsoleLine:
-        """Wait until the board is connected and subscribed to its update topic.
+        """Wait until the board is connected and subscribed to its update topic; returns the console's
+        ``tcp_connected`` line (see :func:`~otalib.board.follow.follow_subscription`)."""
+        follow = follow_subscription(
+            self.monitor, self.tracker, timeout, suback=getattr(self.board, "suback", None), start=self._cursor
+        )
+        self._cursor = follow.cursor
+        assert follow.last is not None  # the follow ended at that line
+        return follow.last
 
-        The device prints ``subscription … registered`` when it queues the request, before its TCP
-        connection is up: the console's ``tcp_connected`` follows it, and an in-process virtual board
-        also reports the broker's SUBACK.
-        """
-        deadline = time.monotonic() + timeout
-        self.console.expect("subscribed", timeout)
-        line = self.console.expect("tcp_connected", max(0.0, deadline - time.monotonic()))
-        self._feed_until(line)
-        suback = getattr(self.board, "suback", None)
-        if suback is not None and not suback.wait(max(0.0, deadline - time.monotonic())):
-            raise BoardError(f"the broker did not acknowledge the board's subscription within {timeout:.0f}s")
-        return line
-
-    def _feed_until(self, stop: ConsoleLine | None = None) -> None:
-        for line in self.console.console.history(self._cursor):
-            self._cursor += 1
+    def _catch_up(self) -> None:
+        """Feed the tracker every line received so far (without waiting)."""
+        while True:
+            line, cursor = self.monitor.line_at(self._cursor, 0)
+            if line is None:
+                return
+            self._cursor = cursor
             self.tracker.feed(line)
-            if line is stop:
-                break
 
     def deploy(self, update: Update | bytes | None, *, clear: bool = False, **options: Any) -> DeployRecord:
         """Publish a package (retained, QoS 2) to the board's topic; arms the outcome tracker."""
-        self._feed_until()
+        self._catch_up()
         package = update.package if isinstance(update, Update) else update
         self.tracker.rearm()
         if not clear:
             self.tracker.published(time.time())
         return deploy(package, self.deploy_url, tls=options.pop("tls", self.deploy_tls), clear=clear, **options)
 
-    def watch(self, timeout: float = 30.0, *, quiet: float | None = None) -> list[ConsoleLine]:
-        """Console lines from now until the update's outcome is decided (or ``timeout`` s)."""
+    def follow(self, timeout: float = 30.0, *, quiet: float | None = None) -> Iterator[ConsoleLine]:
+        """Console lines from the session's cursor, as they come, until the update's outcome is decided
+        (or ``timeout`` s)."""
         if quiet is not None:
             self.tracker.quiet = quiet
-        lines: list[ConsoleLine] = []
-        deadline = time.monotonic() + timeout
-        buffer = self.console.console
-        while time.monotonic() < deadline:
-            line, cursor = buffer.get(self._cursor, 0.1)
-            if line is not None:
-                self._cursor = cursor
-                lines.append(line)
-                if self.tracker.feed(line):
-                    break
-            elif self.tracker.poll(time.time()):
-                break
-        return lines
+        follow = follow_update(self.monitor, self.tracker, DECIDED, timeout, start=self._cursor, poll_s=0.1)
+        return self._console_lines(follow)
+
+    def watch(self, timeout: float = 30.0, *, quiet: float | None = None) -> list[ConsoleLine]:
+        """Console lines from now until the update's outcome is decided (or ``timeout`` s)."""
+        return list(self.follow(timeout, quiet=quiet))
 
     def record(self, seconds: float) -> list[ConsoleLine]:
         """Every console line of the next ``seconds`` s (e.g. to see an update loop)."""
-        lines: list[ConsoleLine] = []
-        deadline = time.monotonic() + seconds
-        buffer = self.console.console
-        while (left := deadline - time.monotonic()) > 0:
-            line, cursor = buffer.get(self._cursor, min(0.1, left))
-            if line is not None:
-                self._cursor = cursor
-                self.tracker.feed(line)
-                lines.append(line)
-        return lines
+        follow = follow_update(self.monitor, self.tracker, None, seconds, start=self._cursor, poll_s=0.1)
+        return list(self._console_lines(follow))
+
+    def _console_lines(self, follow: Follow) -> Iterator[ConsoleLine]:
+        for line in follow:
+            self._cursor = follow.cursor
+            if not is_decision(line):
+                yield line
 
     @property
     def outcome(self) -> Outcome | None:

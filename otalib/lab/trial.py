@@ -23,25 +23,29 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otalib.board.console import OutcomeTracker
-from otalib.net.link import Fault, LinkProfile, LinkProxy
-from otalib.board.protocol import ConsoleLine
+from otalib.board.follow import DECIDED, follow_subscription, follow_update
+from otalib.board.protocol import Board, ConsoleLine
 from otalib.board.serial_board import SerialBoard
 from otalib.broker import Broker, start_broker
-from otalib.errors import LabError, OtaLabError
+from otalib.errors import BoardError, LabError, OtaLabError
+from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import timestamp_now
 from otalib.formats.version import Version, topic_for
-from otalib.firmware.demo import make_demo_image
 from otalib.keys import LabKey
 from otalib.lab.schema import TrialConfig, TrialResult
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.tls import TlsOptions
 from otalib.mqtt.url import parse_url
+from otalib.net.link import Fault, LinkProfile, LinkProxy
 from otalib.procs import owned_tempdir
 from otalib.update import make_update
 from otalib.vocabulary import Decision, Outcome, OutcomeKind
+
+if TYPE_CHECKING:
+    from otalib.board.virtual import VirtualBoard
 
 #: Patch the virtual board runs before each trial; the update carries BOARD_PATCH + 1 by default.
 BOARD_PATCH = 5
@@ -297,7 +301,9 @@ class Trial:
         stack.enter_context(proxy)
         return proxy
 
-    def _start_board(self, stack: contextlib.ExitStack, base_url: str, tls: TlsOptions, proxy: LinkProxy | None):
+    def _start_board(
+        self, stack: contextlib.ExitStack, base_url: str, tls: TlsOptions, proxy: LinkProxy | None
+    ) -> VirtualBoard:
         from otalib.board.virtual import VirtualBoard
 
         cfg = self.config
@@ -323,30 +329,22 @@ class Trial:
         board.start()
         return board
 
-    def _until_subscribed(self, board, tracker: OutcomeTracker, timeout: float = 15.0) -> int:
+    def _until_subscribed(self, board: VirtualBoard, tracker: OutcomeTracker, timeout: float = 15.0) -> int:
         """Feed the boot lines to the tracker until the board subscribed; return the console cursor."""
-        deadline = time.monotonic() + timeout
-        cursor = 0
-        while True:
-            line, cursor = board.console.get(cursor, max(0.0, deadline - time.monotonic()))
-            if line is None:
-                raise LabError(f"the virtual board did not subscribe within {timeout:.0f}s: {board.status}")
-            tracker.feed(line)
-            if line.event == "tcp_connected":  # after `subscription … registered`, in the device's order
-                break
-        suback = getattr(board, "suback", None)  # an in-process virtual board tells when the SUBACK came
-        if suback is not None and not suback.wait(max(0.0, deadline - time.monotonic())):
-            raise LabError(f"the broker did not acknowledge the board's subscription within {timeout:.0f}s")
-        return cursor
+        try:
+            return follow_subscription(board, tracker, timeout, suback=board.suback).cursor
+        except BoardError as exc:
+            raise LabError(f"{exc}: {board.status}") from None
 
-    def _watch(self, board, tracker: OutcomeTracker, cursor: int, proxy: LinkProxy | None, seen: int) -> Outcome:
+    def _watch(self, board: Board, tracker: OutcomeTracker, cursor: int, proxy: LinkProxy | None, seen: int) -> Outcome:
         """Follow the console until the tracker decides (or a virtual board's own result after
         its first ``seen`` says it skipped the message); record the phases."""
-        deadline = time.monotonic() + self.config.timeout_s
         power_cut = switched = False
         results = getattr(board, "updates", None)  # a virtual board's own update results
-        while time.monotonic() < deadline:
-            if self.fault.kind == "power-loss" and not power_cut and proxy is not None and proxy.stats["faults_fired"]:
+
+        def side_channels() -> Outcome | None:
+            nonlocal power_cut, seen
+            if self.fault.kind == "power-loss" and proxy is not None and not power_cut and proxy.stats["faults_fired"]:
                 board.power_cycle()  # power lost mid-transfer, while the link holds the rest back
                 proxy.resume()
                 power_cut = True
@@ -356,21 +354,31 @@ class Trial:
                 seen = len(results)
                 if results[-1].outcome is Decision.SKIPPED and not tracker.outcome:
                     return Outcome(OutcomeKind.SKIPPED)  # the board read the patch and ignored the message
-            line, cursor = board.console.get(cursor, 0.05)
-            if line is not None:
-                self._phase(line, switched)
-                switched |= line.event in ("switch_ok", "rom_activated", "swapping")
-                outcome = tracker.feed(line)
-                if outcome is not None and outcome.kind is OutcomeKind.RESTARTED and power_cut:
-                    tracker.rearm()  # the reboot after the power cut: the update comes again (retained)
-                    tracker.published(line.t)
-                    continue
-                if outcome is not None:
-                    return outcome
-            outcome = tracker.poll(time.time())
-            if outcome is not None:
-                return outcome
-        return Outcome(OutcomeKind.TIMEOUT)
+            return None
+
+        def phase(line: ConsoleLine) -> None:
+            nonlocal switched
+            self._phase(line, switched)
+            switched |= line.event in ("switch_ok", "rom_activated", "swapping")
+
+        def keep(outcome: Outcome, line: ConsoleLine | None) -> bool:
+            if outcome.kind is OutcomeKind.RESTARTED and power_cut and line is not None:
+                tracker.rearm()  # the reboot after the power cut: the update comes again (retained)
+                tracker.published(line.t)
+                return False
+            return True
+
+        follow = follow_update(
+            board,
+            tracker,
+            DECIDED,
+            self.config.timeout_s,
+            start=cursor,
+            on_tick=side_channels,
+            on_line=phase,
+            on_outcome=keep,
+        ).run()
+        return follow.outcome or Outcome(OutcomeKind.TIMEOUT)
 
     def _phase(self, line: ConsoleLine, switched: bool) -> None:
         t = self.clock.of_wall(line.t)
