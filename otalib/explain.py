@@ -45,7 +45,7 @@ def _decode(data: bytes, keys: DeviceKeys) -> list[OtaEvent]:
 def _container_frames(data: bytes) -> list[ContainerEvent]:
     """The container's frames, walked without decrypting (no key, or the key does not fit)."""
     frames: list[ContainerEvent] = []
-    reader = SecretstreamReader(None, frames.append, lambda plain: None, frames_only=True)
+    reader = SecretstreamReader(None, lambda plain: None, frames.append, frames_only=True)
     reader.feed(memoryview(data))
     return frames
 

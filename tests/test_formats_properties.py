@@ -68,7 +68,7 @@ def test_event_offsets_point_at_their_bytes(roms, mode, cuts):
     """Each header, ROM, signature and container chunk is where its event says, however the file is cut."""
     signed, encrypted = mode
     data = build_ota(roms, KEY, signed=signed, encrypted=encrypted, timestamp=7)
-    events = decode_all(data, cuts)
+    events = decode_all(data, cuts, frames=True)
     plain = build_plain(roms, KEY, signed=signed, timestamp=7)  # deterministic: the decrypted file
     header = next(e for e in events if isinstance(e, OtaHeader))
     assert (header.offset, header.length, header.reserved) == (0, HEADER.size, plain[13:16])
@@ -97,7 +97,7 @@ def test_event_offsets_point_at_their_bytes(roms, mode, cuts):
 def test_build_then_decode_round_trips(roms, mode, timestamp):
     signed, encrypted = mode
     data = build_ota(roms, KEY, signed=signed, encrypted=encrypted, timestamp=timestamp)
-    events = decode_all(data)
+    events = decode_all(data, frames=True)
     header = next(e for e in events if isinstance(e, OtaHeader))
     assert header == OtaHeader(signed, timestamp, len(roms), encrypted)
     assert not encrypted or isinstance(events[0], ContainerHeader)

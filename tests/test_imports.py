@@ -49,3 +49,17 @@ def test_every_module_imports_first_without_a_circle() -> None:
         [sys.executable, "-c", _CHILD, *modules], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, f"seed {seed}:\n{result.stdout}{result.stderr}"
+
+
+def test_formats_is_the_bottom_layer() -> None:
+    """A format module imports nothing from otalib but other formats and the error hierarchy."""
+    code = (
+        "import sys, importlib, pkgutil, otalib.formats as f\n"
+        "for m in pkgutil.walk_packages(f.__path__, 'otalib.formats.'): importlib.import_module(m.name)\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('otalib'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert "otalib.formats.kinds" in loaded
+    assert loaded <= {"otalib", "otalib.errors"} | {m for m in loaded if m.startswith("otalib.formats")}, loaded

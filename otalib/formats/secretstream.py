@@ -26,7 +26,7 @@ LENGTH_BYTES = 2
 CHUNK_PLAIN = 2048 - ABYTES
 TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
-_LENGTH = struct.Struct("<H")
+_LENGTH_FIELD = struct.Struct("<H")
 
 
 def encrypt(plain: bytes, stream_key: bytes) -> bytes:
@@ -40,7 +40,7 @@ def encrypt(plain: bytes, stream_key: bytes) -> bytes:
     for offset in range(0, size, CHUNK_PLAIN):
         end = min(offset + CHUNK_PLAIN, size)
         cipher = push(state, bytes(view[offset:end]), None, TAG_FINAL if end >= size else TAG_MESSAGE)
-        parts.append(_LENGTH.pack(len(cipher) - 1))
+        parts.append(_LENGTH_FIELD.pack(len(cipher) - 1))
         parts.append(cipher)
     return b"".join(parts)
 
@@ -84,31 +84,34 @@ class ContainerState(enum.Enum):
 
 
 class SecretstreamReader:
-    """Reads the container fed in arbitrary pieces: frames to ``emit``, plaintext to ``sink``.
+    """Reads the container fed in arbitrary pieces: plaintext to ``sink``, frames to ``emit``.
 
-    With ``frames_only`` nothing is decrypted (no key needed): the reader only walks
-    the frames, as ``explain`` does for a file it has no key for. Otherwise a
-    missing key, a bad header or a chunk that does not authenticate raise
-    :class:`~otalib.errors.DeviceError` ``DecryptionFailed``, as a device does.
+    ``emit`` (optional: one event per 2 KiB chunk is a measurable share of decoding)
+    gets a :class:`ContainerHeader` and one :class:`ContainerChunk` per chunk, with
+    their offsets in the file. With ``frames_only`` nothing is decrypted (no key
+    needed): the reader only walks the frames, as ``explain`` does for a file it has
+    no key for. Otherwise a missing key, a bad header or a chunk that does not
+    authenticate raise :class:`~otalib.errors.DeviceError` ``DecryptionFailed``, as a
+    device does.
     """
 
     def __init__(
         self,
         key: bytes | None,
-        emit: Callable[[ContainerEvent], object],
         sink: Callable[[bytes], object],
+        emit: Callable[[ContainerEvent], object] | None = None,
         *,
         frames_only: bool = False,
     ) -> None:
         self._key = key
-        self._emit = emit
         self._sink = sink
+        self._emit = emit
         self._frames_only = frames_only
         self._state = ContainerState.HEADER
         self._need = HEADER_BYTES
         self._buf = bytearray()
         self._pull: Puller | None = None
-        self._offset = 0  # file offset of the field being read
+        self._offset = 0  # file offset of the next chunk's length field
         self._index = 0
 
     @property
@@ -120,7 +123,7 @@ class SecretstreamReader:
         size, offset = len(view), 0
         while offset < size:
             state = self._state
-            if state is ContainerState.FINAL:
+            if state is _FINAL:
                 raise DeviceError(DeviceErrorCode.InvalidFormat, "data after the final encrypted chunk")
             need = self._need
             if self._buf or size - offset < need:  # a field split across feeds: stage it
@@ -135,20 +138,36 @@ class SecretstreamReader:
                 block = bytes(view[offset : offset + need])
                 offset += need
                 self._need = 0
-            start = self._offset
-            self._offset = start + len(block)
-            if state is ContainerState.LENGTH:
-                self._state, self._need = ContainerState.CHUNK, int.from_bytes(block, "little") + 1
-            elif state is ContainerState.CHUNK:
-                self._emit(ContainerChunk(self._index, start - LENGTH_BYTES, len(block)))
-                self._index += 1
-                self._on_chunk(block)
-            else:
-                self._emit(ContainerHeader(start, len(block)))
+            if state is _LENGTH:
+                self._state, self._need = _CHUNK, int.from_bytes(block, "little") + 1
+                continue
+            if state is _HEADER:
                 self._on_header(block)
+                continue
+            # a whole chunk: report it, decrypt it, hand the plaintext on
+            self._state, self._need = _LENGTH, LENGTH_BYTES
+            if self._emit is not None:
+                self._emit(ContainerChunk(self._index, self._offset, len(block)))
+            self._index += 1
+            self._offset += LENGTH_BYTES + len(block)
+            pull = self._pull
+            if pull is None:  # frames only
+                continue
+            try:
+                plain, tag = pull.pull(block)
+            except (CryptoError, ValueError):
+                raise DeviceError(
+                    DeviceErrorCode.DecryptionFailed, "a chunk did not decrypt (wrong key or corrupted)"
+                ) from None
+            if tag == TAG_FINAL:
+                self._state, self._need = _FINAL, 0
+            self._sink(plain)
 
     def _on_header(self, header: bytes) -> None:
-        self._state, self._need = ContainerState.LENGTH, LENGTH_BYTES
+        self._state, self._need = _LENGTH, LENGTH_BYTES
+        self._offset = len(header)
+        if self._emit is not None:
+            self._emit(ContainerHeader(0, len(header)))
         if self._frames_only:
             return
         if self._key is None:
@@ -160,16 +179,5 @@ class SecretstreamReader:
             raise DeviceError(DeviceErrorCode.DecryptionFailed, "bad secretstream header") from None
         self._pull = Puller(state)
 
-    def _on_chunk(self, cipher: bytes) -> None:
-        self._state, self._need = ContainerState.LENGTH, LENGTH_BYTES
-        if self._pull is None:  # frames only
-            return
-        try:
-            plain, tag = self._pull.pull(cipher)
-        except (CryptoError, ValueError):
-            raise DeviceError(
-                DeviceErrorCode.DecryptionFailed, "a chunk did not decrypt (wrong key or corrupted)"
-            ) from None
-        if tag == TAG_FINAL:
-            self._state, self._need = ContainerState.FINAL, 0
-        self._sink(plain)
+
+_HEADER, _LENGTH, _CHUNK, _FINAL = ContainerState
