@@ -5,9 +5,11 @@ campaign does not start a broker per trial; :meth:`Bench.run` is the campaign's 
 The board is the virtual board by default (a fresh flash per trial, running
 ``version`` at patch :data:`BOARD_PATCH`), or a real board on a serial port / ``rfc2217://``
 URL (``TrialConfig.board``; it must be running and subscribed, the trial gives ``patch``, and
-the :class:`Bench` holds its key and a real ROM image). The outcome is read from the console exactly as for a real board
-(:class:`~otalib.board.console.OutcomeTracker`); link profiles and faults go through the
-:class:`~otalib.net.link.LinkProxy`.
+the :class:`Bench` holds its key and a real ROM image). Either way the trial sees only the board
+protocols (:mod:`otalib.board.protocol`): the outcome is read from the console exactly as for a
+real board (:func:`~otalib.board.follow.follow_update` feeding an
+:class:`~otalib.board.console.OutcomeTracker`; a virtual board's own results and the power cut
+come in as its hooks); link profiles and faults go through the :class:`~otalib.net.link.LinkProxy`.
 
 Faults (``TrialConfig.fault``): ``none``, ``cut``, ``stall``, ``corrupt``, ``power-loss``,
 optionally ``@F`` with F the fraction of the payload where it strikes (default 0.5), e.g.
