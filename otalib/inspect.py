@@ -17,7 +17,7 @@ from typing import Any
 
 from otalib.errors import DeviceError, DeviceErrorCode, InputError
 from otalib.fileio import MAX_PACKAGE_BYTES
-from otalib.formats.kinds import Kind, detect, is_ota_magic, is_secretstream
+from otalib.formats.kinds import Kind, detect
 from otalib.formats.ota import (
     OtaDecoder,
     OtaEvent,
@@ -148,8 +148,9 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: Devi
     """Decode an OTA file completely, as the device ``build`` would (default: keys only, build unknown)."""
     build = _build(key, build)
     keys = build.keys
+    kind = detect(data)
     encrypted = build.encryption
-    if encrypted is None and not is_ota_magic(data) and not is_secretstream(data):
+    if encrypted is None and not kind.advanced:
         encrypted = False  # neither plain nor an encrypted container: rejected by either build, as a bad magic
     decoder = OtaDecoder(
         verify_key=keys.verify,
@@ -161,7 +162,7 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: Devi
     )
     info: dict[str, Any] = {
         "signed": None,
-        "encrypted": not is_ota_magic(data) and (is_secretstream(data) or build.encryption is True),
+        "encrypted": kind is Kind.OTA_ENCRYPTED or (kind is not Kind.OTA and build.encryption is True),
         "timestamp": None,
         "verified": False,
         "error": None,

@@ -114,13 +114,16 @@ def test_any_chunking_gives_the_same_events(mode, data):
     roms = [Rom(0x2000, bytes(range(256)) * 9), Rom(0x108000, b"\xe9" * 700)]
     file = build_ota(roms, KEY, signed=mode[0], encrypted=mode[1], timestamp=1)
     cuts = data.draw(st.lists(st.integers(1, len(file) - 1), max_size=40))
-    assert decode_all(file, cuts) == decode_all(file)
+    assert decode_all(file, cuts, frames=True) == decode_all(file, frames=True)
 
 
 @pytest.mark.parametrize("mode", [(True, False), (False, True), (True, True), (False, False)])
 def test_one_byte_chunks_give_the_same_events(mode):
     file = build_ota([Rom(0x8000, b"\xe9abc" * 300)], KEY, signed=mode[0], encrypted=mode[1], timestamp=7)
-    assert decode_all(file, list(range(1, len(file)))) == decode_all(file)
+    whole = decode_all(file, frames=True)
+    assert decode_all(file, list(range(1, len(file))), frames=True) == whole
+    assert any(isinstance(e, DigestRead) for e in whole)
+    assert mode[1] == any(isinstance(e, ContainerChunk) for e in whole)  # frames, with their offsets
 
 
 @SETTINGS
