@@ -28,7 +28,7 @@ from nacl.exceptions import BadSignatureError
 
 from otalib.errors import DeviceError, DeviceErrorCode, UsageError
 from otalib.formats._sodium import ph_update
-from otalib.formats.kinds import OTA_MAGIC_SIGNED, OTA_MAGIC_UNSIGNED, OTA_MAGICS
+from otalib.formats.kinds import OTA_MAGIC_SIGNED, OTA_MAGIC_UNSIGNED, OTA_MAGICS, is_ota_magic
 from otalib.formats.secretstream import ContainerEvent, SecretstreamReader, encrypt
 
 if TYPE_CHECKING:  # formats is the bottom layer: it only reads a key's attributes
@@ -409,7 +409,7 @@ class OtaDecoder:
             self._sniff += chunk
             if len(self._sniff) < 4:
                 return
-            self.encrypted = int.from_bytes(self._sniff[:4], "little") not in OTA_MAGICS
+            self.encrypted = not is_ota_magic(self._sniff)
             chunk, self._sniff = bytes(self._sniff), bytearray()
         if self.encrypted:
             emit = self._events_append if self.frames else None
