@@ -583,11 +583,12 @@ class LinkProxy:
             await self._gate(conn)
             if conn.closed:
                 return
+            # counted before they are handed to the socket (write() may send at once, and the peer's
+            # thread may read them before this one runs again): a peer that already read these bytes
+            # never sees counters (bytes, first/last payload byte times) that lack them
+            self._count(conn, direction, len(piece))
             writer.write(piece)
             view = view[len(piece) :]
-            # counted when handed to the socket, before the drain: a peer that already read these
-            # bytes never sees counters (bytes, first/last payload byte times) that lack them
-            self._count(conn, direction, len(piece))
             await writer.drain()
 
     def _count(self, conn: _Conn, direction: str, n: int) -> None:
