@@ -146,10 +146,10 @@ class SecretstreamReader:
                 continue
             # a whole chunk: report it, decrypt it, hand the plaintext on
             self._state, self._need = _LENGTH, LENGTH_BYTES
-            if self._emit is not None:
+            if self._emit is not None:  # offsets are kept only for the frames reported
                 self._emit(ContainerChunk(self._index, self._offset, len(block)))
-            self._index += 1
-            self._offset += LENGTH_BYTES + len(block)
+                self._index += 1
+                self._offset += LENGTH_BYTES + len(block)
             pull = self._pull
             if pull is None:  # frames only
                 continue
