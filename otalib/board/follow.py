@@ -95,39 +95,40 @@ class Follow:
 
     def __iter__(self) -> Iterator[ConsoleLine]:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        while True:
-            produced: list[ConsoleLine] = []
-            side = self.on_tick() if self.on_tick is not None else None
-            if side is not None:
-                produced.append(self._decision(side, self.clock()))
-            else:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    self.ending = Ending.TIMEOUT
-                    return
-                line, self.cursor = self.console.line_at(
-                    self.cursor, self.poll_s if remaining is None else min(self.poll_s, remaining)
-                )
-                decided: Outcome | None = None
-                if line is not None:
-                    self.last = line
-                    if self.on_line is not None:
-                        self.on_line(line)
-                    produced.append(line)
-                    decided = self.tracker.feed(line) if self.tracker is not None else None
-                elif self.tracker is not None:  # caught up: time-based decisions (a backlog first)
-                    decided = self.tracker.poll(self.clock())
-                if decided is not None and (self.on_outcome is None or self.on_outcome(decided, line)):
-                    produced.append(self._decision(decided, line.t if line is not None else self.clock()))
-                if line is None and self.console.closed:
-                    self.ending = Ending.CLOSED
-            for item in produced:
+        self.ending = None
+        while self.ending is None:
+            for item in self._round(deadline):
                 yield item
                 if self._met(item):
                     self.ending = Ending.UNTIL
                     return
-            if self.ending is not None:
-                return
+
+    def _round(self, deadline: float | None) -> list[ConsoleLine]:
+        """One round: the side channels, then one console line (or, caught up, the tracker's clock)."""
+        side = self.on_tick() if self.on_tick is not None else None
+        if side is not None:
+            return [self._decision(side, self.clock())]
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            self.ending = Ending.TIMEOUT
+            return []
+        wait = self.poll_s if remaining is None else min(self.poll_s, remaining)
+        line, self.cursor = self.console.line_at(self.cursor, wait)
+        produced: list[ConsoleLine] = []
+        decided: Outcome | None = None
+        if line is not None:
+            self.last = line
+            if self.on_line is not None:
+                self.on_line(line)
+            produced.append(line)
+            decided = self.tracker.feed(line) if self.tracker is not None else None
+        elif self.tracker is not None:  # caught up: time-based decisions (never before a backlog is read)
+            decided = self.tracker.poll(self.clock())
+        if decided is not None and (self.on_outcome is None or self.on_outcome(decided, line)):
+            produced.append(self._decision(decided, line.t if line is not None else self.clock()))
+        if line is None and self.console.closed:
+            self.ending = Ending.CLOSED
+        return produced
 
     def run(self) -> Follow:
         """Follow to the end, dropping the lines; returns itself."""
@@ -135,28 +136,43 @@ class Follow:
             pass
         return self
 
-    def console_lines(self) -> list[ConsoleLine]:
-        """Follow to the end; the console lines read (no decisions)."""
-        return [line for line in self if not is_decision(line)]
-
 
 def follow_update(
     console: ConsoleProtocol,
     tracker: OutcomeTracker | None,
     until: Until = DECIDED,
     timeout: float | None = None,
-    **options,
+    *,
+    start: int | None = None,
+    on_tick: Callable[[], Outcome | None] | None = None,
+    on_line: Callable[[ConsoleLine], None] | None = None,
+    on_outcome: Callable[[Outcome, ConsoleLine | None], bool] | None = None,
+    rearm: bool = False,
+    poll_s: float = 0.05,
+    clock: Callable[[], float] = time.time,
 ) -> Follow:
     """Follow ``console`` feeding ``tracker`` until ``until`` (default: the first decision) or ``timeout`` s.
 
-    Options (keywords): ``start`` (cursor; default: the lines after this call), ``on_tick()``
+    ``start``: the cursor (default: the lines after this call); ``on_tick()``
     (called each round, up to every ``poll_s`` s: a side channel; an outcome it returns is
     a decision), ``on_line(line)`` (each console line, before the tracker), ``on_outcome(outcome,
     line)`` (the tracker's decision; False sets it aside: the hook re-arms the tracker),
     ``rearm`` (re-arm the tracker after each decision, to follow update after update),
     ``poll_s``, ``clock`` (the tracker's clock, default ``time.time``).
     """
-    return Follow(console, tracker, until, timeout, **options)
+    return Follow(
+        console,
+        tracker,
+        until,
+        timeout,
+        start=start,
+        on_tick=on_tick,
+        on_line=on_line,
+        on_outcome=on_outcome,
+        rearm=rearm,
+        poll_s=poll_s,
+        clock=clock,
+    )
 
 
 def follow_subscription(
