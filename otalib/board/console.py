@@ -148,14 +148,18 @@ _SLOT = r"(?P<name>[A-Za-z_]*?(?P<slot>\d+))"
 
 #: Patterns for the console of Sming's Upgrade (OTA over MQTT) sample, tried in order.
 DEFAULT_PATTERNS: tuple[Pattern, ...] = (
-    # boot banners: Host emulator, ESP8266 ROM, ESP32 ROM, rBoot second stage
+    # boot banners: Host emulator, ESP8266 ROM, ESP32 ROM, rBoot second stage. The ESP8266 ROM
+    # prints at 74880 baud: read at 115200 its banner comes with noise around it (or only noise),
+    # so the ROM and rBoot lines are searched anywhere in the line.
     Pattern(
         "boot",
-        r"^(?:Welcome to the Sming (?P<platform>Host) emulator"
-        r"|ets Jan  8 2013,rst cause:(?P<rst_cause>\d+), boot mode:\((?P<boot_mode>[\d,]+)\)"
-        r"|ets \w{3} +\d+ \d{4} \d\d:\d\d:\d\d$)",
+        r"^Welcome to the Sming (?P<platform>Host) emulator"
+        r"|ets Jan {1,2}8 2013,\s*rst cause:(?P<rst_cause>\d+), boot mode:\((?P<boot_mode>[\d,]+)\)"
+        r"|^ets \w{3} +\d+ \d{4} \d\d:\d\d:\d\d$",
     ),
-    Pattern("bootloader", r"^rBoot v(?P<rboot_version>\S+) - "),
+    Pattern("bootloader", r"rBoot v(?P<rboot_version>\d[\w.]*) - "),
+    # rBoot's choice of slot ("Booting rom N.", or the GPIO-selected / temporary rom)
+    Pattern("rom_boot", r"Booting (?:GPIO-selected |temp )?rom (?P<slot>\d+)\.?$"),
     Pattern(
         "rom_found",
         r"^Found '" + _SLOT + r"' @ 0x(?P<address>[0-9a-fA-F]+), size 0x(?P<size>[0-9a-fA-F]+), "
@@ -294,6 +298,11 @@ OTA_ACTIVITY = frozenset(
 )
 
 
+#: Events that mean the board (re)booted: the Host emulator's or the chip ROM's banner, rBoot's banner
+#: and its choice of slot (a garbled ROM banner leaves the rBoot lines), the Host emulator's exit.
+BOOT_EVENTS = frozenset({"boot", "bootloader", "rom_boot", "restart"})
+
+
 class OutcomeTracker:
     """Infer the outcome of one update attempt from console lines.
 
@@ -357,12 +366,14 @@ class OutcomeTracker:
             if (
                 ev in OTA_ACTIVITY
                 or ev in ("device_error", "got_error", "switch_failed")
-                or (ev in ("restart", "boot") and self.slot is not None and not self._terminated)
+                or (ev in BOOT_EVENTS and self.slot is not None and not self._terminated)
             ):
                 self.published(line.t)
             else:
                 if ev == "terminated":
                     self._terminated = True
+                elif ev == "rom_boot":  # a first boot: learn its slot (not an update)
+                    self.slot = f.get("slot")
                 return None
         if ev in OTA_ACTIVITY:
             self._activity = True
@@ -376,9 +387,11 @@ class OutcomeTracker:
             return self._decide(OutcomeKind.BRICKED, line)
         elif ev == "terminated":
             self._terminated = True
-        elif ev in ("restart", "boot") and not self._terminated:
+        elif ev in BOOT_EVENTS and not self._terminated:
             self._restarted = True
             self.evidence.append(line)
+            if ev == "rom_boot":  # rBoot's choice is the slot that runs
+                self.slot = f.get("slot")
         elif ev == "running":
             self._terminated = False  # a fresh boot
             if not self._restarted:

@@ -4,14 +4,24 @@ A reader thread splits the byte stream into lines (partial lines kept until thei
 newline, ``\\r`` and NULs dropped, undecodable bytes replaced), timestamps each line
 with the arrival time of its first byte, parses it and pushes it to the board's
 :class:`~otalib.board.protocol.ConsoleBuffer`, read through the console protocol.
+
+Reset and power, as a USB-serial adapter wired the esptool way (RTS -> EN, DTR -> GPIO0):
+the port is opened with both lines released (a board wired RTS -> EN is not held in
+reset while the monitor runs), :meth:`SerialBoard.reset` is esptool's hard reset (EN
+pulsed low with GPIO0 released: the board boots its application, not the ROM's download
+mode), and :meth:`SerialBoard.power_cycle` runs a :class:`PowerHook` (a USB hub port or
+a relay switched by a command); without one it is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shlex
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import serial
 
@@ -56,8 +66,112 @@ class LineSplitter:
         return raw.decode("utf-8", errors="replace").replace("\r", "").replace("\x00", "")
 
 
+#: How long esptool's hard reset holds EN low (``esptool.reset.HardReset``: 0.1 s, 0.2 s for USB-JTAG).
+RESET_HOLD_S = 0.1
+
+
+def _command(text: str | Sequence[str], what: str) -> list[str]:
+    """A hook's command as an argument list (a string is split as a shell would, but no shell runs)."""
+    if isinstance(text, str):
+        try:
+            argv = shlex.split(text)
+        except ValueError as exc:
+            raise BoardError(f"bad {what} {text!r}: {exc}") from None
+    else:
+        argv = [str(a) for a in text]
+    if not argv:
+        raise BoardError(f"empty {what}")
+    return argv
+
+
+@dataclass(frozen=True)
+class PowerHook:
+    """Commands that switch a board's power: a USB hub port (``uhubctl -a cycle -p 2``), a relay.
+
+    Either ``cycle`` (one command that switches off and on again) or ``off`` and ``on``
+    (run ``off_s`` s apart). Commands run without a shell (``sh -c '…'`` for one), each
+    within ``timeout`` s; a failure is a :class:`~otalib.errors.BoardError` naming the command.
+    """
+
+    cycle: str | None = None
+    off: str | None = None
+    on: str | None = None
+    off_s: float = 1.0
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.cycle is None and (self.off is None or self.on is None):
+            raise BoardError("a power hook needs a cycle command, or both an off and an on command")
+        if self.cycle is not None and (self.off is not None or self.on is not None):
+            raise BoardError("a power hook takes a cycle command or off/on commands, not both")
+        if not 0 <= self.off_s <= 600:
+            raise BoardError(f"bad power-off time {self.off_s!r}: 0..600 s")
+        for name in ("cycle", "off", "on"):
+            command = getattr(self, name)
+            if command is not None:
+                _command(command, f"power {name} command")
+
+    @classmethod
+    def from_spec(cls, value: object) -> PowerHook | None:
+        """From a campaign spec's ``power``: a command string (cycle) or ``{cycle|off+on, off_s}``."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return cls(cycle=value)
+        if isinstance(value, dict):
+            unknown = set(value) - {"cycle", "off", "on", "off_s", "timeout"}
+            if unknown:
+                raise BoardError(f"unknown power hook key(s): {', '.join(sorted(map(str, unknown)))}")
+            for key in ("cycle", "off", "on"):
+                if key in value and not isinstance(value[key], str):
+                    raise BoardError(f"power hook {key!r} must be a command string")
+            try:
+                numbers = {k: float(value[k]) for k in ("off_s", "timeout") if k in value}
+            except (TypeError, ValueError):
+                raise BoardError("power hook off_s/timeout must be numbers of seconds") from None
+            return cls(cycle=value.get("cycle"), off=value.get("off"), on=value.get("on"), **numbers)
+        raise BoardError(f"a power hook is a command string or a mapping, not {type(value).__name__}")
+
+    def describe(self) -> str:
+        """One line for metadata and notes."""
+        if self.cycle is not None:
+            return f"cycle: {self.cycle}"
+        return f"off: {self.off}; {self.off_s:g} s; on: {self.on}"
+
+    def run(self, what: str) -> None:
+        """Run one of the commands (``cycle``, ``off``, ``on``)."""
+        command = getattr(self, what)
+        argv = _command(command, f"power {what} command")
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, check=False)
+        except FileNotFoundError:
+            raise BoardError(f"power {what} command not found: {argv[0]}") from None
+        except subprocess.TimeoutExpired:
+            raise BoardError(f"power {what} command did not finish within {self.timeout:g}s: {command}") from None
+        except OSError as exc:
+            raise BoardError(f"cannot run power {what} command {command!r}: {_reason(exc)}") from None
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()
+            why = f": {tail[-1][:200]}" if tail else ""
+            raise BoardError(f"power {what} command failed (exit {done.returncode}){why}: {command}")
+
+    def power_cycle(self) -> None:
+        """Switch the board off and on again."""
+        if self.cycle is not None:
+            self.run("cycle")
+            return
+        self.run("off")
+        time.sleep(self.off_s)
+        self.run("on")
+
+
 class SerialBoard(BufferedConsole):
-    """A board on ``url`` (``/dev/ttyUSB0``, ``rfc2217://host:port``, ``socket://…``, a pty path)."""
+    """A board on ``url`` (``/dev/ttyUSB0``, ``rfc2217://host:port``, ``socket://…``, a pty path).
+
+    ``reset_via_rts``: the adapter's RTS drives EN and DTR drives GPIO0 (esptool's wiring), so
+    :meth:`reset` can pulse EN; ``power``: the :class:`PowerHook` of :meth:`power_cycle`.
+    The port opens with RTS and DTR released either way.
+    """
 
     def __init__(
         self,
@@ -66,6 +180,7 @@ class SerialBoard(BufferedConsole):
         parser: ConsoleParser | None = None,
         reset_via_rts: bool = True,
         *,
+        power: PowerHook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = url
@@ -73,14 +188,12 @@ class SerialBoard(BufferedConsole):
         self.baud = baud
         self.parser = parser or ConsoleParser()
         self.reset_via_rts = reset_via_rts
+        self.power = power
         self._console = ConsoleBuffer()
         self._clock = clock
         self._version: str | None = None
         self._slot: int | None = None
-        try:
-            self._serial = serial.serial_for_url(url, baudrate=baud, timeout=0.05, do_not_open=False)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise BoardError(f"cannot open serial port {url}: {_reason(exc)}") from None
+        self._serial = open_released(url, baud)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._reader, name=f"serial-{url}", daemon=True)
         self._thread.start()
@@ -113,25 +226,31 @@ class SerialBoard(BufferedConsole):
         self._console.push(line)
 
     # -- Board protocol (the console part comes from BufferedConsole) --
-    def _pulse(self, hold: float) -> None:
+    def _set_rts(self, state: bool) -> None:
+        self._serial.rts = state
+        # esptool: adapters on Windows' usbser.sys apply RTS only with the next DTR write
+        self._serial.dtr = self._serial.dtr
+
+    def reset(self) -> None:
+        """esptool's hard reset: GPIO0 released (DTR off), EN low (RTS on) for :data:`RESET_HOLD_S`, released.
+
+        The board boots its application (GPIO0 high), not the ROM's download mode.
+        """
         if not self.reset_via_rts:
-            raise BoardError(f"{self.url}: reset lines not wired (reset_via_rts=False)")
+            raise BoardError(f"{self.url}: no reset line (RTS -> EN) wired on this board")
         try:
-            # as esptool's hard reset: IO0 high (DTR off), EN low (RTS on), then release
             self._serial.dtr = False
-            self._serial.rts = True
-            time.sleep(hold)
-            self._serial.rts = False
+            self._set_rts(True)
+            time.sleep(RESET_HOLD_S)
+            self._set_rts(False)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise BoardError(f"cannot reset board on {self.url}: {_reason(exc)}") from None
 
-    def reset(self) -> None:
-        """Pulse EN low through RTS (DTR kept off so the chip boots the firmware)."""
-        self._pulse(0.1)
-
     def power_cycle(self) -> None:
-        """A serial line has no power switch: hold reset longer (brown-out-like restart)."""
-        self._pulse(0.5)
+        """Switch the board's power off and on through its :class:`PowerHook`."""
+        if self.power is None:
+            raise BoardError(f"{self.url}: no power hook (a command switching a USB hub port or relay)")
+        self.power.power_cycle()
 
     def current_version(self) -> str | None:
         return self._version
@@ -159,6 +278,23 @@ class SerialBoard(BufferedConsole):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_released(url: str, baud: int, timeout: float = 0.05) -> serial.SerialBase:
+    """Open ``url`` with RTS and DTR released from the start.
+
+    Opening a tty asserts both lines by default, which holds a board wired RTS -> EN in
+    reset (and DTR -> GPIO0 low) while the port is open; pyserial applies the states
+    set on an unopened port when it opens it.
+    """
+    try:
+        port = serial.serial_for_url(url, baudrate=baud, timeout=timeout, do_not_open=True)
+        port.rts = False
+        port.dtr = False
+        port.open()
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise BoardError(f"cannot open serial port {url}: {_reason(exc)}") from None
+    return port
 
 
 def _reason(exc: BaseException) -> str:

@@ -38,7 +38,7 @@ from otalib.board.protocol import BufferedConsole, ConsoleBuffer
 from otalib.board.serial_board import LineSplitter, SerialBoard
 from otalib.board.sim.device import Device, UpdateResult
 from otalib.board.sim.flash import SECTOR, TWO_ROM_LAYOUT, FlashImage, Layout
-from otalib.board.sim.sming_console import SmingConsole
+from otalib.board.sim.sming_console import RST_EXTERNAL, RST_POWER_ON, ConsolePlatform, SmingConsole
 from otalib.errors import BoardError, UsageError
 from otalib.formats.version import DeviceProfile, Version
 from otalib.keys import DeviceKeys
@@ -152,7 +152,9 @@ class VirtualBoard(BufferedConsole):
     :class:`~otalib.board.sim.device.UpdateResult` (from a background thread).
     ``write_current_slot``: see :class:`~otalib.board.sim.device.Device` (None: the profile's
     default, on for ``sming-6.1``). ``tcp_mss``: the largest TCP segment the device's stack
-    hands over (1460 on an ESP8266; the Host emulator's recordings show 1390).
+    hands over (1460 on an ESP8266; the Host emulator's recordings show 1390). ``banners``:
+    the boot banners (:class:`~otalib.board.sim.sming_console.ConsolePlatform`: the Host
+    emulator's, or a real ESP8266's ROM and rBoot banners).
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class VirtualBoard(BufferedConsole):
         keepalive: int = 60,
         name: str = "virtual",
         on_update: Callable[[UpdateResult], None] | None = None,
+        banners: ConsolePlatform | str = ConsolePlatform.HOST,
     ) -> None:
         self.name = name
         self.url = broker if isinstance(broker, MqttUrl) else parse_url(broker)
@@ -212,7 +215,7 @@ class VirtualBoard(BufferedConsole):
         self._splitter = LineSplitter()
         self._pty = _PtyConsole()
         self._write_lock = threading.Lock()
-        sming = SmingConsole(self._write, debug_level)
+        sming = SmingConsole(self._write, debug_level, platform=banners)
         self.device = Device(
             self.flash,
             app_id,
@@ -246,7 +249,7 @@ class VirtualBoard(BufferedConsole):
         return self._pty.path
 
     def _write(self, text: str) -> None:
-        data = text.encode()
+        data = text.encode("utf-8", "surrogateescape")  # the ROM's noise: raw bytes
         with self._write_lock:
             self._pty.write(data)
             for t, line in self._splitter.feed(data, time.time()):
@@ -320,7 +323,10 @@ class VirtualBoard(BufferedConsole):
         while command != "stop":
             if command in ("restart", "reset", "power"):
                 self._disconnect()
-            boot = self.device.restart() if command == "restart" else self.device.boot()
+            if command == "restart":
+                boot = self.device.restart()
+            else:
+                boot = self.device.boot(RST_EXTERNAL if command == "reset" else RST_POWER_ON)
             if boot.booted:
                 self.device.connecting(*(self.link or (self.url.host, self.url.port)))
                 self._connect()

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from otalib.board.sim.flash import Layout, LayoutName, big_layout, layout_from_partitions, named_layout
+from otalib.board.sim.sming_console import ConsolePlatform
 from otalib.cli.common import warn
 from otalib.config import load_config
 from otalib.errors import UsageError
@@ -89,6 +90,20 @@ def register(group: click.Group) -> None:
     help="Build time of a new flash's firmware, ms since 1900 as in the .ota header "
     "(default: $FIRMWARE_BUILD_TIMESTAMP, else unknown: any .ota is newer).",
 )
+@click.option(
+    "--banners",
+    type=click.Choice([p.value for p in ConsolePlatform]),
+    default=None,
+    help="Boot banners: host (Sming's Host emulator) or esp8266 (the ROM's, garbled at 115200, and rBoot's)"
+    " [default: host; esp8266 with --serial-only].",
+)
+@click.option(
+    "--serial-only",
+    is_flag=True,
+    help="Behave as a real board on a serial port: the console pty is all otalab gets (no 'subscribed:' or"
+    " 'update:' lines on stdout), ESP8266 banners; reset is SIGUSR1, a power cycle SIGUSR2 (a power hook's"
+    " stand-in for a relay: --power-cmd 'kill -USR2 PID').",
+)
 def board(
     broker_url: str,
     app_id: str,
@@ -118,12 +133,15 @@ def board(
     partitions_path: Path | None,
     rom_path: Path | None,
     build_timestamp: int | None,
+    banners: str | None,
+    serial_only: bool,
 ) -> None:
     """Run a virtual Sming device taking OTA updates over MQTT.
 
     Prints its console's pty path on the first line (``console: /dev/pts/N``), a status
     line, ``subscribed: TOPIC`` at each SUBACK of the broker, then one ``update: {...}``
-    line per message. Runs until SIGINT/SIGTERM; SIGUSR1 resets the device.
+    line per message (neither with ``--serial-only``). Runs until SIGINT/SIGTERM; SIGUSR1
+    resets the device, SIGUSR2 cycles its power (the flash keeps what was written).
     """
     from otalib.board.virtual import VirtualBoard
     from otalib.firmware.image import check_app_id
@@ -155,7 +173,8 @@ def board(
     stop = threading.Event()
 
     def on_update(result) -> None:
-        click.echo("update: " + json.dumps(result.to_dict()), nl=True)
+        if not serial_only:  # a side channel: a real board has only its console
+            click.echo("update: " + json.dumps(result.to_dict()), nl=True)
 
     vboard = VirtualBoard(
         flash_path,
@@ -179,11 +198,14 @@ def board(
         restart_delay=restart_delay,
         chip=chip,
         on_update=on_update,
+        banners=banners or (ConsolePlatform.ESP8266 if serial_only else ConsolePlatform.HOST),
     )
-    vboard.suback = _AnnouncedEvent(lambda: click.echo(f"subscribed: {vboard.device.topic} (the broker's SUBACK)"))
+    if not serial_only:
+        vboard.suback = _AnnouncedEvent(lambda: click.echo(f"subscribed: {vboard.device.topic} (the broker's SUBACK)"))
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGUSR1, lambda *_: vboard.reset())
+    signal.signal(signal.SIGUSR2, lambda *_: vboard.power_cycle())
     try:
         if console_link is not None:
             _link_console(console_link, vboard.console_path)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from otalib.board.sim.flash import SECTOR, FlashImage, SlotWriter
-from otalib.board.sim.sming_console import SmingConsole
+from otalib.board.sim.sming_console import RST_EXTERNAL, RST_POWER_ON, SmingConsole
 from otalib.errors import BoardError, DeviceError, DeviceErrorCode, ImageError, InputError
 from otalib.formats.kinds import ESP8266_V2_MAGIC, ESP_IMAGE_MAGIC, Kind, detect
 from otalib.formats.ota import OtaDecoder, OtaDone, OtaEvent, OtaHeader, RomData, RomStart, Verified
@@ -213,8 +213,11 @@ class Device:
         return int((time.monotonic() - self._boot_t) * 1_000_000)
 
     # -- boot (rBoot + the sample's init) --
-    def boot(self) -> BootResult:
-        """Power on / restart: rBoot picks a bootable slot, the firmware prints its banner and info."""
+    def boot(self, rst_cause: int = RST_POWER_ON) -> BootResult:
+        """Power on / restart: rBoot picks a bootable slot, the firmware prints its banner and info.
+
+        ``rst_cause``: what the chip ROM reports (1 power on, 2 the reset pin or a restart)."""
+        self.console.chip_start(rst_cause)
         self._update = None
         self._boot_t = time.monotonic()
         self.boot_count += 1
@@ -298,7 +301,7 @@ class Device:
     def restart(self) -> BootResult:
         """``System.restart()``: the Host emulator's exit lines, then a new boot."""
         self.console.normal_exit(self.flash_file_name)
-        return self.boot()
+        return self.boot(RST_EXTERNAL)
 
     # -- one MQTT message --
     def on_message_start(self, length: int) -> None:

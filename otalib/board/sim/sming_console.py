@@ -7,10 +7,18 @@ wrong numbers (``quirks=True``) follow the recordings of the real device
 (tests/consoles). Sming debug levels: ERR 0, WARN 1, INFO 2, DBG 3; a ``debug_x``
 line prints only when its level <= ``debug_level`` (the sample's default is 2, at
 which the standard-mode update prints nothing until the restart).
+
+:class:`ConsolePlatform` picks the boot banners: the Host emulator's (its recordings), or a
+real ESP8266's: the chip ROM's banner, sent at 74880 baud and so read as noise around
+``ets Jan  8 2013,rst cause:N, boot mode:(3,6)`` at 115200, then rBoot's banner and
+``Booting rom N.``; a restart there prints no exit lines, only the next boot's banners.
+Bytes that are not UTF-8 are written as surrogate escapes (encode with ``surrogateescape``).
 """
 
 from __future__ import annotations
 
+import enum
+import random
 import time
 from collections.abc import Callable, Sequence
 
@@ -25,6 +33,26 @@ DEFAULT_ROMS: tuple[tuple[int, int], ...] = ((0x8000, 0xF8000), (0x108000, 0xF80
 QUIRK_ROM_ACTIVATED_VALUE = 1471560480
 
 
+#: rBoot's version in Sming 6.1's submodule.
+RBOOT_VERSION = "1.4.2"
+#: ESP8266 reset causes as the ROM prints them.
+RST_POWER_ON, RST_EXTERNAL = 1, 2
+
+
+class ConsolePlatform(str, enum.Enum):
+    """Which boot banners the console prints."""
+
+    HOST = "host"  # Sming's Host emulator (the recordings in tests/consoles)
+    ESP8266 = "esp8266"  # a real ESP8266: ROM banner (garbled at 115200), rBoot banner
+
+
+def rom_noise(seed: int, size: int = 24) -> str:
+    """Bytes of the 74880-baud ROM output as a 115200-baud reader sees them (no newline), as surrogate escapes."""
+    rng = random.Random(seed)
+    noise = bytes(rng.choice(b"\x00\x80\x8c\x9e\xe0\xf8\xfc\xfe\xff\x02\x12rl{$o|") for _ in range(size))
+    return noise.decode("utf-8", "surrogateescape")
+
+
 class SmingConsole:
     """Writes the sample's console lines through ``write`` (raw text with the device's line ends)."""
 
@@ -35,10 +63,13 @@ class SmingConsole:
         clock_us: Callable[[], int] | None = None,
         *,
         quirks: bool = True,
+        platform: ConsolePlatform | str = ConsolePlatform.HOST,
     ) -> None:
         self.write = write
         self.debug_level = debug_level
         self.quirks = quirks
+        self.platform = ConsolePlatform(platform)
+        self._boots = 0
         if clock_us is None:
             start = time.monotonic()
 
@@ -58,6 +89,20 @@ class SmingConsole:
         self.write(text)
 
     # -- boot --
+    def chip_start(self, rst_cause: int = RST_POWER_ON) -> None:
+        """What the chip and the boot loader print before the firmware (ESP8266: ROM and rBoot banners)."""
+        if self.platform is not ConsolePlatform.ESP8266:
+            return
+        self._boots += 1
+        self.write(
+            rom_noise(self._boots)
+            + f"\r\n ets Jan  8 2013,rst cause:{rst_cause}, boot mode:(3,6)\r\n\r\n"
+            + rom_noise(self._boots + 1000, 40)
+            + f"\r\nrBoot v{RBOOT_VERSION} - richardaburton@gmail.com\r\n"
+            "Flash Size:   32 Mbit\r\nFlash Mode:   QIO\r\nFlash Speed:  40 MHz\r\n"
+            "rBoot Option: Big flash\r\n\r\n"
+        )
+
     def banner(
         self,
         flash_file: str = "flash.bin",
@@ -67,7 +112,11 @@ class SmingConsole:
         flash_size: int = 0x400000,
         mac: str = "9e:8a:d6:82:3b:64",
     ) -> None:
-        """The Host emulator's start-up banner (before the application runs)."""
+        """The Host emulator's start-up banner (before the application runs); on an ESP8266, rBoot's
+        ``Booting rom N.`` and the SDK's start."""
+        if self.platform is ConsolePlatform.ESP8266:
+            self.write(f"Booting rom {current_slot}.\r\n\r\nSDK ver: 3.0.5 compiled @ Jan 13 2022 10:02:51\r\n")
+            return
         out = ["\nWelcome to the Sming Host emulator\n\n\n", f'Opened "{flash_file}", size = 0x{flash_size:08x}\n']
         for i, (addr, size) in enumerate(roms):
             out.append(f"Found 'rom{i}' @ 0x{addr:08x}, size 0x{size:08x}, subtype 0x{0x10 + i:02x}\r\n\n")
@@ -90,12 +139,14 @@ class SmingConsole:
         running_addr: int,
         app_version: str,
         *,
-        sdk: str = "Host-SDK-v1.0",
+        sdk: str | None = None,
         free_heap: int = 129886,
         cpu_mhz: int = 80,
     ) -> None:
         """The sample's ``showInfo()``: SDK, heap, CPU, chip id, boot partitions, running ROM."""
         chip = chip_id if isinstance(chip_id, str) else f"{chip_id:x}"
+        if sdk is None:
+            sdk = "3.0.5" if self.platform is ConsolePlatform.ESP8266 else "Host-SDK-v1.0"
         out = [f"\r\nSDK: v{sdk}\r\n", f"Free Heap: {free_heap}\r\n", f"CPU Frequency: {cpu_mhz} MHz\r\n"]
         out.append(f"System Chip ID: {chip}\r\n")
         for i, (addr, size) in enumerate(roms):
@@ -188,7 +239,9 @@ class SmingConsole:
         self.debug(ERR, "Switching failed!")
 
     def normal_exit(self, flash_file: str = "flash.bin") -> None:
-        """A restart on the Host emulator ends the process."""
+        """A restart on the Host emulator ends the process (an ESP8266 prints nothing: its ROM banner follows)."""
+        if self.platform is ConsolePlatform.ESP8266:
+            return
         self.write(f'returning 0\n>> Normal Exit <<\n\nClosed "{flash_file}"\nGoodbye!\n')
 
     def terminated(self, flash_file: str = "flash.bin") -> None:
