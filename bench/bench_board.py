@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from board_helpers import KEY, T_RUNNING, firmware, make_flash, signed_package
 
-from otalib.board.sim.flash import big_layout
+from otalib.board.sim.build import DeviceBuild
+from otalib.board.sim.flash import LayoutName, big_layout
 from otalib.board.virtual import VirtualBoard, VirtualBoardProcess
 from otalib.broker import find_mosquitto, start_broker
 from otalib.keys import DeviceKeys
@@ -114,7 +115,10 @@ def board_latency(broker, clock: PublishClock, workdir: Path, package: bytes, ru
         done.set()
 
     board = VirtualBoard(
-        flash, broker.url, app_id=app, keys=DeviceKeys(KEY.verify_key), profile="reference", on_update=on_update
+        flash,
+        broker.url,
+        DeviceBuild(keys=DeviceKeys(KEY.verify_key), profile="reference", app_id=app, layout=LayoutName.HOST),
+        on_update=on_update,
     )
     board.start()
     try:

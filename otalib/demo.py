@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from otalib.board.sim.build import DeviceBuild
 from otalib.errors import LabError
 from otalib.fileio import write_atomic
 from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import timestamp_now
+from otalib.formats.version import Version
 from otalib.inspect import inspect_bytes
-from otalib.keys import export_keys, generate_key_file
+from otalib.keys import DeviceKeys, export_keys, generate_key_file
 from otalib.lab.campaign import CampaignSpec
 from otalib.lab.report import write_report
 from otalib.lab.session import LabSession
@@ -46,15 +48,8 @@ def watched_update(out: Path, say: Callable[[str], None], *, backend: str = "aut
     out.mkdir(parents=True, exist_ok=True)
     key, _ = generate_key_file(out / "ota.key", force=True)
     export_keys(key, out, force=True)  # the key above is new: back up the old exports
-    signing = UpdateMode.SIGNED
-    with LabSession(
-        backend=backend,
-        app_id=APP_ID,
-        version="4.3.1",
-        mode=signing.parser,
-        keys=signing.device_keys(key),
-        workdir=out,
-    ) as session:
+    build = DeviceBuild(app_id=APP_ID, version=Version(4, 3, 1)).accepting(UpdateMode.SIGNED, DeviceKeys.of(key))
+    with LabSession(backend=backend, build=build, workdir=out) as session:
         assert session.broker is not None and session.board is not None  # a managed broker, a virtual board
         broker = session.broker
         say(f"broker: {broker.backend} {broker.version} at {broker.url}")
@@ -62,7 +57,9 @@ def watched_update(out: Path, say: Callable[[str], None], *, backend: str = "aut
         say(f"virtual board: console on {path} (try: otalab monitor {path})")
         session.wait_ready(15.0)
         image = make_demo_image("esp8266", APP_ID, "4.3.2", size=256 * 1024)
-        update = make_update(image, UpdateMode.SIGNED, patch=2, key=key, timestamp=timestamp_now() + 1)
+        update = make_update(
+            image, UpdateMode.SIGNED, patch=2, key=key, timestamp=timestamp_now() + 1, build=session.build
+        )
         write_atomic(out / "app-4.3.2.bin", image)
         write_atomic(out / "update.ota", update.ota or b"")
         write_atomic(out / "update.sdp", update.package)

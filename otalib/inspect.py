@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from otalib.board.sim.build import DeviceBuild
 from otalib.errors import DeviceError, DeviceErrorCode, InputError
 from otalib.fileio import MAX_PACKAGE_BYTES
 from otalib.formats.kinds import Kind, detect
@@ -29,46 +30,11 @@ from otalib.formats.ota import (
     timestamp_to_datetime,
 )
 from otalib.formats.package import PackageParser, PatchRead
-from otalib.formats.version import DeviceProfile, decode_patch, device_patch
+from otalib.formats.version import decode_patch, device_patch
 from otalib.keys import DeviceKeys, LabKey
 from otalib.vocabulary import Decision
 
 FEED_CHUNK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class DeviceBuild:
-    """How the judging device was built; ``None`` means not known (then the file decides).
-
-    ``signing``/``encryption`` are ``ENABLE_OTA_SIGNING``/``ENABLE_OTA_ENCRYPTION``,
-    ``advanced`` is ``ENABLE_OTA_ADVANCED``, ``firmware_timestamp`` the running
-    firmware's build timestamp (ms since 1900; downgrade protection),
-    ``current_patch`` its patch version (older packages are skipped).
-    """
-
-    keys: DeviceKeys = field(default_factory=DeviceKeys)
-    signing: bool | None = None
-    encryption: bool | None = None
-    advanced: bool | None = None
-    firmware_timestamp: int | None = None
-    current_patch: int | None = None
-    profile: DeviceProfile = DeviceProfile.SMING_61
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "profile", DeviceProfile(self.profile))
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-ready summary (never the keys themselves)."""
-        return {
-            "signing": self.signing,
-            "encryption": self.encryption,
-            "advanced": self.advanced,
-            "verify_key": self.keys.verify is not None,
-            "decrypt_key": self.keys.decrypt is not None,
-            "firmware_timestamp": self.firmware_timestamp,
-            "current_patch": self.current_patch,
-            "profile": self.profile.value,
-        }
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from otalib.board.sim.build import DeviceBuild
+from otalib.board.sim.flash import ESP8266_LAYOUT
 from otalib.errors import UsageError
 from otalib.formats.ota import Rom, build_ota
 from otalib.formats.package import pack
@@ -17,9 +19,9 @@ from otalib.formats.version import device_patch
 from otalib.keys import LabKey
 from otalib.vocabulary import UpdateMode
 
-#: Where the ROM of a single-ROM OTA file goes: with the two-ROM layout (0x8000 /
-#: 0x108000) ``addr & 0xFFFFF`` makes this one ROM match either slot.
-DEFAULT_ROM_ADDRESS = 0x8000
+#: Where the ROM of a single-ROM OTA file goes unless a build says: rom0 of a real ESP8266
+#: (0x2000; ``addr & 0xFFFFF`` makes this one ROM match either slot, 0x2000 or 0x102000).
+DEFAULT_ROM_ADDRESS = ESP8266_LAYOUT.roms[0]
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,16 @@ def make_update(
     key: LabKey | None = None,
     varint: bool = True,
     timestamp: int | None = None,
-    address: int = DEFAULT_ROM_ADDRESS,
+    address: int | None = None,
+    build: DeviceBuild | None = None,
 ) -> Update:
-    """Build the package for ``image`` in ``mode`` (an :class:`~otalib.vocabulary.UpdateMode` or its name)."""
+    """Build the package for ``image`` in ``mode`` (an :class:`~otalib.vocabulary.UpdateMode` or its name).
+
+    The ROM goes at ``address``, else at the ``build``'s rom0 (its flash layout), else at
+    :data:`DEFAULT_ROM_ADDRESS`.
+    """
+    if address is None:
+        address = build.rom_address if build is not None else DEFAULT_ROM_ADDRESS
     mode = UpdateMode.parse(mode)
     if mode is UpdateMode.STANDARD:
         return Update(mode, patch, varint, pack(image, patch, varint))

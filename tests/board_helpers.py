@@ -5,9 +5,11 @@ Import with ``from board_helpers import ...``.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 from otalib.board.console import ConsoleParser
+from otalib.board.sim.build import DeviceBuild
 from otalib.board.sim.device import Device
 from otalib.board.sim.flash import TWO_ROM_LAYOUT, FlashImage, Layout
 from otalib.board.sim.sming_console import SmingConsole
@@ -90,10 +92,14 @@ class CapturedConsole:
 def make_device(
     flash: FlashImage, *, mode: str = "advanced", key: LabKey | None = KEY, **kw
 ) -> tuple[Device, CapturedConsole]:
+    """A device built for ``mode`` (``build_timestamp`` and the other keywords are DeviceBuild's)."""
     level = kw.pop("debug_level", 3)
     captured = CapturedConsole(level)
     keys = DeviceKeys(key.verify_key if key else None, kw.pop("decrypt", None))
-    device = Device(flash, APP, "4.3.0", mode=mode, keys=keys, console=captured.console, debug_level=level, **kw)
+    if "build_timestamp" in kw:
+        kw["firmware_timestamp"] = kw.pop("build_timestamp")
+    build = DeviceBuild(keys=keys, advanced=mode == "advanced", app_id=APP, version="4.3.0", **kw)
+    device = Device(flash, build, console=captured.console, debug_level=level)
     return device, captured
 
 
@@ -103,3 +109,28 @@ def deliver(device: Device, message: bytes, chunk: int = 1390):
     for offset in range(0, len(message), chunk):
         device.on_message_data(message[offset : offset + chunk])
     return device.on_message_end()
+
+
+#: Keywords of a device's build (the rest of a VirtualBoard's keywords are its wiring).
+_BUILD_NAMES = {f.name for f in fields(DeviceBuild)}
+_RENAMED = {"build_timestamp": "firmware_timestamp", "patch": "current_patch"}
+
+
+def split_build(kw: dict, **defaults) -> tuple[DeviceBuild, dict]:
+    """Keywords in the old flat style -> (the DeviceBuild, the wiring keywords).
+
+    ``mode`` is ``standard``/``advanced``; the layout is the Host emulator's unless given
+    (the flash files of these tests are made by :func:`make_flash` in that layout).
+    """
+    given = {**defaults, **kw}
+    given.setdefault("layout", TWO_ROM_LAYOUT)
+    build: dict = {}
+    if "mode" in given:
+        build["advanced"] = given.pop("mode") == "advanced"
+    for name in list(given):
+        target = _RENAMED.get(name, name)
+        if target in _BUILD_NAMES:
+            value = given.pop(name)
+            if value is not None:
+                build[target] = value
+    return DeviceBuild(**build), given

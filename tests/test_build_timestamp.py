@@ -47,10 +47,12 @@ def test_trial_board_takes_the_benchs_build_timestamp(tmp_path) -> None:
 
 @pytest.mark.parametrize("given", [STAMP, None])
 def test_lab_session_board_build_timestamp(tmp_path, monkeypatch, given) -> None:
+    from otalib.board.sim.build import DeviceBuild
     from otalib.lab.session import LabSession
 
     monkeypatch.setenv("FIRMWARE_BUILD_TIMESTAMP", str(STAMP + 1))
     monkeypatch.chdir(tmp_path)
-    with LabSession(workdir=tmp_path, build_timestamp=given, backend="embedded") as session:
+    build = DeviceBuild(firmware_timestamp=given)
+    with LabSession(workdir=tmp_path, build=build, backend="embedded") as session:
         session.monitor.expect("running", 20)
         assert session.board.device.build_timestamp == (given if given is not None else STAMP + 1)

@@ -115,17 +115,15 @@ SMING_OTA_ROM_SHA256 = "96cf2d32457f96be0ab406f06661987f6311a66784b456ce2abaa3a6
 def _real_board(tmp_path: Path, *, build_timestamp: int | None = None, layout=None):
     from board_helpers import make_device
 
+    from otalib.board.sim.build import DeviceBuild
     from otalib.board.sim.flash import ESP8266_LAYOUT
     from otalib.board.virtual import prepare_flash
     from otalib.keys import DeviceKeys
 
     flash = prepare_flash(
         tmp_path / "flash.bin",
-        "test",
-        "4.3.1",
-        layout=layout or ESP8266_LAYOUT,
+        DeviceBuild(version="4.3.1", layout=layout or ESP8266_LAYOUT, firmware_timestamp=build_timestamp),
         initial_image=ROM0.read_bytes(),
-        build_timestamp=build_timestamp,
         partitions=(REAL / "partitions.bin").read_bytes() if layout is None else None,
     )
     device, out = make_device(flash, key=None)
@@ -146,13 +144,14 @@ def test_real_rom_boots_from_rom0_at_0x2000(tmp_path: Path) -> None:
 def test_signed_update_with_real_rom_at_0x2000_boots_from_rom1(tmp_path: Path) -> None:
     from board_helpers import KEY, deliver, make_device
 
+    from otalib.board.sim.build import DeviceBuild
     from otalib.board.sim.flash import ESP8266_LAYOUT
     from otalib.board.virtual import prepare_flash
     from otalib.formats.ota import Rom, build_ota
     from otalib.formats.package import pack
 
     flash = prepare_flash(
-        tmp_path / "flash.bin", "test", "4.3.1", layout=ESP8266_LAYOUT, initial_image=ROM0.read_bytes()
+        tmp_path / "flash.bin", DeviceBuild(version="4.3.1", layout=ESP8266_LAYOUT), initial_image=ROM0.read_bytes()
     )
     device, out = make_device(flash)  # verify key: KEY
     device.boot()
@@ -268,6 +267,7 @@ def test_board_layout_options(tmp_path: Path) -> None:
 def test_new_flash_takes_the_given_build_timestamp_never_now(tmp_path: Path) -> None:
     from board_helpers import KEY, deliver, make_device
 
+    from otalib.board.sim.build import DeviceBuild
     from otalib.board.virtual import prepare_flash
     from otalib.firmware.demo import make_demo_image
     from otalib.formats.ota import Rom, build_ota
@@ -276,13 +276,13 @@ def test_new_flash_takes_the_given_build_timestamp_never_now(tmp_path: Path) -> 
     old_file = pack(
         build_ota([Rom(0x8000, make_demo_image("esp8266", "test", "4.3.2"))], KEY, signed=True, timestamp=5), 2
     )
-    flash = prepare_flash(tmp_path / "unknown.bin", "test", "4.3.1")
+    flash = prepare_flash(tmp_path / "unknown.bin", DeviceBuild(version="4.3.1", layout="host"))
     device, out = make_device(flash)
     device.boot()
     assert device.build_timestamp == 0  # unknown: not the time the flash was made
     assert deliver(device, old_file).outcome == "applied", out.output
     flash.close()
-    flash = prepare_flash(tmp_path / "given.bin", "test", "4.3.1", build_timestamp=6)
+    flash = prepare_flash(tmp_path / "given.bin", DeviceBuild(version="4.3.1", layout="host", firmware_timestamp=6))
     device, out = make_device(flash)
     device.boot()
     assert device.build_timestamp == 6
@@ -343,11 +343,14 @@ def test_standard_mode_installs_and_boots_the_real_rom(tmp_path: Path) -> None:
     """rBoot/the chip check the v2 image (irom0 first) and find it intact: no crash loop."""
     from board_helpers import deliver, make_device
 
+    from otalib.board.sim.build import DeviceBuild
     from otalib.board.sim.flash import ESP8266_LAYOUT
     from otalib.board.virtual import prepare_flash
     from otalib.formats.package import pack
 
-    flash = prepare_flash(tmp_path / "f.bin", "test", "4.3.1", layout=ESP8266_LAYOUT, initial_image=ROM0.read_bytes())
+    flash = prepare_flash(
+        tmp_path / "f.bin", DeviceBuild(version="4.3.1", layout=ESP8266_LAYOUT), initial_image=ROM0.read_bytes()
+    )
     device, out = make_device(flash, mode="standard", key=None, write_current_slot=False)
     device.boot()
     assert deliver(device, pack(ROM0.read_bytes(), 2)).outcome == "applied"

@@ -28,7 +28,7 @@ import itertools
 import time
 
 import pytest
-from board_helpers import KEY, T_RUNNING, firmware, make_flash, signed_package
+from board_helpers import KEY, T_RUNNING, firmware, make_flash, signed_package, split_build
 
 from otalib.board.serial_board import SerialBoard
 from otalib.board.sim.flash import SECTOR
@@ -70,7 +70,8 @@ class FaultRig:
         if kw.get("mode", "advanced") == "advanced":
             kw.setdefault("keys", DeviceKeys(KEY.verify_key))
         kw.setdefault("restart_delay", 0.1)
-        self.board = VirtualBoard(path, broker.url, app_id=self.app, link=self.link.address, **kw)
+        build, wiring = split_build(kw, app_id=self.app)
+        self.board = VirtualBoard(path, broker.url, build, link=self.link.address, **wiring)
         self.monitor = SerialBoard(self.board.console_path, reset_via_rts=False)
         self.board.start()
         self.monitor.expect("running", WAIT)

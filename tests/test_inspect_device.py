@@ -329,10 +329,6 @@ def test_inspect_says_what_the_virtual_board_does(tmp_path, device_name):
     packages, devices, t_running = _board_cases()
     mode, keys = devices[device_name]
     for name, package in packages.items():
-        with make_flash(tmp_path / f"{device_name}-{name}.bin", "4.3.5") as flash:
-            device = Device(flash, "test", "4.3.0", mode=mode, keys=keys)
-            device.boot()
-            result = deliver(device, package)
         build = DeviceBuild(
             keys,
             signing=keys.verify is not None,
@@ -341,6 +337,10 @@ def test_inspect_says_what_the_virtual_board_does(tmp_path, device_name):
             firmware_timestamp=t_running,
             current_patch=5,
         )
+        with make_flash(tmp_path / f"{device_name}-{name}.bin", "4.3.5") as flash:
+            device = Device(flash, build)  # the same build judges and runs
+            device.boot()
+            result = deliver(device, package)
         verdict = inspect_bytes(package, build=build).verdict
         assert verdict is not None
         assert (verdict.outcome.value, verdict.error) == (result.outcome, result.error), (device_name, name)

@@ -16,6 +16,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
+from otalib.board.sim.build import DeviceBuild
 from otalib.board.virtual import VirtualBoard
 from otalib.mqtt.streaming import StreamingClient
 
@@ -164,7 +165,7 @@ def test_message_reaches_the_sink_in_device_segments_whatever_the_socket_returns
 def test_board_prints_the_mqtt_lines_in_the_devices_order_and_reports_the_suback(server, tmp_path):
     """As the sample does (oracle A1): `subscription … registered` when the request is queued, before
     the TCP connection is up; the broker's SUBACK shows only as a received segment (and `board.suback`)."""
-    board = VirtualBoard(tmp_path / "flash.bin", f"mqtt://127.0.0.1:{server.port}", version="4.3.1")
+    board = VirtualBoard(tmp_path / "flash.bin", f"mqtt://127.0.0.1:{server.port}", DeviceBuild(version="4.3.1"))
     board.start()
     try:
         board.expect("subscribed", WAIT)

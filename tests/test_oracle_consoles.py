@@ -21,6 +21,8 @@ from board_helpers import make_flash
 
 from otalib.board.console import ConsoleParser, OutcomeTracker
 from otalib.board.protocol import ConsoleLine
+from otalib.board.sim.build import DeviceBuild
+from otalib.board.sim.flash import LayoutName
 from otalib.board.virtual import VirtualBoard
 from otalib.broker import find_mosquitto
 from otalib.firmware.demo import make_demo_image
@@ -205,10 +207,14 @@ def render(case: Case, broker, tmp_path: Path) -> list[ConsoleLine]:
     board = VirtualBoard(
         tmp_path / "flash.bin",
         broker.url,
-        app_id="test",
-        version=f"4.3.{case.initial_patch}",
-        mode=case.mode,
-        keys=case.keys,
+        # the Host emulator's build and layout: the recordings were made there
+        DeviceBuild(
+            keys=case.keys,
+            advanced=case.mode == "advanced",
+            app_id="test",
+            version=f"4.3.{case.initial_patch}",
+            layout=LayoutName.HOST,
+        ),
         tcp_mss=HOST_MSS,
         restart_delay=0.2 if case.boots > 1 else 60.0,
     )

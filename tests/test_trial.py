@@ -139,12 +139,13 @@ def test_campaign_cli_writes_tidy_data_and_a_report(tmp_path):
 
 def test_a_board_on_a_serial_port_is_watched_like_a_real_one(bench):
     """A trial with ``board=<port>``: the board (here a virtual one, reached only via its pty) is not managed."""
+    from otalib.board.sim.build import DeviceBuild
     from otalib.board.virtual import VirtualBoard
     from otalib.keys import DeviceKeys
 
     broker = bench.broker("mosquitto", False)
     flash = bench.workdir / "real-board.bin"
-    board = VirtualBoard(flash, broker.url, version="4.3.5", keys=DeviceKeys(bench.key.verify_key))
+    board = VirtualBoard(flash, broker.url, DeviceBuild(keys=DeviceKeys(bench.key.verify_key), version="4.3.5"))
     board.start()
     try:
         board.expect("subscribing", 15)

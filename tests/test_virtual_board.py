@@ -6,7 +6,16 @@ import itertools
 import time
 
 import pytest
-from board_helpers import KEY, OTHER_KEY, T_RUNNING, firmware, make_flash, signed_package, standard_package
+from board_helpers import (
+    KEY,
+    OTHER_KEY,
+    T_RUNNING,
+    firmware,
+    make_flash,
+    signed_package,
+    split_build,
+    standard_package,
+)
 
 from otalib.board.protocol import Board
 from otalib.board.serial_board import SerialBoard
@@ -37,7 +46,8 @@ class Rig:
                 flash_setup(flash)
         kw.setdefault("keys", DeviceKeys(KEY.verify_key))
         kw.setdefault("restart_delay", 0.1)
-        self.board = VirtualBoard(path, broker.url, app_id=self.app, **kw, **extra)
+        build, wiring = split_build(kw, app_id=self.app, **extra)
+        self.board = VirtualBoard(path, broker.url, build, **wiring)
         self.monitor = SerialBoard(self.board.console_path, reset_via_rts=False)
         self.board.start()
 

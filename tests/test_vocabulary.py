@@ -10,8 +10,11 @@ import pandas as pd
 import pytest
 from board_helpers import APP, KEY, CapturedConsole, firmware, make_flash
 
+from otalib.board.sim.build import DeviceBuild
 from otalib.board.sim.device import Device
+from otalib.board.sim.flash import LayoutName
 from otalib.errors import DeviceErrorCode, LabError, UsageError
+from otalib.keys import DeviceKeys
 from otalib.lab.schema import TrialConfig, TrialResult, parse_outcome, validate_frame
 from otalib.lab.store import load_run
 from otalib.update import make_update
@@ -55,14 +58,15 @@ def test_a_mode_that_needs_a_key_refuses_none_and_an_unknown_mode_names_the_choi
 @pytest.mark.parametrize("mode", list(UpdateMode))
 def test_a_device_built_as_the_mode_says_applies_that_modes_package(tmp_path, mode):
     """The mode's parser and keys are all a virtual device needs to take the package (and move to restart)."""
-    with make_flash(tmp_path / "flash.bin", "4.3.5") as flash:
-        device = Device(
-            flash, APP, "4.3.0", mode=mode.parser, keys=mode.device_keys(KEY), console=CapturedConsole().console
-        )
+    build = DeviceBuild(app_id=APP, layout=LayoutName.HOST).accepting(mode, DeviceKeys.of(KEY))
+    assert build.parser is mode.parser and build.accepts(mode) and build.update_mode is mode
+    assert build.device_keys == mode.device_keys(KEY)
+    with make_flash(tmp_path / "flash.bin", "4.3.5") as flash:  # the Host emulator's layout
+        device = Device(flash, build, console=CapturedConsole().console)
         assert device.state is DeviceState.OFF
         device.boot()
         assert device.state is DeviceState.RUNNING
-        update = make_update(firmware("4.3.6", patch=6), mode, patch=6, key=KEY, timestamp=10**13)
+        update = make_update(firmware("4.3.6", patch=6), mode, patch=6, key=KEY, timestamp=10**13, build=build)
         device.on_message_start(len(update.package))
         assert device.state is DeviceState.RECEIVING
         device.on_message_data(update.package)

@@ -36,12 +36,11 @@ from otalib import procs
 from otalib.board.console import ConsoleParser
 from otalib.board.protocol import BufferedConsole, ConsoleBuffer
 from otalib.board.serial_board import LineSplitter, SerialBoard
+from otalib.board.sim.build import DeviceBuild
 from otalib.board.sim.device import Device, UpdateResult
-from otalib.board.sim.flash import SECTOR, TWO_ROM_LAYOUT, FlashImage, Layout
+from otalib.board.sim.flash import SECTOR, FlashImage
 from otalib.board.sim.sming_console import RST_EXTERNAL, RST_POWER_ON, ConsolePlatform, SmingConsole
 from otalib.errors import BoardError, UsageError
-from otalib.formats.version import DeviceProfile, Version
-from otalib.keys import DeviceKeys
 from otalib.mqtt import paho_compat
 from otalib.mqtt.streaming import ESP_TCP_MSS, StreamingClient
 from otalib.mqtt.tls import TlsOptions, make_ssl_context
@@ -145,40 +144,30 @@ class _DeviceSink:
 class VirtualBoard(BufferedConsole):
     """A virtual Sming device (rBoot, two ROM slots, OTA-over-MQTT client) behind the Board protocol.
 
-    ``flash``: the flash file (created with a demo image of ``version`` in rom0 when new,
-    see :meth:`prepare_flash`). ``broker``: ``mqtt[s]://[user:pw@]host[:port]`` (a path
+    ``flash``: the flash file (created with a demo image of the build's version in rom0
+    when new, see :meth:`prepare_flash`). ``build``: how the device was built (a
+    :class:`~otalib.board.sim.build.DeviceBuild`: app id, version, mode and keys, chip,
+    flash layout…). ``broker``: ``mqtt[s]://[user:pw@]host[:port]`` (a path
     is ignored: the device subscribes to its own topic). ``link``: connect to this
     ``(host, port)`` instead (a proxy). ``on_update`` is called with each
     :class:`~otalib.board.sim.device.UpdateResult` (from a background thread).
-    ``write_current_slot``: see :class:`~otalib.board.sim.device.Device` (None: the profile's
-    default, on for ``sming-6.1``). ``tcp_mss``: the largest TCP segment the device's stack
-    hands over (1460 on an ESP8266; the Host emulator's recordings show 1390). ``banners``:
-    the boot banners (:class:`~otalib.board.sim.sming_console.ConsolePlatform`: the Host
-    emulator's, or a real ESP8266's ROM and rBoot banners).
+    ``tcp_mss``: the largest TCP segment the device's stack hands over (1460 on an ESP8266;
+    the Host emulator's recordings show 1390). ``banners``: the boot banners
+    (:class:`~otalib.board.sim.sming_console.ConsolePlatform`: the Host emulator's, or a
+    real ESP8266's ROM and rBoot banners).
     """
 
     def __init__(
         self,
         flash: str | os.PathLike[str],
         broker: str | MqttUrl,
+        build: DeviceBuild | None = None,
         *,
-        app_id: str = "test",
-        version: str = "4.3.0",
-        patch: int | None = None,
-        profile: DeviceProfile | str = DeviceProfile.SMING_61,
-        mode: str = "advanced",
-        keys: DeviceKeys | None = None,
-        varint: bool = True,
         debug_level: int = 3,
-        layout: Layout = TWO_ROM_LAYOUT,
         tls: TlsOptions | None = None,
         link: str | tuple[str, int] | None = None,
-        write_current_slot: bool | None = None,
-        allow_downgrade: bool = False,
         restart_delay: float = 1.0,
         tcp_mss: int = ESP_TCP_MSS,
-        chip: str = "esp8266",
-        build_timestamp: int | None = None,
         initial_image: bytes | None = None,
         partitions: bytes | None = None,
         keepalive: int = 60,
@@ -186,6 +175,8 @@ class VirtualBoard(BufferedConsole):
         on_update: Callable[[UpdateResult], None] | None = None,
         banners: ConsolePlatform | str = ConsolePlatform.HOST,
     ) -> None:
+        build = build or DeviceBuild()
+        self.build = build
         self.name = name
         self.url = broker if isinstance(broker, MqttUrl) else parse_url(broker)
         self.tls = tls or TlsOptions()
@@ -195,21 +186,7 @@ class VirtualBoard(BufferedConsole):
         self.keepalive = keepalive
         self.on_update = on_update
         self._ssl = make_ssl_context(self.tls) if self.url.tls else None
-        ver = Version.parse(version)
-        if patch is not None:
-            if isinstance(patch, bool) or not isinstance(patch, int) or patch < 0:
-                raise UsageError(f"bad patch {patch!r}: expected a non-negative integer")
-            ver = Version(ver.major, ver.minor, patch)
-        self.flash = prepare_flash(
-            flash,
-            app_id,
-            str(ver),
-            layout=layout,
-            chip=chip,
-            build_timestamp=build_timestamp,
-            initial_image=initial_image,
-            partitions=partitions,
-        )
+        self.flash = prepare_flash(flash, build, initial_image=initial_image, partitions=partitions)
         self._console = ConsoleBuffer()
         self._parser = ConsoleParser()
         self._splitter = LineSplitter()
@@ -217,19 +194,7 @@ class VirtualBoard(BufferedConsole):
         self._write_lock = threading.Lock()
         sming = SmingConsole(self._write, debug_level, platform=banners)
         self.device = Device(
-            self.flash,
-            app_id,
-            ver,
-            profile=profile,
-            mode=mode,
-            keys=keys,
-            varint=varint,
-            debug_level=debug_level,
-            console=sming,
-            write_current_slot=write_current_slot,
-            allow_downgrade=allow_downgrade,
-            build_timestamp=build_timestamp or 0,
-            flash_file_name=Path(flash).name,
+            self.flash, build, debug_level=debug_level, console=sming, flash_file_name=Path(flash).name
         )
         self.updates: list[UpdateResult] = []
         self.connected = threading.Event()
@@ -428,36 +393,31 @@ class VirtualBoard(BufferedConsole):
 
 def prepare_flash(
     path: str | os.PathLike[str],
-    app_id: str,
-    version: str,
+    build: DeviceBuild,
     *,
-    layout: Layout = TWO_ROM_LAYOUT,
-    chip: str = "esp8266",
-    build_timestamp: int | None = None,
     initial_image: bytes | None = None,
     partitions: bytes | None = None,
 ) -> FlashImage:
-    """Open the flash file; a new (or empty) one gets its first firmware in rom0.
+    """Open the flash file (in ``build``'s layout); a new (or empty) one gets its first firmware in rom0.
 
-    That is ``initial_image`` (e.g. Sming's real ``rom0.bin``) or else a demo image of
-    ``version``; ``build_timestamp`` (ms since 1900) is its build time (None: unknown,
-    so the firmware takes any ``.ota``). ``partitions`` (a Sming ``partitions.bin``) is
-    written at the layout's partition table address. Everything is checked before the
-    file is made, and the file appears only complete (temp file + rename).
+    That is ``initial_image`` (e.g. Sming's real ``rom0.bin``) or else a demo image of the
+    build's chip, app id and version; the build's ``firmware_timestamp`` (ms since 1900) is
+    its build time (None: unknown, so the firmware takes any ``.ota``). ``partitions`` (a
+    Sming ``partitions.bin``) is written at the layout's partition table address. Everything
+    is checked before the file is made, and the file appears only complete (temp file + rename).
     """
     from otalib.firmware.demo import make_demo_image
     from otalib.firmware.image import check_app_id, is_esp_image
 
-    ver = Version.parse(version)
+    ver, app_id, layout = build.running_version, build.app_id, build.flash_layout
+    build_timestamp = build.firmware_timestamp
     check_app_id(app_id)
-    if build_timestamp is not None and not 0 <= build_timestamp < 1 << 64:
-        raise UsageError(f"bad build timestamp {build_timestamp}: expected ms since 1900 (0..2^64-1)")
     if initial_image is not None:
         image = bytes(initial_image)
         if not is_esp_image(image):
             raise UsageError("the initial firmware is not an ESP image (magic 0xE9 or 0xEA)")
     else:
-        image = make_demo_image(chip, app_id, str(ver), build_timestamp=build_timestamp, patch=ver.patch)
+        image = make_demo_image(build.chip.value, app_id, str(ver), build_timestamp=build_timestamp, patch=ver.patch)
     if len(image) > layout.slot_size:
         raise UsageError(f"the initial firmware ({len(image)} bytes) does not fit a {layout.slot_size}-byte slot")
     if partitions is not None and (layout.partition_table is None or len(partitions) > SECTOR):

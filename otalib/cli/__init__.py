@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "broker": "broker",
     "deploy": "deploy",
     "board": "board",
+    "config": "config",
     "monitor": "monitor",
     "flash": "monitor",
     "link": "link",

@@ -10,14 +10,14 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from otalib.board.sim.flash import Layout, LayoutName, big_layout, layout_from_partitions, named_layout
 from otalib.board.sim.sming_console import ConsolePlatform
-from otalib.cli.common import warn
-from otalib.config import load_config
+from otalib.cli.common import get_config, warn
 from otalib.errors import UsageError
 from otalib.vocabulary import FirmwareParser
 
@@ -27,18 +27,29 @@ def register(group: click.Group) -> None:
 
 
 @click.command("board")
-@click.option("--broker", "broker_url", required=True, help="mqtt[s]://[user:pw@]host[:port] of the broker.")
-@click.option("--app-id", default="test", show_default=True, help="APP_ID of the firmware (new flash).")
-@click.option("--version", "version", default="4.3.0", show_default=True, help="MAJOR.MINOR[.PATCH] (new flash).")
+@click.option(
+    "--broker",
+    "broker_url",
+    help="mqtt[s]://[user:pw@]host[:port] of the broker (default: MQTT_URL; mqtts:// with ENABLE_SSL=1).",
+)
+@click.option("--app-id", default=None, help="APP_ID of the firmware (new flash; default: APP_ID, else test).")
+@click.option(
+    "--version", "version", default=None, help="MAJOR.MINOR[.PATCH] (new flash; default: APP_VERSION, else 4.3.0)."
+)
 @click.option("--patch", type=int, default=None, help="Current patch, if not in --version.")
-@click.option("--mode", type=click.Choice([p.value for p in FirmwareParser]), default="advanced", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice([p.value for p in FirmwareParser]),
+    default=None,
+    help="Payload parser of the firmware (default: ENABLE_OTA_ADVANCED, else advanced).",
+)
 @click.option("--verify-key", type=click.Path(dir_okay=False, path_type=Path), help="verify.key.bin (signing build).")
 @click.option("--decrypt-key", type=click.Path(dir_okay=False, path_type=Path), help="decrypt.key.bin (encryption).")
-@click.option("--profile", type=click.Choice(["sming-6.1", "reference"]), default="sming-6.1", show_default=True)
-@click.option("--varint/--no-varint", default=True, show_default=True, help="ENABLE_OTA_VARINT_VERSION.")
+@click.option("--profile", type=click.Choice(["sming-6.1", "reference"]), default=None, help="Default: sming-6.1.")
+@click.option("--varint/--no-varint", default=None, help="ENABLE_OTA_VARINT_VERSION (default: on).")
 @click.option("--allow-downgrade", is_flag=True, help="Build without downgrade protection.")
 @click.option("--flash", "flash_path", type=click.Path(dir_okay=False, path_type=Path), help="Flash file (kept).")
-@click.option("--chip", type=click.Choice(["esp8266", "esp32"]), default="esp8266", show_default=True)
+@click.option("--chip", type=click.Choice(["esp8266", "esp32"]), default=None, help="Default: esp8266.")
 @click.option("--debug-level", type=click.IntRange(0, 3), default=3, show_default=True)
 @click.option("--link", help="HOST:PORT to connect to instead of the broker's (a proxy).")
 @click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate (PEM) of the broker.")
@@ -105,18 +116,18 @@ def register(group: click.Group) -> None:
     " stand-in for a relay: --power-cmd 'kill -USR2 PID').",
 )
 def board(
-    broker_url: str,
-    app_id: str,
-    version: str,
+    broker_url: str | None,
+    app_id: str | None,
+    version: str | None,
     patch: int | None,
-    mode: str,
+    mode: str | None,
     verify_key: Path | None,
     decrypt_key: Path | None,
-    profile: str,
-    varint: bool,
+    profile: str | None,
+    varint: bool | None,
     allow_downgrade: bool,
     flash_path: Path | None,
-    chip: str,
+    chip: str | None,
     debug_level: int,
     link: str | None,
     ca: Path | None,
@@ -142,26 +153,58 @@ def board(
     line, ``subscribed: TOPIC`` at each SUBACK of the broker, then one ``update: {...}``
     line per message (neither with ``--serial-only``). Runs until SIGINT/SIGTERM; SIGUSR1
     resets the device, SIGUSR2 cycles its power (the flash keeps what was written).
+
+    The device's build comes from the lab configuration (``otalab config``: APP_ID,
+    APP_VERSION, ENABLE_OTA_ADVANCED/SIGNING/ENCRYPTION with OTA_KEY,
+    FIRMWARE_BUILD_TIMESTAMP…); its connection from MQTT_URL, ENABLE_SSL and
+    MQTT_FINGERPRINT_SHA1. Options win over both.
     """
+    from otalib.board.sim.build import DeviceBuild
     from otalib.board.virtual import VirtualBoard
     from otalib.firmware.image import check_app_id
+    from otalib.formats.version import Version
     from otalib.keys import DeviceKeys, load_binary_key
     from otalib.mqtt.tls import TlsOptions, parse_pin
 
     # everything is checked before the flash file is made
-    check_app_id(app_id)
+    config = get_config()
     if patch is not None and patch < 0:
         raise UsageError(f"bad --patch {patch}: expected a non-negative integer")
-    flash_layout, partitions = _board_layout(chip, layout, partitions_path, slot_mib)
-    initial_image = _read_bounded(rom_path, "firmware file", flash_layout.slot_size) if rom_path else None
-    if build_timestamp is None:
-        build_timestamp = load_config().FIRMWARE_BUILD_TIMESTAMP
     if mode == "standard" and (verify_key or decrypt_key):
         raise UsageError("--verify-key/--decrypt-key are for --mode advanced")
-    keys = DeviceKeys(
-        load_binary_key(verify_key, "verification key") if verify_key else None,
-        load_binary_key(decrypt_key, "decryption key") if decrypt_key else None,
+    keys_given = bool(verify_key or decrypt_key)
+    build = config.device_build(DeviceBuild(), load_keys=not keys_given and mode != "standard")
+    if keys_given:
+        build = replace(
+            build,
+            keys=DeviceKeys(
+                load_binary_key(verify_key, "verification key") if verify_key else None,
+                load_binary_key(decrypt_key, "decryption key") if decrypt_key else None,
+            ),
+            signing=None,
+            encryption=None,
+        )
+    if version is not None:
+        build = replace(build, version=Version.parse(version), current_patch=None)
+    build = build.with_options(
+        app_id=app_id,
+        current_patch=patch,
+        advanced=None if mode is None else FirmwareParser(mode) is FirmwareParser.ADVANCED,
+        profile=profile,
+        varint=varint,
+        allow_downgrade=allow_downgrade or None,
+        chip=chip,
+        write_current_slot=write_current_slot,
+        firmware_timestamp=build_timestamp,
     )
+    check_app_id(build.app_id)
+    flash_layout, partitions = _board_layout(build.chip.value, layout, partitions_path, slot_mib)
+    build = replace(build, layout=flash_layout)
+    initial_image = _read_bounded(rom_path, "firmware file", flash_layout.slot_size) if rom_path else None
+    if broker_url is None:
+        broker_url = config.broker_url
+    if not pins:
+        pins = config.pins_for(broker_url)
     tls = TlsOptions(ca=ca, client_cert=client_cert, client_key=client_key, pins=tuple(parse_pin(p) for p in pins))
     tmp = None
     new_flash_only = [name for name, value in (("--rom", rom_path), ("--partitions", partitions_path)) if value]
@@ -179,24 +222,13 @@ def board(
     vboard = VirtualBoard(
         flash_path,
         broker_url,
-        app_id=app_id,
-        version=version,
-        patch=patch,
-        profile=profile,
-        mode=mode,
-        keys=keys,
-        varint=varint,
+        build,
         debug_level=debug_level,
-        layout=flash_layout,
-        build_timestamp=build_timestamp,
         initial_image=initial_image,
         partitions=partitions,
         tls=tls,
         link=link,
-        write_current_slot=write_current_slot,
-        allow_downgrade=allow_downgrade,
         restart_delay=restart_delay,
-        chip=chip,
         on_update=on_update,
         banners=banners or (ConsolePlatform.ESP8266 if serial_only else ConsolePlatform.HOST),
     )

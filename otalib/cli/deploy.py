@@ -81,7 +81,7 @@ def deploy_command(
 
     With --clear, give only URL: the empty retained message removes the firmware.
     Without URL, the lab configuration's MQTT_URL and update topic (APP_ID, APP_VERSION) are used,
-    and MQTT_FINGERPRINT_SHA1 (if set) pins an mqtts:// broker.
+    ENABLE_SSL=1 makes it mqtts://, and MQTT_FINGERPRINT_SHA1 (if set) pins an mqtts:// broker.
     """
     from otalib.cli.common import get_config
     from otalib.mqtt.publish import deploy
@@ -101,8 +101,8 @@ def deploy_command(
     if url is None:
         url = config.deploy_url()
         click.echo(f"otalab: no URL given: using {url} ({default_url_origin(config)})", err=True)
-    if not pins and config.MQTT_FINGERPRINT_SHA1 and url.startswith("mqtts://"):
-        pins = (config.MQTT_FINGERPRINT_SHA1,)
+    if not pins:
+        pins = config.pins_for(url)
     tls = TlsOptions(
         ca=ca,
         client_cert=client_cert,
@@ -176,7 +176,9 @@ def default_url_origin(config: LabConfig) -> str:
     """Where ``config.deploy_url()`` comes from: per setting, the environment, the configuration file or built in."""
     file = config.source.removesuffix("+env")
     origins: dict[str, list[str]] = {}
-    for name in ("MQTT_URL", "APP_ID", "APP_VERSION"):
+    for name in ("MQTT_URL", "ENABLE_SSL", "APP_ID", "APP_VERSION"):
+        if name == "ENABLE_SSL" and not config.ENABLE_SSL:
+            continue
         if name in os.environ:
             where = "environment"
         elif name in config.explicit:

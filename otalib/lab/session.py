@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +22,28 @@ from otalib.board.console import OutcomeTracker
 from otalib.board.follow import DECIDED, Follow, follow_subscription, follow_update, is_decision
 from otalib.board.protocol import ConsoleLine
 from otalib.board.serial_board import SerialBoard
+from otalib.board.sim.build import DeviceBuild
 from otalib.broker import Broker, BrokerUser, start_broker
 from otalib.errors import BoardError
 from otalib.formats.version import Version, topic_for
-from otalib.keys import DeviceKeys
 from otalib.mqtt.publish import DeployRecord, deploy
 from otalib.mqtt.tls import TlsOptions
 from otalib.procs import owned_tempdir
 from otalib.update import Update
 from otalib.vocabulary import Outcome
 
+#: The version of a session's board unless the build or the configuration names one.
+SESSION_VERSION = Version(4, 3, 1)
+
 
 class LabSession:
     """Broker + board + console monitor; a context manager that stops all it started.
 
-    ``build_timestamp`` (ms since 1900, as in the ``.ota`` header; default: the lab
-    configuration's ``FIRMWARE_BUILD_TIMESTAMP``, else unknown) is the build time of the
-    virtual board's firmware on a new flash: older ``.ota`` files are downgrades.
+    ``build`` is how the board's firmware was built (a
+    :class:`~otalib.board.sim.build.DeviceBuild`; default: the lab configuration's, on
+    version 4.3.1). Its ``firmware_timestamp`` (ms since 1900, as in the ``.ota`` header;
+    default: the configuration's ``FIRMWARE_BUILD_TIMESTAMP``, else unknown) is the build
+    time of the virtual board's firmware on a new flash: older ``.ota`` files are downgrades.
 
     ``broker_url`` (deployments) and ``board_broker_url`` (the board's own connection,
     e.g. with a device user's credentials) default to the managed broker's URL.
@@ -49,11 +55,7 @@ class LabSession:
         board: str = "virtual",
         broker_url: str = "",
         backend: str = "auto",
-        app_id: str = "test",
-        version: str = "4.3.1",
-        mode: str = "advanced",
-        keys: DeviceKeys | None = None,
-        profile: str = "sming-6.1",
+        build: DeviceBuild | None = None,
         tls: bool = False,
         require_client_cert: bool = False,
         users: tuple[BrokerUser, ...] = (),
@@ -62,14 +64,14 @@ class LabSession:
         deploy_tls: TlsOptions | None = None,
         workdir: str | Path | None = None,
         baud: int = 115200,
-        build_timestamp: int | None = None,
         **board_options: Any,
     ) -> None:
         self.workdir = Path(workdir or owned_tempdir("session"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.app_id = app_id
-        self.version = Version.parse(version)
-        self.topic = topic_for(app_id, self.version)
+        self.build = _session_build(build)
+        self.app_id = self.build.app_id
+        self.version = self.build.running_version
+        self.topic = topic_for(self.app_id, self.version)
         self._stack = contextlib.ExitStack()
         self.broker: Broker | None = None
         self.board = None
@@ -95,13 +97,8 @@ class LabSession:
             self.board = VirtualBoard(
                 self.workdir / "flash.bin",
                 board_broker_url or broker_url,
-                app_id=app_id,
-                version=str(self.version),
-                mode=mode,
-                keys=keys,
-                profile=profile,
+                self.build,
                 tls=tls_options,
-                build_timestamp=build_timestamp if build_timestamp is not None else _configured_build_timestamp(),
                 **board_options,
             )
             self._stack.callback(self.board.stop)
@@ -194,7 +191,13 @@ class LabSession:
         return lines
 
 
-def _configured_build_timestamp() -> int | None:
+def _session_build(build: DeviceBuild | None) -> DeviceBuild:
+    """``build``, or the lab configuration's (on 4.3.1); an unknown firmware timestamp is the configuration's."""
     from otalib.config import load_config
 
-    return load_config().FIRMWARE_BUILD_TIMESTAMP
+    config = load_config()
+    if build is None:
+        return config.device_build(DeviceBuild(version=SESSION_VERSION))
+    if build.firmware_timestamp is None and config.FIRMWARE_BUILD_TIMESTAMP is not None:
+        return replace(build, firmware_timestamp=config.FIRMWARE_BUILD_TIMESTAMP)
+    return build

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from otalib.board.sim.build import DeviceBuild
 from otalib.board.console import OutcomeTracker
 from otalib.board.follow import DECIDED, follow_subscription, follow_update
 from otalib.board.protocol import Board, ConsoleLine
@@ -36,7 +37,7 @@ from otalib.errors import BoardError, LabError, OtaLabError
 from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import timestamp_now
 from otalib.formats.version import Version, topic_for
-from otalib.keys import LabKey
+from otalib.keys import DeviceKeys, LabKey
 from otalib.lab.schema import TrialConfig, TrialResult
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.tls import TlsOptions
@@ -193,6 +194,19 @@ class Trial:
         tls = TlsOptions(ca=broker.ca_path) if cfg.tls else TlsOptions()
         return broker.url, tls, broker.backend
 
+    def _device_build(self) -> DeviceBuild:
+        """The build of the trial's board: one that applies the trial's update mode."""
+        cfg = self.config
+        version = Version.parse(cfg.version)
+        build = DeviceBuild(
+            firmware_timestamp=self.bench.build_timestamp,
+            profile=cfg.device_profile,
+            app_id=cfg.app_id,
+            version=Version(version.major, version.minor, BOARD_PATCH),
+            write_current_slot=False,
+        )
+        return build.accepting(cfg.mode, DeviceKeys.of(self.bench.key))
+
     def _profile(self) -> LinkProfile | None:
         cfg = self.config
         if math.isnan(cfg.rate_Bps) and not cfg.latency_ms:
@@ -234,7 +248,12 @@ class Trial:
                     "esp8266", cfg.app_id, f"{version.major}.{version.minor}.{new_patch}", size=cfg.size
                 )
             update = make_update(
-                image, cfg.mode, patch=new_patch, key=self.bench.key, timestamp=timestamp_now() + 1
+                image,
+                cfg.mode,
+                patch=new_patch,
+                key=self.bench.key,
+                timestamp=timestamp_now() + 1,
+                build=self._device_build(),
             )
             self.phases["t_build"] = self.clock.now()
             if proxy is not None:
@@ -309,22 +328,15 @@ class Trial:
         from otalib.board.virtual import VirtualBoard
 
         cfg = self.config
-        version = Version.parse(cfg.version)
         flash = self.bench.workdir / f"flash-{cfg.trial_id}-{time.monotonic_ns()}.bin"
         stack.callback(lambda: flash.unlink(missing_ok=True))
         board = VirtualBoard(
             flash,
             base_url,
-            app_id=cfg.app_id,
-            version=f"{version.major}.{version.minor}.{BOARD_PATCH}",
-            profile=cfg.device_profile,
-            mode=cfg.mode.parser,
-            keys=cfg.mode.device_keys(self.bench.key),
+            self._device_build(),
             tls=tls,
             link=proxy.address if proxy is not None else None,
             restart_delay=self.bench.restart_delay,
-            build_timestamp=self.bench.build_timestamp,
-            write_current_slot=False,
             name=f"trial-{cfg.trial_id}",
         )
         stack.callback(board.stop)

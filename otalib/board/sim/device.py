@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from otalib.board.sim.build import DeviceBuild
 from otalib.board.sim.flash import SECTOR, FlashImage, SlotWriter
 from otalib.board.sim.sming_console import RST_EXTERNAL, RST_POWER_ON, SmingConsole
 from otalib.errors import BoardError, DeviceError, DeviceErrorCode, ImageError, InputError
@@ -26,7 +27,6 @@ from otalib.formats.kinds import ESP8266_V2_MAGIC, ESP_IMAGE_MAGIC, Kind, detect
 from otalib.formats.ota import OtaDecoder, OtaDone, OtaEvent, OtaHeader, RomData, RomStart, Verified
 from otalib.formats.package import PackageParser, PatchRead, PayloadData
 from otalib.formats.version import DeviceProfile, Version, topic_for
-from otalib.keys import DeviceKeys
 from otalib.vocabulary import Decision, DeviceState, FirmwareParser
 
 #: Largest image whose checksum the standard-mode boot checks (bigger ones are assumed intact).
@@ -96,49 +96,41 @@ class _Update:
 class Device:
     """A Sming device running the OTA-over-MQTT Upgrade sample (no network I/O here).
 
-    ``mode``: the :class:`~otalib.vocabulary.FirmwareParser`, ``standard`` (raw image) or
-    ``advanced`` (``.ota``; signed when ``keys.verify`` is given, encrypted when ``keys.decrypt``
-    is given, as the ENABLE_OTA_SIGNING / ENABLE_OTA_ENCRYPTION build flags). ``profile``:
-    ``sming-6.1`` (the framework's quirks) or ``reference``. ``write_current_slot``
+    ``build`` (a :class:`~otalib.board.sim.build.DeviceBuild`) is how its firmware was built:
+    ``standard`` mode (raw image) when ``build.advanced`` is False, else ``advanced``
+    (``.ota``; signed when it has a verification key, encrypted when it has a decryption
+    key, as the ENABLE_OTA_SIGNING / ENABLE_OTA_ENCRYPTION build flags); the profile
+    (``sming-6.1``: the framework's quirks, or ``reference``); ``write_current_slot``
     (standard mode): the sample's bug of writing into the running slot while switching
-    to the other one; ``None`` (default) means on for ``sming-6.1``, off for ``reference``.
-    ``version`` / ``build_timestamp`` are the fallbacks for images without an app marker.
+    to the other one (None: on for ``sming-6.1``). Its app id, version and build
+    timestamp are the fallbacks for images without an app marker.
     """
 
     def __init__(
         self,
         flash: FlashImage,
-        app_id: str = "test",
-        version: str | Version = "4.3.0",
+        build: DeviceBuild | None = None,
         *,
-        profile: DeviceProfile | str = DeviceProfile.SMING_61,
-        mode: FirmwareParser | str = FirmwareParser.ADVANCED,
-        keys: DeviceKeys | None = None,
-        varint: bool = True,
         debug_level: int = 3,
         console: SmingConsole | None = None,
-        write_current_slot: bool | None = None,
-        allow_downgrade: bool = False,
-        build_timestamp: int = 0,
         chip_id: int = 0xC001BEAF,
         flash_file_name: str = "flash.bin",
     ) -> None:
-        try:
-            mode = FirmwareParser(mode)
-        except ValueError:
-            raise BoardError(f"unknown mode {mode!r} (use standard or advanced)") from None
+        build = build or DeviceBuild()
+        self.build = build
         self.flash = flash
-        self.default_app_id = app_id
-        self.default_version = Version.parse(version) if isinstance(version, str) else version
-        self.profile = DeviceProfile(profile)
-        self.mode = mode
-        self.keys = keys or DeviceKeys()
-        self.varint = varint
+        self.default_app_id = build.app_id
+        self.default_version = build.running_version
+        self.profile = build.profile
+        self.mode = build.parser
+        self.keys = build.device_keys
+        self.varint = build.varint
+        write_current_slot = build.write_current_slot
         if write_current_slot is None:
             write_current_slot = self.profile is DeviceProfile.SMING_61
         self.write_current_slot = write_current_slot
-        self.allow_downgrade = allow_downgrade
-        self.default_build_timestamp = build_timestamp
+        self.allow_downgrade = build.allow_downgrade
+        self.default_build_timestamp = build.firmware_timestamp or 0
         self.chip_id = chip_id
         self.flash_file_name = flash_file_name
         self.console = console or SmingConsole(lambda _text: None, debug_level)
