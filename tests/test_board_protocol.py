@@ -22,6 +22,7 @@ from otalib.board.console import ConsoleParser, OutcomeTracker
 from otalib.board.follow import DECIDED, Ending, follow_subscription, follow_update, is_decision
 from otalib.board.protocol import Board, BufferedConsole, ConsoleBuffer, ConsoleProtocol, PowerProtocol, ResetProtocol
 from otalib.board.serial_board import SerialBoard
+from otalib.board.sim.build import DeviceBuild
 from otalib.board.virtual import VirtualBoard, VirtualBoardProcess
 from otalib.broker import find_mosquitto
 from otalib.formats.ota import timestamp_now
@@ -57,10 +58,7 @@ def any_board(request: pytest.FixtureRequest, broker, tmp_path: Path) -> Iterato
         virtual = VirtualBoard(
             flash,
             broker.url,
-            app_id=app,
-            version="4.3.5",
-            keys=DeviceKeys(KEY.verify_key),
-            profile="reference",
+            DeviceBuild(DeviceKeys(KEY.verify_key), profile="reference", app_id=app, version="4.3.5", layout="host"),
             restart_delay=0.1,
         )
         monitor = SerialBoard(virtual.console_path, reset_via_rts=False) if request.param == "serial" else None

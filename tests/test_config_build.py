@@ -201,3 +201,21 @@ def test_update_rom_goes_where_the_builds_layout_has_rom0(tmp_path: Path, layout
         assert deliver(device, misplaced).error == "NoRomFound"
         assert deliver(device, fitting).outcome == "applied"
         assert device.restart().slot == 1 and str(device.version) == "4.3.2"
+
+
+# -- inspect judges as the configured device --------------------------------------------------------------------
+
+
+def test_inspect_judges_with_the_configured_key_and_build(lab: Path) -> None:
+    generate_key_file(lab / "ota.key")
+    other, _ = generate_key_file(lab / "other.key")
+    image = make_demo_image("esp8266", "test", "4.3.2", size=16 * 1024)
+    (lab / "signed.sdp").write_bytes(make_update(image, "signed", patch=2, key=other, timestamp=5).package)
+    (lab / "standard.sdp").write_bytes(make_update(image, "standard", patch=2).package)
+    assert otalab("inspect", "signed.sdp").returncode == 1  # no key known: signed, not checked
+    env = {"ENABLE_OTA_ADVANCED": "1", "OTA_KEY": "ota.key"}
+    judged = json.loads(otalab("inspect", "signed.sdp", "--json", env=env).stdout)
+    assert judged["device"]["error"] == "VerificationFailed"  # signed with another key than OTA_KEY's
+    assert otalab("inspect", "signed.sdp", "-k", "other.key", env=env).returncode == 0  # an explicit key wins
+    standard = json.loads(otalab("inspect", "standard.sdp", "--json", env={"ENABLE_OTA_ADVANCED": "0"}).stdout)
+    assert standard["device"]["outcome"] == "applied" and standard["device"]["build"]["advanced"] is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -193,19 +194,20 @@ def device_build(
     profile: str,
     verify_given: bool,
 ) -> DeviceBuild:
-    """The judging device: options, then the lab configuration's explicit settings, then the keys given."""
-    if signing is None and "ENABLE_OTA_SIGNING" in config.explicit:
-        signing = config.ENABLE_OTA_SIGNING
-    if signing is None and verify_given:
-        signing = True  # a device that has a verification key rejects unsigned files
-    if encryption is None and "ENABLE_OTA_ENCRYPTION" in config.explicit:
-        encryption = config.ENABLE_OTA_ENCRYPTION
-    if firmware_timestamp is None:
-        firmware_timestamp = config.FIRMWARE_BUILD_TIMESTAMP
-    advanced = None if mode is None else FirmwareParser(mode) is FirmwareParser.ADVANCED
-    if advanced is None and "ENABLE_OTA_ADVANCED" in config.explicit:
-        advanced = config.ENABLE_OTA_ADVANCED
-    return DeviceBuild(keys, signing, encryption, advanced, firmware_timestamp, current_patch, DeviceProfile(profile))
+    """The judging device: options, then the lab configuration's explicit settings (its OTA_KEY
+    when no key option is given), then the keys (a verification key makes a signing device)."""
+    keys_given = keys.verify is not None or keys.decrypt is not None
+    base = DeviceBuild(keys, profile=DeviceProfile(profile))
+    build = config.device_build(base, load_keys=not keys_given).with_options(
+        signing=signing,
+        encryption=encryption,
+        advanced=None if mode is None else FirmwareParser(mode) is FirmwareParser.ADVANCED,
+        firmware_timestamp=firmware_timestamp,
+        current_patch=current_patch,
+    )
+    if build.signing is None and (verify_given or build.keys.verify is not None):
+        build = replace(build, signing=True)  # a device that has a verification key rejects unsigned files
+    return build
 
 
 def _keys(key: str | None, verify_key: str | None, decrypt_key: str | None) -> DeviceKeys:
