@@ -139,7 +139,9 @@ def test_absurd_trial_counts_are_refused_at_once_with_the_number(tmp_path):
 def test_a_spec_whose_trials_cannot_run_leaves_no_run_directory(tmp_path):
     # valid as data, but the trial refuses it: a real board needs the patch to publish
     spec = tmp_path / "real.yaml"
-    spec.write_text("name: real\nfixed: {board: /dev/otalab-no-such-port, broker_backend: embedded}\n")
+    spec.write_text(
+        "name: real\nallow_demo_image: true\nfixed: {board: /dev/otalab-no-such-port, broker_backend: embedded}\n"
+    )
     done = _otalab("campaign", str(spec), "-o", "runs/a/run", "--no-progress", cwd=tmp_path)
     assert done.returncode == 1 and "needs the patch" in done.stderr, done.stderr
     assert not (tmp_path / "runs").exists()

@@ -13,6 +13,9 @@ A spec (YAML, JSON or a dict)::
       lte: {rate_Bps: 125000, latency_ms: 40}
     build_timestamp: 4004872437378  # the virtual board's firmware build time (optional;
                                     # ms since 1900 as in the .ota header; default unknown)
+    key: ota.key                    # the board's key, roms:/firmware: what to publish,
+    roms: [rom0.bin@0x2000]         # allow_demo_image: see otalib.lab.inputs
+    firmware: {patch: 7}
 
 The trial itself is a pluggable callable ``TrialConfig -> TrialResult``.
 
@@ -45,8 +48,10 @@ import yaml
 from otalib.errors import InputError, LabError, OtaLabError
 from otalib.fileio import read_input
 from otalib.lab import store
+from otalib.lab.inputs import FIRMWARE_KEYS, is_real_board, parse_rom_spec
 from otalib.lab.metadata import collect_metadata, utc_now
 from otalib.lab.schema import TrialConfig, TrialResult, redact_url
+from otalib.vocabulary import UpdateMode
 
 #: A trial: runs one configuration on a board and reports what it observed.
 TrialRunner = Callable[[TrialConfig], TrialResult]
@@ -71,7 +76,10 @@ def known_links() -> dict[str, dict[str, float]]:
 #: Parameters a grid or ``fixed`` may set (``campaign`` and ``repeat`` come from the spec).
 PARAMETERS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("campaign", "repeat"))
 
-_SPEC_KEYS = ("name", "grid", "repeats", "fixed", "links", "build_timestamp")
+_SPEC_KEYS = ("name", "grid", "repeats", "fixed", "links", "build_timestamp", "key", "roms", "firmware")
+_SPEC_KEYS += ("allow_demo_image",)
+#: What the campaign's inputs (key, firmware) add to a spec when given (``None``/False: not stored).
+_INPUT_KEYS = ("key", "roms", "firmware", "allow_demo_image")
 #: Most trials one campaign may have (at a second or more each, this is more than a day).
 MAX_TRIALS = 100_000
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]i?[bB]?|[bB])?\s*$")
@@ -112,13 +120,24 @@ class CampaignSpec:
     fixed: dict[str, Any] = field(default_factory=dict)
     links: dict[str, dict[str, float]] = field(default_factory=dict)
     build_timestamp: int | None = None  # the virtual board's firmware build time, ms since 1900
+    key: str | None = None  # the board's key file (otalib.lab.inputs)
+    roms: list[str] | None = None  # FILE@ADDRESS of the ROMs to publish
+    firmware: dict[str, Any] | None = None  # patch, build_timestamp; or a project to build
+    allow_demo_image: bool = False  # otalab's demo images onto a real board
+    #: The folder relative paths (key, roms, project) are in: the spec file's (not part of the spec).
+    base_dir: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._check()
 
     @classmethod
-    def from_dict(cls, data: Any, *, source: str = "campaign spec") -> CampaignSpec:
-        """Build and check a spec from a mapping (as read from YAML or JSON)."""
+    def from_dict(
+        cls, data: Any, *, source: str = "campaign spec", base_dir: Path | None = None, overrides: dict | None = None
+    ) -> CampaignSpec:
+        """Build and check a spec from a mapping (as read from YAML or JSON); ``overrides`` (the
+        CLI's ``--key``/``--rom``/``--allow-demo-image``, absolute paths) replace its keys."""
+        if isinstance(data, dict) and overrides:
+            data = {**data, **{k: v for k, v in overrides.items() if v not in (None, False, [], ())}}
         if not isinstance(data, dict):
             raise LabError(f"{source}: expected a mapping with keys {', '.join(_SPEC_KEYS)}")
         unknown = [str(k) for k in data if k not in _SPEC_KEYS]
@@ -134,13 +153,18 @@ class CampaignSpec:
                 fixed=data.get("fixed") or {},
                 links=data.get("links") or {},
                 build_timestamp=data.get("build_timestamp"),
+                key=data.get("key"),
+                roms=data.get("roms"),
+                firmware=data.get("firmware"),
+                allow_demo_image=data.get("allow_demo_image", False),
+                base_dir=base_dir,
             )
         except LabError as exc:
             raise LabError(f"{source}: {exc}") from None
 
     @classmethod
-    def load(cls, path: str | Path) -> CampaignSpec:
-        """Read a spec from a YAML or JSON file."""
+    def load(cls, path: str | Path, overrides: dict | None = None) -> CampaignSpec:
+        """Read a spec from a YAML or JSON file (relative paths in it: from its folder)."""
         try:
             text = read_input(path, "campaign spec").decode("utf-8")
         except InputError as exc:
@@ -154,7 +178,8 @@ class CampaignSpec:
             where = f" (line {mark.line + 1})" if mark is not None else ""
             problem = getattr(exc, "problem", None) or "invalid syntax"
             raise LabError(f"campaign spec {path} is not valid YAML/JSON: {problem}{where}") from None
-        return cls.from_dict(data, source=f"campaign spec {path}")
+        base = Path(path).resolve().parent
+        return cls.from_dict(data, source=f"campaign spec {path}", base_dir=base, overrides=overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (JSON-ready; NaN as null)."""
@@ -176,7 +201,24 @@ class CampaignSpec:
         spec = {"name": self.name, "repeats": self.repeats, "grid": self.grid, "fixed": self.fixed, "links": self.links}
         if self.build_timestamp is not None:
             spec["build_timestamp"] = self.build_timestamp
+        for name in _INPUT_KEYS:  # only when given: older specs keep their hash
+            if getattr(self, name) not in (None, False):
+                spec[name] = getattr(self, name)
         return clean(spec)
+
+    def resolve_path(self, text: str) -> Path:
+        """A path of the spec (key, ROM, project): relative to the spec file's folder."""
+        path = Path(text).expanduser()
+        return path if path.is_absolute() or self.base_dir is None else self.base_dir / path
+
+    def firmware_spec(self) -> dict[str, Any] | None:
+        """The firmware to publish (``roms`` folded into ``firmware``), None for otalab's demo images."""
+        if self.roms is None and self.firmware is None:
+            return None
+        firmware = dict(self.firmware or {})
+        if self.roms is not None:
+            firmware["roms"] = self.roms
+        return firmware
 
     def _check(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -207,6 +249,7 @@ class CampaignSpec:
                 raise LabError(f"links: the profile name {name!r} must be a string")
             if not isinstance(profile, dict) or set(profile) - {"rate_Bps", "latency_ms"}:
                 raise LabError(f"links.{name} must be a mapping with rate_Bps and/or latency_ms")
+        self._check_inputs()
         count = self.count_trials()
         if count > MAX_TRIALS:
             points = count // self.repeats
@@ -214,7 +257,66 @@ class CampaignSpec:
                 f"{count} trials ({self.repeats} repeats x {points} grid points) is more than {MAX_TRIALS}: "
                 "split the campaign"
             )
-        self._configs(repeats=1)  # every grid point must make a valid trial
+        self._check_firmware_use(self._configs(repeats=1))  # every grid point must make a valid trial
+
+    def _check_inputs(self) -> None:
+        """The shapes of ``key``, ``roms``, ``firmware``, ``allow_demo_image``."""
+        if self.key is not None and (not isinstance(self.key, str) or not self.key.strip()):
+            raise LabError(f"'key' must be the path of a key file, got {self.key!r}")
+        if not isinstance(self.allow_demo_image, bool):
+            raise LabError(f"'allow_demo_image' must be true or false, got {self.allow_demo_image!r}")
+        if self.firmware is not None and not isinstance(self.firmware, dict):
+            raise LabError(f"'firmware' must be a mapping with keys {', '.join(FIRMWARE_KEYS)}")
+        firmware = self.firmware or {}
+        unknown = [str(k) for k in firmware if k not in FIRMWARE_KEYS]
+        if unknown:
+            raise LabError(f"firmware: unknown key(s) {', '.join(unknown)} (expected {', '.join(FIRMWARE_KEYS)})")
+        if self.roms is not None and "roms" in firmware:
+            raise LabError("give the ROMs once: 'roms' or 'firmware.roms'")
+        roms = self.roms if self.roms is not None else firmware.get("roms")
+        if roms is not None:
+            if not isinstance(roms, list) or not roms:
+                raise LabError("'roms' must be a non-empty list of FILE@ADDRESS")
+            for rom in roms:
+                parse_rom_spec(rom)
+        project = firmware.get("project")
+        if self.firmware is not None and (roms is None) == (project is None):
+            raise LabError("firmware: give either 'roms' (FILE@ADDRESS files) or 'project' (a folder to build)")
+        if project is not None and (not isinstance(project, str) or not project.strip()):
+            raise LabError(f"firmware.project must be a folder path, got {project!r}")
+        command = firmware.get("command")
+        if command is not None and (project is None or not isinstance(command, str) or not command.strip()):
+            raise LabError("firmware.command is the build command of firmware.project (a string)")
+        patch = firmware.get("patch")
+        if patch is not None and (not isinstance(patch, int) or isinstance(patch, bool) or patch < 0):
+            raise LabError(f"firmware.patch must be the firmware's APP_VERSION_PATCH (an integer >= 0), got {patch!r}")
+        stamp = firmware.get("build_timestamp")
+        if stamp is not None and (not isinstance(stamp, int) or isinstance(stamp, bool) or not 0 <= stamp < 1 << 64):
+            raise LabError(f"firmware.build_timestamp must be ms since 1900 (an integer 0..2^64-1), got {stamp!r}")
+
+    def _check_firmware_use(self, points: list[TrialConfig]) -> None:
+        """The firmware's patch and ROMs against the trials; no demo image onto a real board unless allowed."""
+        firmware = self.firmware_spec()
+        real = sorted({p.board for p in points if is_real_board(p.board)})
+        if firmware is None:
+            if real and not self.allow_demo_image:
+                raise LabError(
+                    f"refusing to publish otalab's demo image (no application code) to the real board {real[0]}: "
+                    "give its firmware (roms: / firmware: in the spec, --rom) or allow_demo_image: true"
+                )
+            return
+        if "patch" in self.grid:
+            raise LabError("the firmware has one patch: give it as firmware.patch, not in the grid")
+        given, fixed = firmware.get("patch"), self.fixed.get("patch")
+        if given is not None and fixed is not None and given != fixed:
+            raise LabError(f"fixed.patch {fixed} is not the firmware's patch {given} (firmware.patch)")
+        if given is None and fixed is None:
+            what = "a ROM file does not carry it" if "roms" in firmware else "the build needs it"
+            raise LabError(f"give the firmware's APP_VERSION_PATCH as firmware.patch ({what})")
+        if len(firmware.get("roms") or ()) > 1 and any(p.mode is UpdateMode.STANDARD for p in points):
+            raise LabError("standard mode publishes one raw image: give one ROM, or only advanced modes")
+        if "project" in firmware and len({p.version.rsplit(".", 1)[0] for p in points}) > 1:
+            raise LabError("a firmware project is built at one APP_VERSION: give the trials one version")
 
     def count_trials(self) -> int:
         """How many trials the spec makes (repeats x grid points), counted without making them."""

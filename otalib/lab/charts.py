@@ -22,6 +22,7 @@ from otalib.lab.stats import failed, fit_throughput, phase_durations, time_to_ne
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+
 def format_rate(rate_Bps: float) -> str:
     """A throughput for people: ``118 kB/s``; ``n/a`` when unknown."""
     if rate_Bps is None or not math.isfinite(rate_Bps):

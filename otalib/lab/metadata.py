@@ -9,9 +9,12 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otalib import __version__, procs
+
+if TYPE_CHECKING:
+    from otalib.lab.inputs import BenchInputs
 
 #: Distributions whose versions are recorded with every run.
 DEPENDENCIES = (
@@ -100,3 +103,16 @@ def collect_metadata(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     if extra:
         meta.update(extra)
     return meta
+
+
+def inputs_metadata(inputs: BenchInputs) -> dict[str, Any]:
+    """What a campaign signed with and published: the key's source and verification key fingerprint
+    (never the key), the firmware's source, patch, build timestamp and each ROM's SHA-256 (or that
+    otalab's demo images were used)."""
+    described = inputs.describe()
+    return {
+        "firmware": described["firmware"],
+        "key": described["key"],
+        "verify_key_sha256": described["key"]["verify_key_sha256"],
+        "allow_demo_image": described["allow_demo_image"],
+    }

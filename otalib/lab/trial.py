@@ -38,6 +38,7 @@ from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import timestamp_now
 from otalib.formats.version import Version, topic_for
 from otalib.keys import DeviceKeys, LabKey
+from otalib.lab.inputs import Firmware, prepare_inputs, virtual_layout
 from otalib.lab.schema import TrialConfig, TrialResult
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.tls import TlsOptions
@@ -49,6 +50,7 @@ from otalib.vocabulary import Decision, Outcome, OutcomeKind
 
 if TYPE_CHECKING:
     from otalib.board.virtual import VirtualBoard
+    from otalib.config import LabConfig
 
 #: Patch the virtual board runs before each trial; the update carries BOARD_PATCH + 1 by default.
 BOARD_PATCH = 5
@@ -113,21 +115,24 @@ class Bench:
         *,
         restart_delay: float = 1.0,
         key: LabKey | None = None,
-        firmware: bytes | None = None,
+        firmware: Firmware | None = None,
         baud: int = 115200,
         build_timestamp: int | None = None,
         quiet_s: float = QUIET_S,
+        allow_demo_image: bool = False,
     ) -> None:
-        """``key``/``firmware``: for real boards, the key their firmware embeds and a real ROM image
-        to deploy (the virtual board takes otalib's demo images and a fresh key). ``build_timestamp``:
-        the virtual boards' firmware build time (ms since 1900; None: unknown). ``quiet_s``: the
-        silence that means "skipped" on a real board (see :data:`QUIET_S`)."""
+        """``key``/``firmware``: the key the board's firmware embeds and the firmware to publish
+        (:mod:`otalib.lab.inputs`; default a fresh key and otalab's demo images, which a real board
+        refuses unless ``allow_demo_image``). ``build_timestamp``: the virtual boards' firmware build
+        time (ms since 1900; None: unknown). ``quiet_s``: the silence that means "skipped" on a real
+        board (see :data:`QUIET_S`)."""
         self._own_dir = workdir is None
         self.workdir = owned_tempdir("bench") if workdir is None else Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.restart_delay = restart_delay
         self.key = key or LabKey.generate()
         self.firmware = firmware
+        self.allow_demo_image = allow_demo_image
         self.baud = baud
         self.build_timestamp = build_timestamp
         self.quiet_s = quiet_s
@@ -204,6 +209,7 @@ class Trial:
             app_id=cfg.app_id,
             version=Version(version.major, version.minor, BOARD_PATCH),
             write_current_slot=False,
+            layout=virtual_layout(self.bench.firmware),  # the slots of the firmware's ROMs
         )
         return build.accepting(cfg.mode, DeviceKeys.of(self.bench.key))
 
@@ -225,7 +231,7 @@ class Trial:
         topic = topic_for(cfg.app_id, cfg.version)
         deploy_url = base_url.rstrip("/") + "/" + topic
         version = Version.parse(cfg.version)
-        new_patch = cfg.patch if cfg.patch is not None else BOARD_PATCH + 1
+        new_patch = self._patch()
         self.notes.append(f"broker={backend}")
         with contextlib.ExitStack() as stack:
             deploy(None, deploy_url, tls=tls, clear=True, timeout=10)  # no firmware left by an earlier trial
@@ -241,20 +247,20 @@ class Trial:
                 board = self._start_board(stack, base_url, tls, proxy)
                 cursor = self._until_subscribed(board, tracker)
 
-            if self.bench.firmware is not None:
-                image = self.bench.firmware
+            if self.bench.firmware is not None:  # its own build timestamp, not now
+                update = self.bench.firmware.update(cfg.mode, self.bench.key, patch=new_patch)
             else:
                 image = make_demo_image(
                     "esp8266", cfg.app_id, f"{version.major}.{version.minor}.{new_patch}", size=cfg.size
                 )
-            update = make_update(
-                image,
-                cfg.mode,
-                patch=new_patch,
-                key=self.bench.key,
-                timestamp=timestamp_now() + 1,
-                build=self._device_build(),
-            )
+                update = make_update(
+                    image,
+                    cfg.mode,
+                    patch=new_patch,
+                    key=self.bench.key,
+                    timestamp=timestamp_now() + 1,
+                    build=self._device_build(),
+                )
             self.phases["t_build"] = self.clock.now()
             if proxy is not None:
                 fault = self.fault.link_fault(len(update.package))
@@ -297,12 +303,23 @@ class Trial:
     def _check_real_board(self) -> None:
         """What a trial on a real board can and cannot do (no link profile or fault between it and its broker)."""
         cfg = self.config
-        if cfg.patch is None:
+        if cfg.patch is None and self.bench.firmware is None:
             raise LabError(f"a trial on the real board {cfg.board} needs the patch to publish (newer than it runs)")
         if self.fault.kind != "none" or not math.isnan(cfg.rate_Bps) or cfg.latency_ms:
             raise LabError("link profiles and faults need the virtual board (a real board connects to its own broker)")
         if self.bench.firmware is None:
-            self.notes.append("demo image deployed to a real board: give Bench(firmware=...) a real ROM")
+            if not self.bench.allow_demo_image:
+                raise LabError(
+                    f"refusing to publish otalab's demo image (no application code) to the real board {cfg.board}: "
+                    "give Bench(firmware=...) its firmware, or allow_demo_image=True"
+                )
+            self.notes.append("demo image deployed to a real board (allowed)")
+
+    def _patch(self) -> int:
+        """The patch the update carries: the trial's, else the firmware's, else one above the virtual board's."""
+        if self.config.patch is not None:
+            return self.config.patch
+        return self.bench.firmware.patch if self.bench.firmware is not None else BOARD_PATCH + 1
 
     def _quiet(self) -> float:
         rate = self.config.rate_Bps
@@ -417,27 +434,35 @@ def _board_update(result: Any) -> str:
     return f"{result.outcome}{error}@{'-' if result.patch is None else result.patch}"
 
 
-def run_campaign_on_bench(spec, out_dir: str | Path, *, progress: bool = True, resume: bool = True):
+def run_campaign_on_bench(
+    spec, out_dir: str | Path, *, progress: bool = True, resume: bool = True, config: LabConfig | None = None
+):
     """Run a :class:`~otalib.lab.campaign.CampaignSpec` on one shared :class:`Bench`.
 
-    The managed brokers the grid needs are started first, so the run's metadata
-    names their backends and versions; it also records the device profiles and the
-    lab key's verification key fingerprint.
+    The spec's key and firmware are loaded (or built) first (:func:`~otalib.lab.inputs.prepare_inputs`,
+    ``config``: the lab configuration for ``OTA_KEY``), then the managed brokers the grid needs are
+    started, so the run's metadata names their backends and versions; it also records the device
+    profiles, the key's fingerprint and the firmware's patch, hashes and build timestamp.
     """
-    import hashlib
-
     from otalib.lab.campaign import run_campaign
+    from otalib.lab.metadata import inputs_metadata
 
     trials = spec.trials()
-    with Bench(build_timestamp=spec.build_timestamp) as bench:
+    inputs = prepare_inputs(spec, config)  # before anything starts: bad input leaves nothing behind
+    bench = Bench(
+        build_timestamp=spec.build_timestamp,
+        key=inputs.key,
+        firmware=inputs.firmware,
+        allow_demo_image=inputs.allow_demo_image,
+    )
+    with bench:
         for backend, tls in sorted({(t.broker_backend or "auto", t.tls) for t in trials if not t.broker_url}):
             bench.broker(backend, tls)
         metadata = {
             "brokers": bench.describe(),
             "device_profiles": sorted({t.device_profile for t in trials}),
             "board": sorted({t.board for t in trials}),
-            "firmware": "otalib demo images (esp8266), one per trial, seeded by size",
-            "verify_key_sha256": hashlib.sha256(bench.key.verify_key).hexdigest(),
+            **inputs_metadata(inputs),
             "restart_delay_s": bench.restart_delay,
             "firmware_build_timestamp": bench.build_timestamp,
         }

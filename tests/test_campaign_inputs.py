@@ -1,0 +1,194 @@
+"""A campaign's key and firmware (issue 14 items 1 and 6): spec and CLI inputs, checked before anything
+starts; a real ROM and key on the virtual board; no demo image onto a real board; what metadata records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from broker_helpers import Probe, mosquitto_broker  # noqa: F401
+from click.testing import CliRunner
+
+from otalib.cli import cli
+from otalib.errors import LabError
+from otalib.formats.ota import timestamp_from_datetime
+from otalib.formats.package import pack
+from otalib.formats.version import topic_for
+from otalib.inspect import inspect_bytes
+from otalib.keys import LabKey, generate_key_file, load_key
+from otalib.lab import store
+from otalib.lab.campaign import CampaignSpec
+from otalib.lab.inputs import prepare_inputs
+from otalib.lab.trial import run_campaign_on_bench
+
+VECTORS = Path(__file__).parent / "vectors" / "esp8266"
+ROM0 = VECTORS / "rom0.bin"
+STAMP = 4_004_872_437_378  # a build timestamp (ms since 1900) after the virtual board's
+
+
+def _campaign(tmp_path: Path, spec: dict, *args: str):
+    """``otalab campaign SPEC -o tmp/run ARGS`` in-process; (exit code, stderr lines)."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["campaign", str(path), "-o", str(tmp_path / "run"), "--no-progress", *args])
+    return result.exit_code, result.stderr.splitlines(), result
+
+
+BAD_SPECS = [
+    ({"roms": ["rom0.bin"], "firmware": {"patch": 7}}, "bad ROM 'rom0.bin': expected FILE@ADDRESS"),
+    ({"roms": ["rom0.bin@0x2000"]}, "give the firmware's APP_VERSION_PATCH as firmware.patch"),
+    ({"roms": ["rom0.bin@0x2000"], "firmware": {"patch": 7, "roms": ["x@1"]}}, "give the ROMs once"),
+    ({"firmware": {"patch": 7}}, "firmware: give either 'roms'"),
+    ({"firmware": {"project": "app", "roms": ["rom0.bin@0x2000"], "patch": 7}}, "firmware: give either 'roms'"),
+    ({"firmware": {"roms": ["rom0.bin@0x2000"], "patch": 7, "version": 3}}, "firmware: unknown key(s) version"),
+    ({"firmware": {"roms": ["rom0.bin@0x2000"], "patch": -1}}, "firmware.patch must be"),
+    ({"roms": ["rom0.bin@0x2000"], "firmware": {"patch": 7}, "fixed": {"patch": 8}}, "fixed.patch 8 is not"),
+    ({"roms": ["rom0.bin@0x2000"], "firmware": {"patch": 7}, "grid": {"patch": [7, 8]}}, "not in the grid"),
+    ({"roms": ["a@0x2000", "b@0x102000"], "firmware": {"patch": 7}}, "standard mode publishes one raw image"),
+    ({"allow_demo_image": "yes"}, "'allow_demo_image' must be true or false"),
+    ({"key": ""}, "'key' must be the path of a key file"),
+    ({"key": "missing.key"}, "campaign key: "),
+    ({"roms": ["missing.bin@0x2000"], "firmware": {"patch": 7}}, "missing.bin"),
+    ({"fixed": {"board": "/dev/otalab-no-such-port", "patch": 7}}, "refusing to publish otalab's demo image"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_SPECS, ids=[m for _e, m in BAD_SPECS])
+def test_bad_inputs_are_one_line_and_leave_nothing(tmp_path, extra, message) -> None:
+    spec = {"name": "inputs", "grid": {"mode": ["standard"]}, "fixed": {"broker_backend": "embedded"}}
+    extra = dict(extra)
+    spec["fixed"].update(extra.pop("fixed", {}))
+    spec["grid"].update(extra.pop("grid", {}))
+    code, lines, result = _campaign(tmp_path, {**spec, **extra})
+    assert code == 1, result.output
+    assert len(lines) == 1 and lines[0].startswith("otalab: error: ") and message in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_real_board_is_refused_the_demo_image_before_its_port_is_opened(tmp_path) -> None:
+    """A pty stands for the board: nothing is written to it, the port is not even opened."""
+    master, follower = os.openpty()
+    try:
+        port = os.ttyname(follower)
+        spec = {"name": "real", "fixed": {"board": port, "patch": 7, "broker_backend": "embedded"}}
+        code, lines, _ = _campaign(tmp_path, spec)
+        assert code == 1 and lines == [
+            f"otalab: error: campaign spec {tmp_path / 'spec.yaml'}: refusing to publish otalab's demo image "
+            f"(no application code) to the real board {port}: give its firmware (roms: / firmware: in the spec, "
+            "--rom) or allow_demo_image: true"
+        ]
+        assert not (tmp_path / "run").exists()
+        os.set_blocking(master, False)
+        with pytest.raises(BlockingIOError):
+            os.read(master, 1)  # nothing reached the board
+        # a signed trial on a real board with its firmware but no key: OTA_KEY (missing here) is refused
+        spec["fixed"]["mode"] = "signed"
+        code, lines, _ = _campaign(tmp_path, {**spec, "roms": [f"{ROM0}@0x2000"]}, "--allow-demo-image")
+        assert code == 1 and len(lines) == 1 and f"the real board {port} needs its key" in lines[0], lines
+        assert not (tmp_path / "run").exists()
+    finally:
+        os.close(master)
+        os.close(follower)
+
+
+def test_cli_inputs_override_the_spec(tmp_path) -> None:
+    spec = CampaignSpec.load(_spec(tmp_path, {"name": "x", "grid": {"mode": ["standard"]}}), overrides={})
+    assert spec.firmware_spec() is None and not spec.allow_demo_image
+    overrides = {"key": str(tmp_path / "k"), "roms": [f"{ROM0}@0x2000"], "allow_demo_image": True}
+    spec = CampaignSpec.load(_spec(tmp_path, {"name": "x", "fixed": {"patch": 7}}), overrides=overrides)
+    assert spec.key == str(tmp_path / "k") and spec.firmware_spec() == {"roms": [f"{ROM0}@0x2000"]}
+    assert spec.to_dict()["allow_demo_image"] is True
+    # the spec's relative paths are its folder's
+    spec = CampaignSpec.load(_spec(tmp_path, {"name": "x", "key": "ota.key"}))
+    assert spec.resolve_path(spec.key) == tmp_path / "ota.key"
+    plain = CampaignSpec.from_dict({"name": "x"}).to_dict()
+    assert not set(plain) & {"key", "roms", "firmware", "allow_demo_image"}  # older specs keep their hash
+
+
+def _spec(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _setup_firmware(tmp_path: Path) -> tuple[Path, LabKey]:
+    shutil.copy(ROM0, tmp_path / "rom0.bin")
+    key, _backup = generate_key_file(tmp_path / "ota.key")
+    return tmp_path / "ota.key", key
+
+
+def test_the_rom_timestamp_is_its_build_time_not_now(tmp_path) -> None:
+    _setup_firmware(tmp_path)
+    os.utime(tmp_path / "rom0.bin", (1_700_000_000, 1_700_000_000))
+    spec = CampaignSpec.load(_spec(tmp_path, {"name": "x", "roms": ["rom0.bin@0x2000"], "fixed": {"patch": 7}}))
+    firmware = prepare_inputs(spec).firmware
+    from datetime import datetime, timezone
+
+    assert firmware.build_timestamp == timestamp_from_datetime(datetime.fromtimestamp(1_700_000_000, timezone.utc))
+    assert firmware.patch == 7 and firmware.roms[0].address == 0x2000
+
+
+def test_a_campaign_publishes_the_given_rom_signed_with_the_given_key(tmp_path, mosquitto_broker) -> None:  # noqa: F811
+    key_path, key = _setup_firmware(tmp_path)
+    broker = mosquitto_broker()
+    probe = Probe(broker).connect_ok()
+    probe.subscribe(topic_for("test", "4.3.0"))
+    spec_path = _spec(
+        tmp_path,
+        {
+            "name": "given",
+            "key": "ota.key",
+            "roms": ["rom0.bin@0x2000"],
+            "firmware": {"patch": 7, "build_timestamp": STAMP},
+            "grid": {"mode": ["signed", "standard"]},
+            "fixed": {"broker_url": broker.url, "timeout_s": 30},
+        },
+    )
+    spec = CampaignSpec.load(spec_path)
+    df = run_campaign_on_bench(spec, tmp_path / "run", progress=False)
+    rows = df.set_index("mode")
+    assert list(rows.loc[["signed", "standard"], "outcome"]) == ["updated", "updated"], df[["outcome", "notes"]]
+    assert list(rows.loc[["signed", "standard"], "board_updates"]) == ["applied@7", "applied@7"]
+
+    packages = [m.payload for m in probe.settle() if m.payload]  # each trial's package, then its clear
+    assert len(packages) == 2
+    signed, standard = packages  # the grid's order
+    report = inspect_bytes(signed, key=key)
+    assert report.ok, report.to_dict()
+    assert not inspect_bytes(signed, key=LabKey.generate()).ok  # signed with that key, not any
+    assert ROM0.read_bytes() in signed and STAMP.to_bytes(8, "little") in signed
+    assert standard == pack(ROM0.read_bytes(), 7)  # the raw ROM at its patch
+
+    meta = store.read_metadata(tmp_path / "run")
+    firmware = meta["firmware"]
+    assert firmware["patch"] == 7 and firmware["build_timestamp"] == STAMP
+    assert firmware["roms"] == [
+        {
+            "file": str(tmp_path / "rom0.bin"),
+            "address": "0x2000",
+            "size": ROM0.stat().st_size,
+            "sha256": hashlib.sha256(ROM0.read_bytes()).hexdigest(),
+        }
+    ]
+    assert meta["key"] == {"source": f"key {key_path}", "verify_key_sha256": hashlib.sha256(key.verify_key).hexdigest()}
+    text = json.dumps(meta)
+    secrets = (key.to_hex().decode(), key.seed.hex(), key.stream_key.hex(), key.signing_key.hex())
+    assert not any(secret in text for secret in secrets)
+    assert load_key(key_path) == key  # the key file is untouched
+
+
+def test_metadata_of_demo_images(tmp_path) -> None:
+    from otalib.lab.metadata import inputs_metadata
+
+    spec = CampaignSpec.from_dict({"name": "demo", "grid": {"mode": ["signed"]}})
+    meta = inputs_metadata(prepare_inputs(spec))
+    assert meta["firmware"] == "otalib demo images (esp8266), one per trial"
+    assert meta["key"]["source"].startswith("generated") and meta["allow_demo_image"] is False
+    with pytest.raises(LabError, match="refusing to publish otalab's demo image"):
+        CampaignSpec.from_dict({"name": "r", "fixed": {"board": "rfc2217://127.0.0.1:1", "patch": 3}})
