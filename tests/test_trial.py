@@ -149,7 +149,13 @@ def test_a_board_on_a_serial_port_is_watched_like_a_real_one(bench):
     board.start()
     try:
         board.expect("subscribing", 15)
-        result = trial(bench, mode="signed", board=board.console_path, patch=6)
+        with pytest.raises(Exception, match="refusing to publish otalab's demo image"):
+            trial(bench, mode="signed", board=board.console_path, patch=6)
+        bench.allow_demo_image = True  # the board here takes otalab's demo images
+        try:
+            result = trial(bench, mode="signed", board=board.console_path, patch=6)
+        finally:
+            bench.allow_demo_image = False
         assert result.outcome.text == "updated", result.notes
         assert "demo image" in result.notes
         assert board.status["slot"] == 1
