@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,11 @@ def test_bad_inputs_are_one_line_and_leave_nothing(tmp_path, extra, message) -> 
     assert not (tmp_path / "run").exists()
 
 
-def test_a_real_board_is_refused_the_demo_image_before_its_port_is_opened(tmp_path) -> None:
+def test_a_real_board_is_refused_the_demo_image_before_its_port_is_opened(tmp_path, monkeypatch) -> None:
     """A pty stands for the board: nothing is written to it, the port is not even opened."""
+    monkeypatch.chdir(tmp_path)  # no otalab.toml, no ota.key here
+    for name in ("OTALAB_CONFIG", "OTA_KEY"):
+        monkeypatch.delenv(name, raising=False)
     master, follower = os.openpty()
     try:
         port = os.ttyname(follower)
@@ -128,8 +132,6 @@ def test_the_rom_timestamp_is_its_build_time_not_now(tmp_path) -> None:
     os.utime(tmp_path / "rom0.bin", (1_700_000_000, 1_700_000_000))
     spec = CampaignSpec.load(_spec(tmp_path, {"name": "x", "roms": ["rom0.bin@0x2000"], "fixed": {"patch": 7}}))
     firmware = prepare_inputs(spec).firmware
-    from datetime import datetime, timezone
-
     assert firmware.build_timestamp == timestamp_from_datetime(datetime.fromtimestamp(1_700_000_000, timezone.utc))
     assert firmware.patch == 7 and firmware.roms[0].address == 0x2000
 
@@ -192,3 +194,42 @@ def test_metadata_of_demo_images(tmp_path) -> None:
     assert meta["key"]["source"].startswith("generated") and meta["allow_demo_image"] is False
     with pytest.raises(LabError, match="refusing to publish otalab's demo image"):
         CampaignSpec.from_dict({"name": "r", "fixed": {"board": "rfc2217://127.0.0.1:1", "patch": 3}})
+
+
+UPGRADE_MAKEFILE = """\
+FW = out/Esp8266/debug/firmware
+all:
+\tmkdir -p $(FW)
+\techo "compiled with APP_VERSION=$(APP_VERSION) APP_VERSION_PATCH=$(APP_VERSION_PATCH)" > out/app.o
+\tcp rom0.src $(FW)/rom0.bin
+"""
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_firmware_project_is_built_at_the_patch_it_publishes(tmp_path) -> None:
+    """``firmware: {project: DIR}``: otalab build runs with APP_VERSION_PATCH; the patch and the build's
+    time (its ROM file's) are the firmware's, recorded in the metadata."""
+    from otalib.config import load_config
+    from otalib.lab.metadata import inputs_metadata
+
+    project = tmp_path / "Upgrade"
+    project.mkdir()
+    (project / "Makefile").write_text(UPGRADE_MAKEFILE)
+    shutil.copy(ROM0, project / "rom0.src")
+    os.utime(project / "rom0.src", (1_600_000_000, 1_600_000_000))  # cp gives the built ROM the build's time
+    spec = CampaignSpec.load(_spec(tmp_path, {"name": "b", "firmware": {"project": "Upgrade", "patch": 9}}))
+    before = timestamp_from_datetime(datetime.now(timezone.utc)) - 1000
+    firmware = prepare_inputs(spec, load_config(env={})).firmware
+    assert (project / "out/app.o").read_text().strip() == "compiled with APP_VERSION=4.3 APP_VERSION_PATCH=9"
+    built = project / "out/Esp8266/debug/firmware/rom0.bin"
+    assert [(rom.path, rom.address) for rom in firmware.roms] == [(built, 0x2000)]
+    assert firmware.patch == 9 and firmware.build_timestamp >= before
+    meta = inputs_metadata(prepare_inputs(spec, load_config(env={})))["firmware"]
+    assert meta["patch"] == 9 and meta["roms"][0]["sha256"] == hashlib.sha256(ROM0.read_bytes()).hexdigest()
+    assert meta["source"] == f"otalab build of {project} (APP_VERSION_PATCH=9)"
+    # without firmware.patch the lab configuration's APP_VERSION_PATCH is built, else it is refused
+    spec = CampaignSpec.load(_spec(tmp_path, {"name": "b", "firmware": {"project": "Upgrade"}}))
+    assert prepare_inputs(spec, load_config(env={"APP_VERSION_PATCH": "11"})).firmware.patch == 11
+    assert "APP_VERSION_PATCH=11" in (project / "out/app.o").read_text()
+    with pytest.raises(LabError, match=r"^firmware.project: give firmware.patch \(or APP_VERSION_PATCH"):
+        prepare_inputs(spec, load_config(env={}))

@@ -310,9 +310,8 @@ class CampaignSpec:
         given, fixed = firmware.get("patch"), self.fixed.get("patch")
         if given is not None and fixed is not None and given != fixed:
             raise LabError(f"fixed.patch {fixed} is not the firmware's patch {given} (firmware.patch)")
-        if given is None and fixed is None:
-            what = "a ROM file does not carry it" if "roms" in firmware else "the build needs it"
-            raise LabError(f"give the firmware's APP_VERSION_PATCH as firmware.patch ({what})")
+        if given is None and fixed is None and "roms" in firmware:  # a build may take APP_VERSION_PATCH
+            raise LabError("give the firmware's APP_VERSION_PATCH as firmware.patch (a ROM file does not carry it)")
         if len(firmware.get("roms") or ()) > 1 and any(p.mode is UpdateMode.STANDARD for p in points):
             raise LabError("standard mode publishes one raw image: give one ROM, or only advanced modes")
         if "project" in firmware and len({p.version.rsplit(".", 1)[0] for p in points}) > 1:

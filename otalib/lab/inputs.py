@@ -191,7 +191,7 @@ def prepare_inputs(spec: CampaignSpec, config: LabConfig | None = None) -> Bench
     trials = spec.trials()
     real = sorted({t.board for t in trials if is_real_board(t.board)})
     key, key_source = _load_key(spec, trials, real, config)
-    firmware = _firmware(spec, trials)
+    firmware = _firmware(spec, trials, config)
     if firmware is not None and any(not is_real_board(t.board) for t in trials):
         virtual_layout(firmware)  # the virtual board can take it
     return BenchInputs(key, key_source, firmware, spec.allow_demo_image)
@@ -218,14 +218,19 @@ def _load_key(spec: CampaignSpec, trials: list, real: list[str], config: LabConf
     return LabKey.generate(), "generated (a fresh key per campaign)"
 
 
-def _firmware(spec: CampaignSpec, trials: list) -> Firmware | None:
+def _firmware(spec: CampaignSpec, trials: list, config: LabConfig | None) -> Firmware | None:
     given = spec.firmware_spec()
     if given is None:
         return None
     patch = given.get("patch")
     if patch is None:
         patch = next((t.patch for t in trials if t.patch is not None), None)
-    assert patch is not None  # CampaignSpec checked that a ROM file's patch is given
+    if patch is None and "project" in given:
+        from otalib.config import load_config
+
+        patch = (config or load_config()).APP_VERSION_PATCH
+    if patch is None:
+        raise LabError("firmware.project: give firmware.patch (or APP_VERSION_PATCH in the lab configuration)")
     if "project" in given:
         project = spec.resolve_path(given["project"])
         major, minor, *_ = trials[0].version.split(".")
@@ -235,6 +240,8 @@ def _firmware(spec: CampaignSpec, trials: list) -> Firmware | None:
         files = [(spec.resolve_path(file), address) for file, address in map(parse_rom_spec, given["roms"])]
         source = "ROM files"
     roms = read_roms(files)
+    if len(roms) > 1 and any(t.mode is UpdateMode.STANDARD for t in trials):
+        raise LabError(f"standard mode publishes one raw image, and {source} gave {len(roms)} ROMs")
     stamp = given.get("build_timestamp")
     if stamp is None:
         stamp, stamp_source = newest_mtime_timestamp([rom.path for rom in roms]), "the newest ROM file's mtime"
