@@ -1,8 +1,10 @@
 """The lab configuration, in the Sming framework's own variable names.
 
-Read from a TOML file (``--config``, ``$OTALAB_CONFIG`` or ``./otalab.toml``),
+Read from a TOML file (``load_config(path)``, ``$OTALAB_CONFIG`` or ``./otalab.toml``),
 overridden by environment variables of the same names; explicit CLI options win
-over both. Example ``otalab.toml``::
+over both; ``otalab config`` shows each value and its source. :meth:`LabConfig.device_build`
+makes the device's :class:`~otalib.board.sim.build.DeviceBuild` of them, :attr:`LabConfig.broker_url`
+the broker's URL (``mqtts://`` with ``ENABLE_SSL``). Example ``otalab.toml``::
 
     APP_ID = "test"
     APP_VERSION = "4.3"
@@ -87,6 +89,13 @@ class LabConfig:
         if self.MQTT_FINGERPRINT_SHA1 and url.lower().startswith("mqtts://"):
             return (self.MQTT_FINGERPRINT_SHA1,)
         return ()
+
+    def check_client_certificate(self, url: str, client_cert: object) -> None:
+        """A device built with ``ENABLE_CLIENT_CERTIFICATE=1`` has a client certificate for TLS:
+        :class:`UsageError` when a TLS connection to ``url`` would be made without one."""
+        if self.ENABLE_CLIENT_CERTIFICATE and url.lower().startswith("mqtts://") and client_cert is None:
+            where = self.origin("ENABLE_CLIENT_CERTIFICATE")
+            raise UsageError(f"ENABLE_CLIENT_CERTIFICATE=1 ({where}): give the board --client-cert and --client-key")
 
     def deploy_url(self) -> str:
         """The broker's URL (:attr:`broker_url`) with the update topic as its path."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +220,31 @@ def test_inspect_judges_with_the_configured_key_and_build(lab: Path) -> None:
     assert otalab("inspect", "signed.sdp", "-k", "other.key", env=env).returncode == 0  # an explicit key wins
     standard = json.loads(otalab("inspect", "standard.sdp", "--json", env={"ENABLE_OTA_ADVANCED": "0"}).stdout)
     assert standard["device"]["outcome"] == "applied" and standard["device"]["build"]["advanced"] is False
+
+
+def test_client_certificate_build_needs_one(lab: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENABLE_CLIENT_CERTIFICATE", "1")
+    result = otalab("board", "--broker", "mqtts://127.0.0.1:1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == (
+        "otalab: error: ENABLE_CLIENT_CERTIFICATE=1 (environment): give the board --client-cert and --client-key"
+    )
+    assert _board_status()["mode"] == "advanced"  # plain MQTT: no certificate involved
+
+
+# -- otalab build takes the version from the configuration ------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_build_takes_app_version_and_patch_from_otalab_toml(lab: Path) -> None:
+    project = lab / "fw"
+    project.mkdir()
+    (project / "Makefile").write_text(
+        'all:\n\tmkdir -p out\n\techo "$(APP_VERSION) $(APP_VERSION_PATCH)" > out/v.txt\n'
+    )
+    (lab / "otalab.toml").write_text('APP_VERSION = "2.1"\nAPP_VERSION_PATCH = 7\n')
+    result = otalab("build", "--project", "fw", "--json")
+    assert json.loads(result.stdout)["command"] == ["make", "APP_VERSION=2.1", "APP_VERSION_PATCH=7"]
+    assert (project / "out/v.txt").read_text().strip() == "2.1 7"
+    result = otalab("build", "--project", "fw", "--json", "--patch", "8", env={"APP_VERSION": "2.2"})
+    assert json.loads(result.stdout)["command"] == ["make", "APP_VERSION=2.2", "APP_VERSION_PATCH=8"]

@@ -205,6 +205,7 @@ def board(
         broker_url = config.broker_url
     if not pins:
         pins = config.pins_for(broker_url)
+    config.check_client_certificate(broker_url, client_cert)
     tls = TlsOptions(ca=ca, client_cert=client_cert, client_key=client_key, pins=tuple(parse_pin(p) for p in pins))
     tmp = None
     new_flash_only = [name for name, value in (("--rom", rom_path), ("--partitions", partitions_path)) if value]

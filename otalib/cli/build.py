@@ -6,7 +6,7 @@ import os
 
 import click
 
-from otalib.cli.common import echo_json, warn
+from otalib.cli.common import echo_json, get_config, warn
 from otalib.errors import BuildError
 from otalib.firmware.build import DEMO_HINT, RomFile, check_app_version, check_patch, run_build
 
@@ -32,8 +32,8 @@ def format_rom(rom: RomFile) -> list[str]:
 @click.command("build")
 @click.option("--project", default=".", show_default=True, type=click.Path(), help="firmware project folder")
 @click.option("--command", "command", default="make", show_default=True, help="build command")
-@click.option("--app-version", help="APP_VERSION as MAJOR.MINOR (default: $APP_VERSION)")
-@click.option("--patch", help="APP_VERSION_PATCH (default: $APP_VERSION_PATCH)")
+@click.option("--app-version", help="APP_VERSION as MAJOR.MINOR (default: the lab configuration's APP_VERSION)")
+@click.option("--patch", help="APP_VERSION_PATCH (default: the lab configuration's APP_VERSION_PATCH)")
 @click.option("--timeout", type=float, help="give up after this many seconds")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 def build_cmd(
@@ -41,10 +41,14 @@ def build_cmd(
 ) -> None:
     """Run the firmware project's own build and list the ROM images it produced.
 
-    The default command is `make APP_VERSION=MAJOR.MINOR APP_VERSION_PATCH=N`.
+    The default command is `make APP_VERSION=MAJOR.MINOR APP_VERSION_PATCH=N`; the values
+    are the options', else those set in the lab configuration (otalab.toml, environment).
     """
-    app_version = app_version or os.environ.get("APP_VERSION") or None
-    patch = patch or os.environ.get("APP_VERSION_PATCH") or None
+    config = get_config()
+    if app_version is None and "APP_VERSION" in config.explicit:
+        app_version = config.APP_VERSION
+    if patch is None and config.APP_VERSION_PATCH is not None:
+        patch = str(config.APP_VERSION_PATCH)
     version = check_app_version(app_version) if app_version is not None else None
     patch_number = check_patch(patch) if patch is not None else None
     result = run_build(project, command, version, patch_number, timeout=timeout)
