@@ -108,6 +108,8 @@ def test_cli_inputs_override_the_spec(tmp_path) -> None:
     spec = CampaignSpec.load(_spec(tmp_path, {"name": "x", "fixed": {"patch": 7}}), overrides=overrides)
     assert spec.key == str(tmp_path / "k") and spec.firmware_spec() == {"roms": [f"{ROM0}@0x2000"]}
     assert spec.to_dict()["allow_demo_image"] is True
+    spec = CampaignSpec.load(_spec(tmp_path, {"name": "x"}), overrides={"roms": [f"{ROM0}@0x2000"], "patch": 0})
+    assert spec.firmware_spec() == {"patch": 0, "roms": [f"{ROM0}@0x2000"]}
     # the spec's relative paths are its folder's
     spec = CampaignSpec.load(_spec(tmp_path, {"name": "x", "key": "ota.key"}))
     assert spec.resolve_path(spec.key) == tmp_path / "ota.key"
@@ -233,3 +235,17 @@ def test_a_firmware_project_is_built_at_the_patch_it_publishes(tmp_path) -> None
     assert "APP_VERSION_PATCH=11" in (project / "out/app.o").read_text()
     with pytest.raises(LabError, match=r"^firmware.project: give firmware.patch \(or APP_VERSION_PATCH"):
         prepare_inputs(spec, load_config(env={}))
+
+
+def test_the_cli_runs_a_campaign_with_the_key_and_rom_it_is_given(tmp_path, monkeypatch) -> None:
+    key_path, key = _setup_firmware(tmp_path)
+    monkeypatch.chdir(tmp_path)  # --key and --rom paths are the working directory's
+    spec = {"name": "cli", "grid": {"mode": ["signed"]}, "fixed": {"broker_backend": "embedded", "timeout_s": 30}}
+    code, _lines, result = _campaign(tmp_path, spec, "--key", "ota.key", "--rom", "rom0.bin@0x2000", "--patch", "6")
+    assert code == 0 and "1 trials in" in result.stdout and "updated 1" in result.stdout, result.output
+    meta = store.read_metadata(tmp_path / "run")
+    assert meta["campaign"]["key"] == str(key_path) and meta["campaign"]["roms"] == [f"{tmp_path / 'rom0.bin'}@0x2000"]
+    assert (
+        meta["firmware"]["patch"] == 6
+        and meta["key"]["verify_key_sha256"] == hashlib.sha256(key.verify_key).hexdigest()
+    )

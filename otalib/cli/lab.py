@@ -38,6 +38,11 @@ import click
     help="A ROM to publish (overrides the spec's roms:; its patch: firmware.patch or fixed.patch).",
 )
 @click.option(
+    "--patch",
+    type=click.IntRange(min=0),
+    help="The firmware's APP_VERSION_PATCH (overrides firmware.patch; a ROM file does not carry it).",
+)
+@click.option(
     "--allow-demo-image", is_flag=True, help="Publish otalab's demo images (no application code) to a real board too."
 )
 def campaign_cmd(
@@ -47,6 +52,7 @@ def campaign_cmd(
     no_progress: bool,
     key: Path | None,
     roms: tuple[str, ...],
+    patch: int | None,
     allow_demo_image: bool,
 ) -> None:
     """Run the campaign CONFIG (YAML/JSON grid × repeats) into a run directory.
@@ -63,6 +69,7 @@ def campaign_cmd(
     overrides = {
         "key": str(key.resolve()) if key else None,
         "roms": [_absolute_rom(rom) for rom in roms],
+        "patch": patch,
         "allow_demo_image": allow_demo_image,
     }
     spec = CampaignSpec.load(config, overrides=overrides)

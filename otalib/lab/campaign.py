@@ -137,7 +137,11 @@ class CampaignSpec:
         """Build and check a spec from a mapping (as read from YAML or JSON); ``overrides`` (the
         CLI's ``--key``/``--rom``/``--allow-demo-image``, absolute paths) replace its keys."""
         if isinstance(data, dict) and overrides:
-            data = {**data, **{k: v for k, v in overrides.items() if v not in (None, False, [], ())}}
+            given = {k: v for k, v in overrides.items() if v is not None and v is not False and v != []}
+            if "patch" in given:  # --patch: the firmware's patch
+                firmware = data.get("firmware")
+                given["firmware"] = {**(firmware if isinstance(firmware, dict) else {}), "patch": given.pop("patch")}
+            data = {**data, **given}
         if not isinstance(data, dict):
             raise LabError(f"{source}: expected a mapping with keys {', '.join(_SPEC_KEYS)}")
         unknown = [str(k) for k in data if k not in _SPEC_KEYS]
@@ -311,7 +315,9 @@ class CampaignSpec:
         if given is not None and fixed is not None and given != fixed:
             raise LabError(f"fixed.patch {fixed} is not the firmware's patch {given} (firmware.patch)")
         if given is None and fixed is None and "roms" in firmware:  # a build may take APP_VERSION_PATCH
-            raise LabError("give the firmware's APP_VERSION_PATCH as firmware.patch (a ROM file does not carry it)")
+            raise LabError(
+                "give the firmware's APP_VERSION_PATCH as firmware.patch or --patch (a ROM file does not carry it)"
+            )
         if len(firmware.get("roms") or ()) > 1 and any(p.mode is UpdateMode.STANDARD for p in points):
             raise LabError("standard mode publishes one raw image: give one ROM, or only advanced modes")
         if "project" in firmware and len({p.version.rsplit(".", 1)[0] for p in points}) > 1:
