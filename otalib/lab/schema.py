@@ -8,6 +8,7 @@ Phase timestamps are seconds on ONE monotonic clock, relative to the trial start
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import hashlib
 import json
@@ -32,6 +33,8 @@ PHASES = (
     "t_build",
     "t_publish_start",
     "t_pubcomp",
+    "t_broker_sent",
+    "t_cleared",
     "t_first_byte",
     "t_last_byte",
     "t_verified",
@@ -88,10 +91,34 @@ RESULT_COLUMNS: dict[str, str] = {
     "faults_fired": "str",
     "connections": "Int64",
     "board_updates": "str",
+    "flags": "str",
+    "evidence": "str",
 }
 
 #: Result columns added after the first runs were stored: a frame without them gets these values.
-LATER_COLUMNS: dict[str, Any] = {"faults_fired": "", "connections": pd.NA, "board_updates": ""}
+LATER_COLUMNS: dict[str, Any] = {
+    "faults_fired": "",
+    "connections": pd.NA,
+    "board_updates": "",
+    "t_broker_sent": math.nan,
+    "t_cleared": math.nan,
+    "flags": "",
+    "evidence": "",
+}
+
+
+class TrialFlag(enum.Enum):
+    """Something a trial saw that makes its measurement suspect (the ``flags`` column, ``;``-joined)."""
+
+    #: The console showed bytes of another package (signature/checksum, build timestamp, ROM or write size).
+    FOREIGN_PACKAGE = "foreign-package"
+    #: OTA activity on the console before this trial's publish started (the previous package still arriving).
+    EARLY_FIRST_BYTE = "first-byte-before-publish"
+    #: The broker sent the board a retained copy of another package during this trial.
+    STALE_RETAINED = "stale-retained-delivery"
+    #: The broker's log shows no delivery of this trial's package to the board.
+    NOT_DELIVERED = "not-delivered"
+
 
 #: Every column of a trial frame, in order, name -> pandas dtype.
 TRIAL_COLUMNS: dict[str, str] = {**CONFIG_COLUMNS, **RESULT_COLUMNS}
@@ -247,6 +274,10 @@ class TrialResult:
     connections: int | None = None
     #: The virtual board's own results, one per message: ``outcome[:error]@patch`` (``;``-joined).
     board_updates: str = ""
+    #: :class:`TrialFlag` values raised by the trial's evidence checks (``;``-joined).
+    flags: str = ""
+    #: What the package check compared: ``signature``, ``timestamp``, ``rom-size``, ``write-size``, ``broker``.
+    evidence: str = ""
 
     def __post_init__(self) -> None:
         self.outcome = parse_outcome(self.outcome)
@@ -280,6 +311,8 @@ class TrialResult:
         row["faults_fired"] = self.faults_fired
         row["connections"] = pd.NA if self.connections is None else int(self.connections)
         row["board_updates"] = self.board_updates
+        row["flags"] = self.flags
+        row["evidence"] = self.evidence
         return row
 
 

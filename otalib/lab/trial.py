@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -33,13 +34,14 @@ from otalib.board.follow import DECIDED, follow_subscription, follow_update
 from otalib.board.protocol import Board, ConsoleLine
 from otalib.board.serial_board import SerialBoard
 from otalib.broker import Broker, start_broker
+from otalib.broker.log_watch import BrokerEvent, BrokerEventKind, BrokerLogWatch
 from otalib.errors import BoardError, LabError, OtaLabError
 from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import timestamp_now
 from otalib.formats.version import Version, topic_for
 from otalib.keys import DeviceKeys, LabKey
 from otalib.lab.inputs import Firmware, prepare_inputs, virtual_layout
-from otalib.lab.schema import TrialConfig, TrialResult
+from otalib.lab.schema import TrialConfig, TrialFlag, TrialResult
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.tls import TlsOptions
 from otalib.mqtt.url import parse_url
@@ -56,9 +58,27 @@ if TYPE_CHECKING:
 BOARD_PATCH = 5
 FAULTS = ("none", "cut", "stall", "corrupt", "power-loss")
 STALL_S = 2.0
-#: Seconds of console silence after the publish that mean "skipped" on a real board (which prints
-#: nothing when it skips an older patch); a virtual board's skip is read from its own update result.
-QUIET_S = 1.5
+#: The quiet window: seconds of console silence after the publish that mean "skipped" on a real board
+#: (which prints nothing when it skips an older patch; at the default debug level a standard-mode board
+#: prints nothing until its restart either). :func:`quiet_window` makes it from the package size and the
+#: board's link rate: QUIET_BASE_S + QUIET_MARGIN x transfer time + the restart. A virtual board's skip is
+#: read from its own update result.
+QUIET_BASE_S = 1.5
+QUIET_MARGIN = 2.0
+#: A real board's link rate when not given (B/s): an ESP8266 on Wi-Fi writing flash does tens of kB/s.
+DEFAULT_BOARD_RATE_BPS = 10_000.0
+#: Seconds a board takes from its update's end to its new ``running`` line, on top of its restart delay.
+BOOT_S = 1.0
+#: The MQTT client id of the board (Sming's Upgrade sample: ``sming``), as the broker's log names it.
+BOARD_CLIENT_ID = "sming"
+#: Seconds the trial waits for the broker to show a real board's subscription before publishing.
+READY_S = 15.0
+
+
+def quiet_window(package_bytes: int, rate_Bps: float, restart_s: float) -> float:
+    """Console silence after the publish that means "skipped": the transfer at ``rate_Bps`` times
+    :data:`QUIET_MARGIN`, the restart and :data:`QUIET_BASE_S`."""
+    return QUIET_BASE_S + QUIET_MARGIN * package_bytes / rate_Bps + restart_s
 
 
 @dataclass(frozen=True)
@@ -118,14 +138,17 @@ class Bench:
         firmware: Firmware | None = None,
         baud: int = 115200,
         build_timestamp: int | None = None,
-        quiet_s: float = QUIET_S,
+        quiet_s: float | None = None,
         allow_demo_image: bool = False,
+        board_rate_Bps: float = DEFAULT_BOARD_RATE_BPS,
+        board_client_id: str = BOARD_CLIENT_ID,
     ) -> None:
         """``key``/``firmware``: the key the board's firmware embeds and the firmware to publish
         (:mod:`otalib.lab.inputs`; default a fresh key and otalab's demo images, which a real board
         refuses unless ``allow_demo_image``). ``build_timestamp``: the virtual boards' firmware build
         time (ms since 1900; None: unknown). ``quiet_s``: the silence that means "skipped" on a real
-        board (see :data:`QUIET_S`)."""
+        board (None: :func:`quiet_window` of the package at ``board_rate_Bps``, the real board's link
+        rate). ``board_client_id``: the board's MQTT client id, to find it in the managed Mosquitto's log."""
         self._own_dir = workdir is None
         self.workdir = owned_tempdir("bench") if workdir is None else Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +159,10 @@ class Bench:
         self.baud = baud
         self.build_timestamp = build_timestamp
         self.quiet_s = quiet_s
+        self.board_rate_Bps = board_rate_Bps
+        self.board_client_id = board_client_id
         self._brokers: dict[tuple[str, bool], Broker] = {}
+        self._log_watches: dict[tuple[str, bool], BrokerLogWatch] = {}
 
     def __enter__(self) -> Bench:
         return self
@@ -146,6 +172,9 @@ class Bench:
 
     def close(self) -> None:
         """Stop the brokers and remove the work folder if the bench made it."""
+        for watch in self._log_watches.values():
+            watch.close()
+        self._log_watches.clear()
         for broker in self._brokers.values():
             with contextlib.suppress(Exception):  # teardown: stop every broker even if one fails
                 broker.stop()
@@ -160,6 +189,16 @@ class Bench:
             folder = self.workdir / f"broker-{backend}-{'tls' if tls else 'plain'}"
             self._brokers[key] = start_broker(backend, tls=tls, workdir=folder)
         return self._brokers[key]
+
+    def broker_log(self, backend: str, tls: bool) -> BrokerLogWatch | None:
+        """A watch on the managed broker's log (Mosquitto), started once; None for the embedded broker."""
+        key = (backend, tls)
+        broker = self.broker(backend, tls)
+        if broker.backend != "mosquitto":
+            return None
+        if key not in self._log_watches:
+            self._log_watches[key] = BrokerLogWatch(broker.log_path).start()
+        return self._log_watches[key]
 
     def describe(self) -> dict[str, Any]:
         """Broker backends and versions, for a run's metadata."""
@@ -187,6 +226,9 @@ class Trial:
         self.phases: dict[str, float | None] = {}
         self.notes: list[str] = []
         self.power_cuts = 0
+        self.flags: list[TrialFlag] = []
+        self.evidence: set[str] = set()
+        self.facts: PackageFacts | None = None
 
     # -- set-up --
     def _endpoint(self) -> tuple[str, TlsOptions, str]:
@@ -233,11 +275,16 @@ class Trial:
         version = Version.parse(cfg.version)
         new_patch = self._patch()
         self.notes.append(f"broker={backend}")
+        watch = None if cfg.broker_url else self.bench.broker_log(cfg.broker_backend or "auto", cfg.tls)
+        if watch is None:
+            self.notes.append(f"no broker log ({backend} broker): readiness and delivery from the console only")
+        client = self.bench.board_client_id
+        trial_mark = watch.mark if watch is not None else 0
         with contextlib.ExitStack() as stack:
             deploy(None, deploy_url, tls=tls, clear=True, timeout=10)  # no firmware left by an earlier trial
             stack.callback(self._clear, deploy_url, tls)
             # a virtual board tells its own skip (its update result); only a real board's is silence
-            tracker = OutcomeTracker(quiet=self._quiet() if real else math.inf, timeout=cfg.timeout_s)
+            tracker = OutcomeTracker(quiet=math.inf, timeout=cfg.timeout_s)  # a real board: set with the package
             if real:  # a board on a serial port / rfc2217:// server, already running and subscribed
                 proxy = None
                 board = stack.enter_context(SerialBoard(cfg.board, self.bench.baud))
@@ -246,6 +293,8 @@ class Trial:
                 proxy = self._start_proxy(stack, base_url)
                 board = self._start_board(stack, base_url, tls, proxy)
                 cursor = self._until_subscribed(board, tracker)
+            if watch is not None:
+                self._until_ready(watch, client, topic, READY_S if real else 15.0)
 
             if self.bench.firmware is not None:  # its own build timestamp, not now
                 update = self.bench.firmware.update(cfg.mode, self.bench.key, patch=new_patch)
@@ -262,27 +311,40 @@ class Trial:
                     build=self._device_build(),
                 )
             self.phases["t_build"] = self.clock.now()
+            rom_sizes = [len(rom.data) for rom in self.bench.firmware.roms] if self.bench.firmware else [len(image)]
+            self.facts = PackageFacts.of(update, rom_sizes)
+            if real:
+                tracker.quiet = self._quiet(len(update.package))
             if proxy is not None:
                 fault = self.fault.link_fault(len(update.package))
                 proxy.set_fault(fault, live=True)
 
             updates_before = len(getattr(board, "updates", ()))
+            publish_mark = watch.mark if watch is not None else 0
             tracker.published(time.time())
             t_call = self.clock.now()
             record = deploy(update.package, deploy_url, tls=tls, timeout=max(30.0, cfg.timeout_s))
             self.phases["t_publish_start"] = t_call + record.publish_start
             self.phases["t_pubcomp"] = t_call + record.pubcomp_s
+            handover = _Handover(self, watch, publish_mark, client, deploy_url, tls, update.package, board)
+            handover.poll()  # a subscribed board: the broker forwarded the message before it sent PUBCOMP
 
-            outcome = self._watch(board, tracker, cursor, proxy, updates_before)
+            outcome = self._watch(board, tracker, cursor, proxy, updates_before, handover)
             self.phases["t_end"] = self.clock.now()
             link = proxy.stats if proxy is not None else None
-            board_updates = list(getattr(board, "updates", ()))
+            board_updates = [r for r in getattr(board, "updates", ()) if not _is_clear(r)]
         t_first, t_last = self.phases.get("t_first_byte"), self.phases.get("t_last_byte")
         start = self.phases.get("t_publish_start")
         span = (t_last - start) if (t_last is not None and start is not None) else None
         throughput = len(update.package) / span if span and span > 0 else math.nan
         if t_first is None and outcome.kind is OutcomeKind.UPDATED:
             self.notes.append("no OTA lines on the console (debug level < 3)")
+        if watch is not None:
+            self._broker_flags(watch, trial_mark, client, topic, len(update.package))
+        if t_first is not None and start is not None and t_first < start:
+            self._flag(TrialFlag.EARLY_FIRST_BYTE)
+        if TrialFlag.FOREIGN_PACKAGE in self.flags:
+            throughput = math.nan  # the console measured another package
         return TrialResult(
             cfg,
             phases=self.phases,
@@ -298,6 +360,8 @@ class Trial:
             ),
             connections=link["connections"] if link is not None else None,
             board_updates=";".join(map(_board_update, board_updates)),
+            flags=";".join(flag.value for flag in self.flags),
+            evidence=",".join(sorted(self.evidence)),
         )
 
     def _check_real_board(self) -> None:
@@ -321,10 +385,47 @@ class Trial:
             return self.config.patch
         return self.bench.firmware.patch if self.bench.firmware is not None else BOARD_PATCH + 1
 
-    def _quiet(self) -> float:
-        rate = self.config.rate_Bps
-        transfer = 0.0 if math.isnan(rate) else self.config.size / rate
-        return self.bench.quiet_s + 1.2 * transfer + self.config.latency_ms / 250.0
+    def _quiet(self, package_bytes: int) -> float:
+        """The quiet window of a real board: the bench's, or :func:`quiet_window` at the board's link rate."""
+        if self.bench.quiet_s is not None:
+            return self.bench.quiet_s
+        rate = self.bench.board_rate_Bps if math.isnan(self.config.rate_Bps) else self.config.rate_Bps
+        return quiet_window(package_bytes, rate, self.bench.restart_delay + BOOT_S)
+
+    def _flag(self, flag: TrialFlag) -> None:
+        if flag not in self.flags:
+            self.flags.append(flag)
+
+    def _until_ready(self, watch: BrokerLogWatch, client: str, topic: str, timeout: float) -> None:
+        """Wait until the broker's log shows ``client`` subscribed to ``topic`` (a note if it does not)."""
+        if watch.subscribed(client, topic):
+            return
+        seen = watch.wait_for(lambda e: _is_subscription(e, client, topic), timeout)
+        if seen is None or not watch.subscribed(client, topic):
+            self.notes.append(f"the broker's log shows no subscription of {client!r} to {topic} within {timeout:g}s")
+
+    def _broker_flags(self, watch: BrokerLogWatch, mark: int, client: str, topic: str, size: int) -> None:
+        """Flags from the broker's log: this package not delivered, another package's retained copy sent."""
+        self.evidence.add("broker")
+        if "t_broker_sent" not in self.phases:
+            self._flag(TrialFlag.NOT_DELIVERED)
+        deliveries = [e for e in watch.events(mark) if _is_delivery(e, client, topic, None) and e.size]
+        ours = [e for e in deliveries if e.size == size]
+        if any(e.size != size and e.retained for e in deliveries) or len(ours) > 1:
+            self._flag(TrialFlag.STALE_RETAINED)
+
+    def _check_package(self, line: ConsoleLine) -> None:
+        """Does a console line show this trial's package? A mismatch flags :attr:`TrialFlag.FOREIGN_PACKAGE`."""
+        if self.facts is None:
+            return
+        checked = self.facts.check(line)
+        if checked is None:
+            return
+        name, ok = checked
+        self.evidence.add(name)
+        if not ok:
+            self._flag(TrialFlag.FOREIGN_PACKAGE)
+            self.notes.append(f"another package on the console: {line.line.strip()}")
 
     def _clear(self, url: str, tls: TlsOptions) -> None:
         with contextlib.suppress(OtaLabError):
@@ -367,7 +468,15 @@ class Trial:
         except BoardError as exc:
             raise LabError(f"{exc}: {board.status}") from None
 
-    def _watch(self, board: Board, tracker: OutcomeTracker, cursor: int, proxy: LinkProxy | None, seen: int) -> Outcome:
+    def _watch(
+        self,
+        board: Board,
+        tracker: OutcomeTracker,
+        cursor: int,
+        proxy: LinkProxy | None,
+        seen: int,
+        handover: _Handover | None = None,
+    ) -> Outcome:
         """Follow the console until the tracker decides (or a virtual board's own result after
         its first ``seen`` says it skipped the message); record the phases."""
         power_cut = switched = False
@@ -375,6 +484,10 @@ class Trial:
 
         def side_channels() -> Outcome | None:
             nonlocal power_cut, seen
+            if handover is not None:
+                if self.fault.kind in ("cut", "power-loss") and proxy is not None and proxy.stats["faults_fired"]:
+                    handover.republish_once()  # the board lost the message: it takes it again at its resubscription
+                handover.poll()
             if self.fault.kind == "power-loss" and proxy is not None and not power_cut and proxy.stats["faults_fired"]:
                 board.power_cycle()  # power lost mid-transfer, while the link holds the rest back
                 proxy.resume()
@@ -382,13 +495,14 @@ class Trial:
                 self.power_cuts += 1
                 self.notes.append(f"power cut at {self.clock.now():.3f}s")
             if results is not None and len(results) > seen:
-                seen = len(results)
-                if results[-1].outcome is Decision.SKIPPED and not tracker.outcome:
+                new, seen = results[seen:], len(results)  # the clear's empty message may follow at once
+                if any(r.outcome is Decision.SKIPPED for r in new) and not tracker.outcome:
                     return Outcome(OutcomeKind.SKIPPED)  # the board read the patch and ignored the message
             return None
 
         def phase(line: ConsoleLine) -> None:
             nonlocal switched
+            self._check_package(line)
             self._phase(line, switched)
             switched |= line.event in ("switch_ok", "rom_activated", "swapping")
 
@@ -426,6 +540,129 @@ class Trial:
             self.phases["t_restart"] = t
         elif ev == "running" and "t_restart" in self.phases:
             self.phases.setdefault("t_new_version", t)
+
+
+class _Handover:
+    """Clears a trial's retained update as soon as the broker has handed it to the board.
+
+    Handed over: the broker's log shows ``Sending PUBLISH to <client>`` of this package after the
+    publish (at once for a subscribed board, at its subscription otherwise). Without the broker's log
+    (embedded or external broker): at once after PUBCOMP, or for a virtual board reconnecting, at its
+    SUBACK (the broker sends the retained copy with it). A fault that cut the transfer (``cut``,
+    ``power-loss``) republishes the package once: the retry a retained message gives a board.
+    """
+
+    def __init__(
+        self,
+        trial: Trial,
+        watch: BrokerLogWatch | None,
+        mark: int,
+        client: str,
+        url: str,
+        tls: TlsOptions,
+        package: bytes,
+        board: Board,
+    ) -> None:
+        self.trial, self.watch, self.mark, self.client = trial, watch, mark, client
+        self.url, self.tls, self.package, self.board = url, tls, package, board
+        self.topic = parse_url(url).topic
+        self.cleared = False
+        self.republished = False
+        self.first_mark = mark
+
+    def poll(self) -> None:
+        """Clear the retained update if the broker has handed it over (since the last publish)."""
+        if self.cleared:
+            return
+        phases = self.trial.phases
+        if self.watch is not None:
+            sent = self._sent()
+            if sent is None:
+                return
+            phases.setdefault("t_broker_sent", self.trial.clock.of_wall(sent.t))
+        elif self.republished:
+            suback = getattr(self.board, "suback", None)
+            if suback is None or not suback.is_set():
+                return
+        self.trial._clear(self.url, self.tls)
+        self.cleared = True
+        phases.setdefault("t_cleared", self.trial.clock.now())
+
+    def _sent(self) -> BrokerEvent | None:
+        """The broker's delivery of the package to the board after the publish (after a republish:
+        on a connection the board opened after the broker saw the cut one go)."""
+        assert self.watch is not None
+        events = self.watch.events(self.first_mark)
+        dropped = self.republished
+        for index, event in enumerate(events, start=self.first_mark):
+            if event.client != self.client:
+                continue
+            if event.kind is BrokerEventKind.DISCONNECTED:
+                dropped = False
+            elif not dropped and index >= self.mark and _is_delivery(event, self.client, self.topic, len(self.package)):
+                return event
+        return None
+
+    def republish_once(self) -> None:
+        """Publish the package again (retained) after a fault cut its transfer; clear it at the next handover."""
+        if self.republished:
+            return
+        self.republished = True
+        if self.watch is not None:
+            self.mark = self.watch.mark
+        suback = getattr(self.board, "suback", None)
+        if suback is not None:
+            suback.clear()  # the board's next SUBACK is the one after this republish
+        deploy(self.package, self.url, tls=self.tls, timeout=max(30.0, self.trial.config.timeout_s))
+        self.cleared = False
+        self.trial.notes.append("update republished after the fault (the retry the retained message gave)")
+
+
+@dataclass(frozen=True)
+class PackageFacts:
+    """What the board's console may show of one trial's package, to tell it from another trial's."""
+
+    size: int  # the package's bytes (what a standard-mode board writes)
+    rom_sizes: frozenset[int]  # the ROM images inside (an advanced-mode board's ``Update slot`` ranges)
+    timestamp: int | None  # the OTA file's build timestamp (ms since 1900)
+    ota: bytes  # the OTA file (its ending is the signature/checksum the board prints)
+
+    @classmethod
+    def of(cls, update: Any, rom_sizes: Iterable[int]) -> PackageFacts:
+        return cls(len(update.package), frozenset(rom_sizes), update.timestamp, update.ota or b"")
+
+    def check(self, line: ConsoleLine) -> tuple[str, bool] | None:
+        """``(what was compared, it matches)`` for a line that shows something of a package, else None."""
+        ev, f = line.event, line.fields
+        if ev == "signature" and self.ota and f.get("signature"):
+            return "signature", self.ota.endswith(bytes.fromhex(f["signature"]))
+        if ev == "build_timestamp_file" and self.timestamp is not None:
+            shown = int(f["timestamp"])
+            return "timestamp", shown in (self.timestamp, self.timestamp & 0xFFFFFFFF)
+        if ev == "update_slot" and f.get("end"):  # ``..0)``: the device did not know the size
+            return "rom-size", f["end"] - f["start"] in self.rom_sizes
+        if ev == "ota_write" and not self.ota:
+            return "write-size", int(f["total"]) <= self.size
+        return None
+
+
+def _is_subscription(event: BrokerEvent, client: str, topic: str) -> bool:
+    return event.kind is BrokerEventKind.SUBSCRIBED and event.client == client and event.topic == topic
+
+
+def _is_delivery(event: BrokerEvent, client: str, topic: str, size: int | None) -> bool:
+    """The broker sending ``client`` a PUBLISH on ``topic`` (of ``size`` bytes unless None)."""
+    return (
+        event.kind is BrokerEventKind.SENT
+        and event.client == client
+        and event.topic == topic
+        and (size is None or event.size == size)
+    )
+
+
+def _is_clear(result: Any) -> bool:
+    """A virtual board's result for an empty message (the cleared retained update): no trial's package."""
+    return result.outcome is Decision.IGNORED and not result.payload_bytes
 
 
 def _board_update(result: Any) -> str:
