@@ -11,8 +11,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from otalib.board.sim.build import DeviceBuild
 from otalib.board.virtual import VirtualBoard
 from otalib.broker.log_watch import BrokerEventKind, BrokerLogWatch, parse_log_line
+from otalib.formats.version import Version
+from otalib.keys import DeviceKeys
 from otalib.lab.schema import TrialConfig
 from otalib.lab.trial import QUIET_BASE_S, Bench, quiet_window
 from otalib.mqtt.publish import deploy
@@ -43,12 +46,11 @@ def slow_board(bench: Bench, mode: UpdateMode, *, debug_level: int, version: str
     """A virtual board reached only through its pty (a "real" board to the trial), behind a slow link."""
     broker = bench.broker("mosquitto", False)
     with LinkProxy(*_host_port(broker.url), LinkProfile(SLOW_BPS, 0.0, "slow", up_rate_Bps=SLOW_BPS)) as proxy:
+        build = DeviceBuild(version=Version.parse(version)).accepting(mode, DeviceKeys.of(bench.key))
         board = VirtualBoard(
             bench.workdir / f"board-{time.monotonic_ns()}.bin",
             broker.url,
-            version=version,
-            mode=mode.parser,
-            keys=mode.device_keys(bench.key),
+            build,
             link=proxy.address,
             debug_level=debug_level,
         )
@@ -60,6 +62,7 @@ def slow_board(bench: Bench, mode: UpdateMode, *, debug_level: int, version: str
 
 
 def real_trial(bench: Bench, board: VirtualBoard, **params):
+    bench.allow_demo_image = True  # the virtual board takes otalab's demo images
     config = TrialConfig(campaign="evidence", size=SIZE, broker_backend="mosquitto", board=board.console_path, **params)
     return bench.run(config)
 
