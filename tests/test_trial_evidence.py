@@ -192,3 +192,24 @@ def test_a_foreign_package_on_the_console_is_flagged():
     assert facts.check(theirs) == ("signature", False)
     assert facts.check(ConsoleLine(0.0, "", "build_timestamp_file", {"timestamp": 99})) == ("timestamp", False)
     assert facts.check(ConsoleLine(0.0, "", "update_slot", {"start": 0x2000, "end": 0x2040})) == ("rom-size", True)
+
+
+def test_a_trial_that_sees_another_package_arrive_flags_it(bench):
+    """The old race, staged: another package is still streaming to the board when the trial starts. The
+    trial may well decide ``updated`` on it; the console's signature says whose bytes they were."""
+    from otalib.firmware.demo import make_demo_image
+    from otalib.update import make_update
+
+    broker = bench.broker("mosquitto", False)
+    with slow_board(bench, UpdateMode.SIGNED, debug_level=3) as board:
+        watch = bench.broker_log("mosquitto", False)
+        assert watch is not None
+        mark = watch.mark
+        other = make_update(make_demo_image("esp8266", "test", "4.3.6", size=SIZE), "signed", patch=6, key=bench.key)
+        deploy(other.package, f"{broker.url}/{TOPIC}", timeout=30)
+        started = watch.wait_for(lambda e: e.client == "sming" and e.size == len(other.package), 10, after=mark)
+        assert started is not None  # the board is receiving it (at the slow link's pace) as the trial starts
+        result = real_trial(bench, board, mode="signed", patch=7)
+    flags = result.flags.split(";")
+    assert "foreign-package" in flags, (result.outcome, result.notes)
+    assert result.throughput_Bps != result.throughput_Bps  # NaN: no measurement from another package's bytes
