@@ -93,6 +93,9 @@ def test_config_says_where_each_value_came_from(lab: Path) -> None:
     # never key material, never the broker password
     assert key.to_hex().decode() not in result.stdout and "s3cret" not in result.stdout
     assert key.verify_key.hex() not in result.stdout
+    pasted = otalab("config", "--set", f"OTA_KEY={key.to_hex().decode()}")  # the key itself, not its path
+    assert pasted.returncode == 0 and key.to_hex().decode()[:32] not in pasted.stdout
+    assert "(not shown: this looks like key material" in pasted.stdout
 
 
 def test_config_json_and_bad_input(lab: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -62,8 +63,15 @@ def _shown(lab: LabConfig, name: str, value: object) -> object:
     if name == "MQTT_URL":
         return _masked_url(str(value))
     if name in KEY_SETTINGS:
-        return str(value)  # the path only, never the file's content
+        return _key_path(str(value))  # the path only, never the file's content
     return value
+
+
+def _key_path(text: str) -> str:
+    """A key setting's path; a value that looks like key material itself (hex) is not shown."""
+    if re.fullmatch(r"\s*[0-9a-fA-F]{32,}\s*", text):
+        return "(not shown: this looks like key material, not a path)"
+    return text
 
 
 def _masked_url(url: str) -> str:
@@ -78,7 +86,7 @@ def _masked_url(url: str) -> str:
 def _derived(lab: LabConfig) -> dict[str, object]:
     """What the commands make of the settings: the device build, the broker connection, the key."""
     build = lab.device_build(load_keys=False)
-    key = Path(lab.OTA_KEY).expanduser()
+    key = Path(_key_path(lab.OTA_KEY)).expanduser()
     mode = "advanced" if build.is_advanced else "standard"
     if build.is_advanced:
         mode += f" (signing {_flag(build.signing, 'a verification key')}, "
