@@ -248,3 +248,31 @@ def _firmware(spec: CampaignSpec, trials: list, config: LabConfig | None) -> Fir
     else:
         stamp_source = "firmware.build_timestamp"
     return Firmware(roms, patch, stamp, source, stamp_source)
+
+
+def check_resume(inputs: BenchInputs, previous: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume a run with another firmware or key than its trials had (``previous``: its metadata).
+
+    A run whose key was generated takes a fresh one each time (a virtual board is made per trial).
+    """
+    if not previous.get("sessions"):
+        return
+    described = inputs.describe()
+    old_firmware, new_firmware = previous.get("firmware"), described["firmware"]
+    if isinstance(old_firmware, dict) or isinstance(new_firmware, dict):
+        old = [r.get("sha256") for r in old_firmware.get("roms", [])] if isinstance(old_firmware, dict) else None
+        new = [r["sha256"] for r in new_firmware["roms"]] if isinstance(new_firmware, dict) else None
+        if old != new:
+            shown = ", ".join(h[:12] for h in new) if new else "otalab's demo images"
+            raise LabError(
+                f"{run_dir} was run with another firmware (now {shown}): use --new to start over "
+                "(the old run is kept) or another directory"
+            )
+    old_key = previous.get("key") if isinstance(previous.get("key"), dict) else {}
+    if inputs.key_source.startswith("generated") or str(old_key.get("source", "")).startswith("generated"):
+        return
+    if old_key.get("verify_key_sha256") != described["key"]["verify_key_sha256"]:
+        raise LabError(
+            f"{run_dir} was run with another key (verify key sha256 {str(old_key.get('verify_key_sha256'))[:12]}): "
+            "use --new to start over (the old run is kept) or another directory"
+        )

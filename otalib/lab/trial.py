@@ -40,7 +40,7 @@ from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import timestamp_now
 from otalib.formats.version import Version, topic_for
 from otalib.keys import DeviceKeys, LabKey
-from otalib.lab.inputs import Firmware, prepare_inputs, virtual_layout
+from otalib.lab.inputs import Firmware, check_resume, prepare_inputs, virtual_layout
 from otalib.lab.schema import TrialConfig, TrialFlag, TrialResult
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.tls import TlsOptions
@@ -686,6 +686,10 @@ def run_campaign_on_bench(
 
     trials = spec.trials()
     inputs = prepare_inputs(spec, config)  # before anything starts: bad input leaves nothing behind
+    if resume:
+        from otalib.lab import store
+
+        check_resume(inputs, store.read_metadata(Path(out_dir)), Path(out_dir))
     bench = Bench(
         build_timestamp=spec.build_timestamp,
         key=inputs.key,
