@@ -213,3 +213,18 @@ def test_a_trial_that_sees_another_package_arrive_flags_it(bench):
     flags = result.flags.split(";")
     assert "foreign-package" in flags, (result.outcome, result.notes)
     assert result.throughput_Bps != result.throughput_Bps  # NaN: no measurement from another package's bytes
+
+
+def test_a_run_stored_before_the_evidence_columns_still_loads():
+    import math
+
+    import pandas as pd
+
+    from otalib.lab.schema import TrialResult, validate_frame
+
+    row = TrialResult(TrialConfig(campaign="old"), outcome="updated", flags="foreign-package").to_row()
+    old = pd.DataFrame([row]).drop(columns=["flags", "evidence", "t_broker_sent", "t_cleared"])
+    loaded = validate_frame(old)
+    assert loaded.loc[0, "flags"] == "" and loaded.loc[0, "evidence"] == ""
+    assert math.isnan(loaded.loc[0, "t_broker_sent"]) and math.isnan(loaded.loc[0, "t_cleared"])
+    assert validate_frame(pd.DataFrame([row])).loc[0, "flags"] == "foreign-package"

@@ -2,8 +2,10 @@
 
 Files in the workdir: ``mosquitto.conf``, ``passwd`` (via ``mosquitto_passwd``, or the
 same ``$7$`` PBKDF2-SHA512 format written here if that tool is missing), ``acl`` and
-``mosquitto.log`` (``log_type all``). The deployer may publish ``a/#``; a device user
-may only read ``a/<app_id>/u/#``.
+``mosquitto.log`` (``log_type all``: it includes ``subscribe`` and ``debug``, the client
+subscriptions and ``Sending PUBLISH to <client> (…)`` lines that
+:class:`~otalib.broker.log_watch.BrokerLogWatch` reads as a trial's evidence). The deployer
+may publish ``a/#``; a device user may only read ``a/<app_id>/u/#``.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ class MosquittoBroker(Broker):
             "per_listener_settings false",
             "persistence false",
             f"log_dest file {self.log_path}",
-            "log_type all",
+            "log_type all",  # subscribe + debug: the board's subscriptions and deliveries (broker/log_watch.py)
             "log_timestamp true",
             "connection_messages true",
             "set_tcp_nodelay true",
