@@ -55,6 +55,7 @@ BAD_SPECS = [
     ({"allow_demo_image": "yes"}, "'allow_demo_image' must be true or false"),
     ({"key": ""}, "'key' must be the path of a key file"),
     ({"key": "missing.key"}, "campaign key: "),
+    ({"key": "ab" * 64}, "'key' looks like key material, not a key file's path (not shown)"),
     ({"roms": ["missing.bin@0x2000"], "firmware": {"patch": 7}}, "missing.bin"),
     ({"fixed": {"board": "/dev/otalab-no-such-port", "patch": 7}}, "refusing to publish otalab's demo image"),
 ]
@@ -96,6 +97,11 @@ def test_a_real_board_is_refused_the_demo_image_before_its_port_is_opened(tmp_pa
         code, lines, _ = _campaign(tmp_path, {**spec, "roms": [f"{ROM0}@0x2000"]}, "--allow-demo-image")
         assert code == 1 and len(lines) == 1 and f"the real board {port} needs its key" in lines[0], lines
         assert not (tmp_path / "run").exists()
+        pasted = LabKey.generate().to_hex().decode()  # OTA_KEY holding the key itself: refused, never shown
+        monkeypatch.setenv("OTA_KEY", pasted)
+        code, lines, _ = _campaign(tmp_path, {**spec, "roms": [f"{ROM0}@0x2000"]})
+        assert code == 1 and len(lines) == 1 and "OTA_KEY (defaults+env) looks like key material" in lines[0], lines
+        assert pasted[:32] not in lines[0] and not (tmp_path / "run").exists()
     finally:
         os.close(master)
         os.close(follower)

@@ -48,7 +48,7 @@ import yaml
 from otalib.errors import InputError, LabError, OtaLabError
 from otalib.fileio import read_input
 from otalib.lab import store
-from otalib.lab.inputs import FIRMWARE_KEYS, is_real_board, parse_rom_spec
+from otalib.lab.inputs import FIRMWARE_KEYS, check_key_path, is_real_board, parse_rom_spec
 from otalib.lab.metadata import collect_metadata, utc_now
 from otalib.lab.schema import TrialConfig, TrialResult, redact_url
 from otalib.vocabulary import UpdateMode
@@ -267,6 +267,8 @@ class CampaignSpec:
         """The shapes of ``key``, ``roms``, ``firmware``, ``allow_demo_image``."""
         if self.key is not None and (not isinstance(self.key, str) or not self.key.strip()):
             raise LabError(f"'key' must be the path of a key file, got {self.key!r}")
+        if self.key is not None:
+            check_key_path(self.key, "'key'")
         if not isinstance(self.allow_demo_image, bool):
             raise LabError(f"'allow_demo_image' must be true or false, got {self.allow_demo_image!r}")
         if self.firmware is not None and not isinstance(self.firmware, dict):

@@ -20,6 +20,7 @@ images unless ``allow_demo_image``.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +43,17 @@ if TYPE_CHECKING:
 FIRMWARE_KEYS = ("roms", "project", "command", "patch", "build_timestamp")
 #: A ROM image published to a board is at most this big (a 16 MiB flash).
 MAX_ROM_BYTES = 16 << 20
+
+
+_KEY_MATERIAL_RE = re.compile(r"\s*[0-9a-fA-F]{32,}\s*")
+
+
+def check_key_path(text: str, what: str) -> str:
+    """``text`` if it may be a key file's path; :class:`LabError` (without the text) if it looks
+    like key material pasted in its place, which must never reach a message or a run's metadata."""
+    if _KEY_MATERIAL_RE.fullmatch(text):
+        raise LabError(f"{what} looks like key material, not a key file's path (not shown): give the file's path")
+    return text
 
 
 def is_real_board(board: str) -> bool:
@@ -208,6 +220,7 @@ def _load_key(spec: CampaignSpec, trials: list, real: list[str], config: LabConf
         from otalib.config import load_config
 
         config = config or load_config()
+        check_key_path(config.OTA_KEY, f"OTA_KEY ({config.source})")
         try:
             return load_key(config.OTA_KEY), f"OTA_KEY {config.OTA_KEY} ({config.source})"
         except OtaLabError as exc:
