@@ -87,6 +87,12 @@ class LabConfig:
     def pins_for(self, url: str) -> tuple[str, ...]:
         """``MQTT_FINGERPRINT_SHA1`` as the pin of a TLS connection to ``url`` (none for plain MQTT)."""
         if self.MQTT_FINGERPRINT_SHA1 and url.lower().startswith("mqtts://"):
+            from otalib.mqtt.tls import parse_pin
+
+            try:
+                parse_pin(self.MQTT_FINGERPRINT_SHA1)
+            except UsageError as exc:
+                raise ConfigError(f"MQTT_FINGERPRINT_SHA1 ({self.origin('MQTT_FINGERPRINT_SHA1')}): {exc}") from None
             return (self.MQTT_FINGERPRINT_SHA1,)
         return ()
 
@@ -235,5 +241,6 @@ def load_config(
     try:
         config.version  # noqa: B018 - validates APP_VERSION
     except UsageError as exc:
-        raise ConfigError(f"bad APP_VERSION={config.APP_VERSION!r} ({source}): {exc}") from None
+        where = source if config.origin("APP_VERSION") != "option" else "option"
+        raise ConfigError(f"bad APP_VERSION={config.APP_VERSION!r} ({where}): {exc}") from None
     return config

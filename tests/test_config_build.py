@@ -109,6 +109,8 @@ def test_config_json_and_bad_input(lab: Path) -> None:
         (("--set", "ENABLE_SSL=maybe"), "bad ENABLE_SSL"),
         (("--set", "APP_ID"), "expected NAME=VALUE"),
         (("--file", "missing.toml"), "configuration file not found"),
+        (("--set", "APP_VERSION=x"), "bad APP_VERSION='x' (option)"),
+        (("--set", "ENABLE_SSL=1", "--set", "MQTT_FINGERPRINT_SHA1=zz"), "MQTT_FINGERPRINT_SHA1 (option): bad pin"),
     ]:
         result = otalab("config", *args)
         assert result.returncode == 2 and result.stdout == ""
