@@ -222,7 +222,7 @@ def _load_key(spec: CampaignSpec, trials: list, real: list[str], config: LabConf
         config = config or load_config()
         check_key_path(config.OTA_KEY, f"OTA_KEY ({config.source})")
         try:
-            return load_key(config.OTA_KEY), f"OTA_KEY {config.OTA_KEY} ({config.source})"
+            return load_key(Path(config.OTA_KEY).expanduser()), f"OTA_KEY {config.OTA_KEY} ({config.source})"
         except OtaLabError as exc:
             raise LabError(
                 f"the real board {real[0]} needs its key for signed/encrypted trials "
