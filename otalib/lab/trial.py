@@ -398,10 +398,14 @@ class Trial:
 
     def _until_ready(self, watch: BrokerLogWatch, client: str, topic: str, timeout: float) -> None:
         """Wait until the broker's log shows ``client`` subscribed to ``topic`` (a note if it does not)."""
+        mark = watch.mark
         if watch.subscribed(client, topic):
             return
-        seen = watch.wait_for(lambda e: _is_subscription(e, client, topic), timeout)
-        if seen is None or not watch.subscribed(client, topic):
+        # a new subscription that still holds (the state is the log's latest when the predicate runs)
+        seen = watch.wait_for(
+            lambda e: _is_subscription(e, client, topic) and watch.subscribed(client, topic), timeout, after=mark
+        )
+        if seen is None:
             self.notes.append(f"the broker's log shows no subscription of {client!r} to {topic} within {timeout:g}s")
 
     def _broker_flags(self, watch: BrokerLogWatch, mark: int, client: str, topic: str, size: int) -> None:
