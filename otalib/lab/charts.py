@@ -16,8 +16,8 @@ from matplotlib.ticker import EngFormatter
 
 from otalib.errors import LabError
 from otalib.lab.schema import TIMELINE_PHASES
-from otalib.vocabulary import OutcomeKind, UpdateMode
 from otalib.lab.stats import failed, fit_throughput, phase_durations, time_to_new_version, wilson_interval
+from otalib.vocabulary import OutcomeKind, UpdateMode
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

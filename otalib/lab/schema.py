@@ -262,7 +262,7 @@ class TrialResult:
     config: TrialConfig
     phases: dict[str, float | None] = field(default_factory=dict)
     #: What the trial observed (an outcome string is parsed: ``rejected:VerificationFailed``).
-    outcome: Outcome = Outcome(OutcomeKind.TIMEOUT)
+    outcome: Outcome = Outcome(OutcomeKind.TIMEOUT)  # noqa: RUF009 (a frozen dataclass)
     bytes: int = 0
     throughput_Bps: float = math.nan
     notes: str = ""

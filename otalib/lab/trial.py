@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from otalib.board.sim.build import DeviceBuild
 from otalib.board.console import OutcomeTracker
 from otalib.board.follow import DECIDED, follow_subscription, follow_update
 from otalib.board.protocol import Board, ConsoleLine
 from otalib.board.serial_board import SerialBoard
+from otalib.board.sim.build import DeviceBuild
 from otalib.broker import Broker, start_broker
 from otalib.broker.log_watch import BrokerEvent, BrokerEventKind, BrokerLogWatch
 from otalib.errors import BoardError, LabError, OtaLabError
