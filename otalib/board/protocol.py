@@ -169,7 +169,7 @@ class ConsoleBuffer:
         """Append one line and wake waiters."""
         with self._cond:
             self._lines.append(line)
-            if len(self._lines) > self._maxlen:
+            if len(self._lines) > self._maxlen + self._maxlen // 4:  # trim in batches, not a memmove a line
                 cut = len(self._lines) - self._maxlen
                 del self._lines[:cut]
                 self._dropped += cut

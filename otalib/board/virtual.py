@@ -154,7 +154,8 @@ class VirtualBoard(BufferedConsole):
     ``tcp_mss``: the largest TCP segment the device's stack hands over (1460 on an ESP8266;
     the Host emulator's recordings show 1390). ``banners``: the boot banners
     (:class:`~otalib.board.sim.sming_console.ConsolePlatform`: the Host emulator's, or a
-    real ESP8266's ROM and rBoot banners).
+    real ESP8266's ROM and rBoot banners). ``console_history``: how many console lines the board
+    keeps for its readers (the pty gets them all; a 1 MB update prints about 1,500 lines).
     """
 
     def __init__(
@@ -174,6 +175,7 @@ class VirtualBoard(BufferedConsole):
         name: str = "virtual",
         on_update: Callable[[UpdateResult], None] | None = None,
         banners: ConsolePlatform | str = ConsolePlatform.HOST,
+        console_history: int = 200_000,
     ) -> None:
         build = build or DeviceBuild()
         self.build = build
@@ -187,7 +189,7 @@ class VirtualBoard(BufferedConsole):
         self.on_update = on_update
         self._ssl = make_ssl_context(self.tls) if self.url.tls else None
         self.flash = prepare_flash(flash, build, initial_image=initial_image, partitions=partitions)
-        self._console = ConsoleBuffer()
+        self._console = ConsoleBuffer(console_history)
         self._parser = ConsoleParser()
         self._splitter = LineSplitter()
         self._pty = _PtyConsole()

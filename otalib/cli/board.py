@@ -232,6 +232,7 @@ def board(
         restart_delay=restart_delay,
         on_update=on_update,
         banners=banners or (ConsolePlatform.ESP8266 if serial_only else ConsolePlatform.HOST),
+        console_history=2_000,  # its readers are on the pty; a long update's lines are not kept in memory
     )
     if not serial_only:
         vboard.suback = _AnnouncedEvent(lambda: click.echo(f"subscribed: {vboard.device.topic} (the broker's SUBACK)"))
