@@ -204,3 +204,52 @@ def test_virtual_esp8266_console_prints_the_documented_banners() -> None:
     assert [line.event for line in lines if line.event] == ["boot", "bootloader", "rom_boot"]
     with pytest.raises(UnicodeDecodeError):
         data.decode("utf-8")  # the ROM's noise is raw bytes, as on the wire
+
+
+# --------------------------------------------------------------------------- the campaign's power hook
+
+
+def real_board_spec(**extra: object) -> dict:
+    grid = {"fault": ["none", "power-loss"]}
+    fixed = {"board": "/dev/ttyUSB0", "patch": 2}
+    return {"name": "real", "grid": grid, "fixed": fixed, "allow_demo_image": True, **extra}
+
+
+def test_power_loss_on_a_real_board_without_a_hook_is_refused_in_the_spec() -> None:
+    from otalib.errors import LabError
+    from otalib.lab.campaign import CampaignSpec
+
+    with pytest.raises(LabError, match="power-loss trial on the real board /dev/ttyUSB0 needs a power hook"):
+        CampaignSpec.from_dict(real_board_spec())
+    spec = CampaignSpec.from_dict(real_board_spec(power="uhubctl -a cycle -p 2", board_reset="power"))
+    assert spec.to_dict()["power"] == "uhubctl -a cycle -p 2" and spec.to_dict()["board_reset"] == "power"
+    # the virtual board cuts its own power
+    CampaignSpec.from_dict({"name": "virtual", "grid": {"fault": ["power-loss"]}})
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"board_reset": "power"}, "needs a 'power' hook"),
+        ({"power": "true", "board_reset": "jumper"}, "'board_reset' must be one of rts, power, none"),
+        ({"power": {"off": "true"}}, "'power': a power hook needs"),
+    ],
+)
+def test_bad_board_control_in_the_spec(extra: dict, message: str) -> None:
+    from otalib.errors import LabError
+    from otalib.lab.campaign import CampaignSpec
+
+    with pytest.raises(LabError, match=message):
+        CampaignSpec.from_dict({"name": "x", "grid": {}, "fixed": {"board": "/dev/ttyUSB0"}, **extra})
+
+
+def test_trial_refuses_power_loss_on_a_real_board_without_a_hook(tmp_path: Path) -> None:
+    from otalib.errors import LabError
+    from otalib.lab.schema import TrialConfig
+    from otalib.lab.trial import Bench
+
+    config = TrialConfig(board=str(tmp_path / "no-such-port"), patch=2, fault="power-loss")
+    with Bench(tmp_path / "bench", firmware=b"\xe9" + bytes(255)) as bench:
+        with pytest.raises(LabError, match="needs a power hook"):
+            bench.run(config)
+        assert bench.describe() == {}  # refused before a broker started

@@ -7,6 +7,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
+from otalib.board.serial_board import BoardReset
 from otalib.cli import cli
 from otalib.lab.schema import PHASES, TrialConfig, validate_frame
 from otalib.lab.store import load_run
@@ -151,6 +152,7 @@ def test_a_board_on_a_serial_port_is_watched_like_a_real_one(bench):
     flash = bench.workdir / "real-board.bin"
     board = VirtualBoard(flash, broker.url, DeviceBuild(keys=DeviceKeys(bench.key.verify_key), version="4.3.5"))
     board.start()
+    bench.reset = BoardReset.NONE  # a pty has no RTS line (tests/test_real_board_e2e.py resets through power)
     try:
         board.expect("subscribing", 15)
         with pytest.raises(Exception, match="refusing to publish otalab's demo image"):
@@ -167,5 +169,8 @@ def test_a_board_on_a_serial_port_is_watched_like_a_real_one(bench):
             trial(bench, mode="signed", board=board.console_path)
         with pytest.raises(Exception, match="virtual board"):
             trial(bench, mode="signed", board=board.console_path, patch=7, fault="cut")
+        with pytest.raises(Exception, match="needs a power hook"):
+            trial(bench, mode="signed", board=board.console_path, patch=7, fault="power-loss")
     finally:
+        bench.reset = BoardReset.RTS
         board.stop()

@@ -37,7 +37,7 @@ def _host_port(url: str) -> tuple[str, int]:
 
 @pytest.fixture
 def bench(tmp_path):
-    with Bench(tmp_path / "bench", board_rate_Bps=SLOW_BPS) as shared:
+    with Bench(tmp_path / "bench", board_rate_Bps=SLOW_BPS, reset="none") as shared:
         yield shared
 
 
@@ -129,7 +129,7 @@ def test_the_broker_log_reader_sees_the_boards_subscription_and_deliveries(bench
 
 
 def test_the_embedded_broker_has_no_log_to_watch(tmp_path):
-    with Bench(tmp_path / "b") as bench:
+    with Bench(tmp_path / "b", reset="none") as bench:
         assert bench.broker_log("embedded", False) is None
 
 

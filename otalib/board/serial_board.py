@@ -16,6 +16,7 @@ a relay switched by a command); without one it is refused.
 from __future__ import annotations
 
 import contextlib
+import enum
 import shlex
 import subprocess
 import threading
@@ -68,6 +69,14 @@ class LineSplitter:
 
 #: How long esptool's hard reset holds EN low (``esptool.reset.HardReset``: 0.1 s, 0.2 s for USB-JTAG).
 RESET_HOLD_S = 0.1
+
+
+class BoardReset(str, enum.Enum):
+    """How a real board is brought to a known state before a trial."""
+
+    RTS = "rts"  # esptool's hard reset: RTS -> EN pulsed low, DTR -> GPIO0 released
+    POWER = "power"  # the power hook (a board without the reset line wired; the pty-backed board)
+    NONE = "none"  # as it is
 
 
 def _command(text: str | Sequence[str], what: str) -> list[str]:

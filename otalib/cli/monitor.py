@@ -43,6 +43,18 @@ def _text(line) -> str:
 @click.option("--log", "log_file", type=click.Path(dir_okay=False, path_type=Path), help="Also save what is shown.")
 @click.option("--pattern", "patterns", multiple=True, metavar="NAME=REGEX", help="Extra event pattern (repeatable).")
 @click.option("--no-outcomes", is_flag=True, help="Do not infer update outcomes.")
+@click.option(
+    "--reset",
+    "reset_board",
+    is_flag=True,
+    help="Reset the board once the port is open (esptool's hard reset: RTS -> EN pulsed, DTR -> GPIO0 released).",
+)
+@click.option(
+    "--power-cmd",
+    metavar="CMD",
+    help="Power hook: a command that cycles the board's power (e.g. 'uhubctl -a cycle -p 2'); with --power-cycle.",
+)
+@click.option("--power-cycle", is_flag=True, help="Cycle the board's power once the port is open (needs --power-cmd).")
 def monitor_cmd(
     port: str,
     baud: int,
@@ -52,24 +64,37 @@ def monitor_cmd(
     log_file: Path | None,
     patterns: tuple[str, ...],
     no_outcomes: bool,
+    reset_board: bool,
+    power_cmd: str | None,
+    power_cycle: bool,
 ) -> None:
     """Stream a board's console from PORT (a device, pty or any pyserial URL) as parsed events.
 
     Outcomes are inferred even at the device's default debug level: a restart followed
     by a new running slot/version is ``updated``; a device error is ``rejected:<Error>``.
+    The port opens with RTS and DTR released (a board wired RTS -> EN is not held in reset).
     """
     from otalib.board.console import ConsoleParser, OutcomeTracker
     from otalib.board.follow import Ending, follow_update
-    from otalib.board.serial_board import SerialBoard
+    from otalib.board.serial_board import PowerHook, SerialBoard
     from otalib.errors import BoardError
     from otalib.fileio import write_atomic
 
     if timeout is not None and timeout <= 0:
         raise UsageError("--timeout must be positive")
+    if power_cycle and not power_cmd:
+        raise UsageError("--power-cycle needs --power-cmd (the command that switches the board's power)")
+    if power_cmd and not power_cycle:
+        raise UsageError("--power-cmd is used by --power-cycle: give both")
+    power = PowerHook(cycle=power_cmd) if power_cmd else None
     parser = ConsoleParser(extra=[_pattern(p) for p in patterns])
     shown: list[str] = []
-    board = SerialBoard(port, baud=baud, parser=parser, reset_via_rts=False)
+    board = SerialBoard(port, baud=baud, parser=parser, reset_via_rts=reset_board, power=power)
     try:
+        if reset_board:
+            board.reset()
+        if power_cycle:
+            board.power_cycle()
         tracker = None if no_outcomes else OutcomeTracker()
         follow = follow_update(board, tracker, until, timeout, start=0, rearm=True, poll_s=0.2)
         for line in follow:

@@ -16,6 +16,9 @@ A spec (YAML, JSON or a dict)::
     key: ota.key                    # the board's key, roms:/firmware: what to publish,
     roms: [rom0.bin@0x2000]         # allow_demo_image: see otalib.lab.inputs
     firmware: {patch: 7}
+    power: "uhubctl -a cycle -p 2"  # a real board's power hook: a command, or {off: …, on: …, off_s: 2}
+                                    # (power-loss trials on a real board need it)
+    board_reset: rts                # a real board's fresh start per trial: rts (RTS -> EN), power, none
 
 The trial itself is a pluggable callable ``TrialConfig -> TrialResult``.
 
@@ -77,7 +80,7 @@ def known_links() -> dict[str, dict[str, float]]:
 PARAMETERS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("campaign", "repeat"))
 
 _SPEC_KEYS = ("name", "grid", "repeats", "fixed", "links", "build_timestamp", "key", "roms", "firmware")
-_SPEC_KEYS += ("allow_demo_image",)
+_SPEC_KEYS += ("allow_demo_image", "power", "board_reset")
 #: What the campaign's inputs (key, firmware) add to a spec when given (``None``/False: not stored).
 _INPUT_KEYS = ("key", "roms", "firmware", "allow_demo_image")
 #: Most trials one campaign may have (at a second or more each, this is more than a day).
@@ -126,6 +129,8 @@ class CampaignSpec:
     allow_demo_image: bool = False  # otalab's demo images onto a real board
     #: The folder relative paths (key, roms, project) are in: the spec file's (not part of the spec).
     base_dir: Path | None = field(default=None, compare=False, repr=False)
+    power: str | dict[str, Any] | None = None  # a real board's power hook (serial_board.PowerHook.from_spec)
+    board_reset: str = "rts"  # a real board's fresh start per trial (serial_board.BoardReset)
 
     def __post_init__(self) -> None:
         self._check()
@@ -162,6 +167,8 @@ class CampaignSpec:
                 firmware=data.get("firmware"),
                 allow_demo_image=data.get("allow_demo_image", False),
                 base_dir=base_dir,
+                power=data.get("power"),
+                board_reset=data.get("board_reset", "rts"),
             )
         except LabError as exc:
             raise LabError(f"{source}: {exc}") from None
@@ -208,6 +215,10 @@ class CampaignSpec:
         for name in _INPUT_KEYS:  # only when given: older specs keep their hash
             if getattr(self, name) not in (None, False):
                 spec[name] = getattr(self, name)
+        if self.power is not None:
+            spec["power"] = self.power
+        if self.board_reset != "rts":
+            spec["board_reset"] = self.board_reset
         return clean(spec)
 
     def resolve_path(self, text: str) -> Path:
@@ -254,6 +265,7 @@ class CampaignSpec:
             if not isinstance(profile, dict) or set(profile) - {"rate_Bps", "latency_ms"}:
                 raise LabError(f"links.{name} must be a mapping with rate_Bps and/or latency_ms")
         self._check_inputs()
+        self._check_real_board_control()
         count = self.count_trials()
         if count > MAX_TRIALS:
             points = count // self.repeats
@@ -324,6 +336,28 @@ class CampaignSpec:
             raise LabError("standard mode publishes one raw image: give one ROM, or only advanced modes")
         if "project" in firmware and len({p.version.rsplit(".", 1)[0] for p in points}) > 1:
             raise LabError("a firmware project is built at one APP_VERSION: give the trials one version")
+
+    def _check_real_board_control(self) -> None:
+        """The power hook and the reset method parse; a power-loss trial on a real board has a hook."""
+        from otalib.board.serial_board import BoardReset, PowerHook
+        from otalib.errors import BoardError
+
+        try:
+            hook = PowerHook.from_spec(self.power)
+        except BoardError as exc:
+            raise LabError(f"'power': {exc}") from None
+        if self.board_reset not in [r.value for r in BoardReset]:
+            raise LabError(f"'board_reset' must be one of {', '.join(r.value for r in BoardReset)}")
+        if self.board_reset == BoardReset.POWER.value and hook is None:
+            raise LabError("'board_reset: power' needs a 'power' hook")
+        if hook is None:
+            boards = self.grid.get("board", [self.fixed.get("board", "virtual")])
+            faults = self.grid.get("fault", [self.fixed.get("fault", "none")])
+            real = sorted({str(b) for b in boards if b != "virtual"})
+            if real and any(str(f or "none").partition("@")[0] == "power-loss" for f in faults):
+                from otalib.lab.trial import check_power_hook
+
+                check_power_hook(real[0], None)
 
     def count_trials(self) -> int:
         """How many trials the spec makes (repeats x grid points), counted without making them."""

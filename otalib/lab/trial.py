@@ -22,16 +22,16 @@ import contextlib
 import math
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from otalib.board.console import OutcomeTracker
-from otalib.board.follow import DECIDED, follow_subscription, follow_update
+from otalib.board.console import BOOT_EVENTS, OutcomeTracker
+from otalib.board.follow import DECIDED, Ending, follow_subscription, follow_update
 from otalib.board.protocol import Board, ConsoleLine
-from otalib.board.serial_board import SerialBoard
+from otalib.board.serial_board import BoardReset, PowerHook, SerialBoard
 from otalib.board.sim.build import DeviceBuild
 from otalib.broker import Broker, start_broker
 from otalib.broker.log_watch import BrokerEvent, BrokerEventKind, BrokerLogWatch
@@ -142,6 +142,8 @@ class Bench:
         allow_demo_image: bool = False,
         board_rate_Bps: float = DEFAULT_BOARD_RATE_BPS,
         board_client_id: str = BOARD_CLIENT_ID,
+        power: PowerHook | None = None,
+        reset: BoardReset | str = BoardReset.RTS,
     ) -> None:
         """``key``/``firmware``: the key the board's firmware embeds and the firmware to publish
         (:mod:`otalib.lab.inputs`; default a fresh key and otalab's demo images, which a real board
@@ -161,6 +163,10 @@ class Bench:
         self.quiet_s = quiet_s
         self.board_rate_Bps = board_rate_Bps
         self.board_client_id = board_client_id
+        #: a real board's power switch (a power-loss trial on a real board is refused without one)
+        self.power = power
+        #: how a real board starts each trial from a known state (rts: EN pulsed by RTS; power: the hook)
+        self.reset = BoardReset(reset)
         self._brokers: dict[tuple[str, bool], Broker] = {}
         self._log_watches: dict[tuple[str, bool], BrokerLogWatch] = {}
 
@@ -287,8 +293,15 @@ class Trial:
             tracker = OutcomeTracker(quiet=math.inf, timeout=cfg.timeout_s)  # a real board: set with the package
             if real:  # a board on a serial port / rfc2217:// server, already running and subscribed
                 proxy = None
-                board = stack.enter_context(SerialBoard(cfg.board, self.bench.baud))
-                cursor = 0
+                board = stack.enter_context(
+                    SerialBoard(
+                        cfg.board,
+                        self.bench.baud,
+                        reset_via_rts=self.bench.reset is BoardReset.RTS,
+                        power=self.bench.power,
+                    )
+                )
+                cursor = self._fresh_start(board, tracker)
             else:
                 proxy = self._start_proxy(stack, base_url)
                 board = self._start_board(stack, base_url, tls, proxy)
@@ -321,6 +334,7 @@ class Trial:
 
             updates_before = len(getattr(board, "updates", ()))
             publish_mark = watch.mark if watch is not None else 0
+            self._package_size = len(update.package)
             tracker.published(time.time())
             t_call = self.clock.now()
             record = deploy(update.package, deploy_url, tls=tls, timeout=max(30.0, cfg.timeout_s))
@@ -330,6 +344,8 @@ class Trial:
             handover.poll()  # a subscribed board: the broker forwarded the message before it sent PUBCOMP
 
             outcome = self._watch(board, tracker, cursor, proxy, updates_before, handover)
+            if real and self.fault.kind == "power-loss" and not self.power_cuts:
+                self.notes.append("power not cut: the console showed no byte counts (debug level 3) up to the fault")
             self.phases["t_end"] = self.clock.now()
             link = proxy.stats if proxy is not None else None
             board_updates = [r for r in getattr(board, "updates", ()) if not _is_clear(r)]
@@ -369,7 +385,9 @@ class Trial:
         cfg = self.config
         if cfg.patch is None and self.bench.firmware is None:
             raise LabError(f"a trial on the real board {cfg.board} needs the patch to publish (newer than it runs)")
-        if self.fault.kind != "none" or not math.isnan(cfg.rate_Bps) or cfg.latency_ms:
+        if self.fault.kind == "power-loss":
+            check_power_hook(cfg.board, self.bench.power)
+        elif self.fault.kind != "none" or not math.isnan(cfg.rate_Bps) or cfg.latency_ms:
             raise LabError("link profiles and faults need the virtual board (a real board connects to its own broker)")
         if self.bench.firmware is None:
             if not self.bench.allow_demo_image:
@@ -472,6 +490,72 @@ class Trial:
         except BoardError as exc:
             raise LabError(f"{exc}: {board.status}") from None
 
+    def _fresh_start(self, board: SerialBoard, tracker: OutcomeTracker, timeout: float = 30.0) -> int:
+        """Start a real board's trial from a known state: reset it (RTS -> EN, or the power hook),
+        feed its boot to the tracker until it runs and, where its console says so, has subscribed;
+        return the console cursor. ``BoardReset.NONE``: the board as it is (its lines so far)."""
+        if self.bench.reset is BoardReset.NONE:
+            return 0
+        start = board.end
+        try:
+            if self.bench.reset is BoardReset.RTS:
+                board.reset()
+            else:
+                board.power_cycle()
+        except BoardError as exc:
+            raise LabError(f"cannot reset the board for a fresh start: {exc}") from None
+        self.notes.append(f"board reset ({self.bench.reset.value})")
+        boot = follow_update(board, tracker, "running", timeout, start=start).run()
+        if boot.ending is not Ending.UNTIL:
+            last = boot.last.line if boot.last is not None else "(none)"
+            raise LabError(f"the board did not boot within {timeout:g}s of its reset; last line: {last!r}")
+        try:  # at debug level 3 the console shows the subscription; the retained update waits otherwise
+            cursor = follow_subscription(board, tracker, 10.0, start=boot.cursor).cursor
+        except BoardError:
+            self.notes.append("the subscription did not show on the console")
+            return boot.cursor
+        return self._until_suback(board, tracker, cursor)
+
+    def _until_suback(self, board: Board, tracker: OutcomeTracker, cursor: int, timeout: float = 10.0) -> int:
+        """At debug level 3 the device counts what its TCP connection receives: CONNACK (4 bytes) and
+        SUBACK (5 bytes) after it connected mean the broker has its subscription. Returns the cursor."""
+        received = 0
+
+        def acked(line: ConsoleLine) -> bool:
+            nonlocal received
+            if line.event == "tcp_received":
+                received += line.fields.get("length", 0)
+            return received >= MQTT_CONNACK_SUBACK_BYTES
+
+        follow = follow_update(board, tracker, acked, timeout, start=cursor).run()
+        if follow.ending is not Ending.UNTIL:
+            self.notes.append("the broker's SUBACK did not show on the console")
+        return follow.cursor
+
+    def _power_loss_on_console(self, board: Board, package: int) -> Callable[[ConsoleLine], None]:
+        """A real board's power cut: the power hook runs once the console shows the transfer reached the
+        fault's fraction (its ``TCP … received`` / ``ota_write`` byte counts: debug level 3)."""
+        at = int(package * self.fault.fraction)
+        received = 0
+
+        def watch(line: ConsoleLine) -> None:
+            nonlocal received
+            if self.power_cuts:
+                return
+            if line.event == "tcp_received":
+                received += line.fields.get("length", 0)
+            elif line.event == "ota_write":  # standard mode: the running byte count
+                received = max(received, line.fields.get("total", 0))
+            else:
+                return
+            if received < at:
+                return
+            board.power_cycle()
+            self.power_cuts += 1
+            self.notes.append(f"power cut by the hook at {self.clock.now():.3f}s ({received} bytes received)")
+
+        return watch
+
     def _watch(
         self,
         board: Board,
@@ -504,9 +588,20 @@ class Trial:
                     return Outcome(OutcomeKind.SKIPPED)  # the board read the patch and ignored the message
             return None
 
+        cut_on_console = (
+            self._power_loss_on_console(board, self._package_size)
+            if self.fault.kind == "power-loss" and proxy is None
+            else None
+        )
+
         def phase(line: ConsoleLine) -> None:
-            nonlocal switched
+            nonlocal switched, power_cut
             self._check_package(line)
+            if cut_on_console is not None and not power_cut:
+                cut_on_console(line)
+                power_cut = self.power_cuts > 0
+                if power_cut and handover is not None:
+                    handover.republish_once()  # the board lost the message: it takes it again at its resubscription
             self._phase(line, switched)
             switched |= line.event in ("switch_ok", "rom_activated", "swapping")
 
@@ -540,7 +635,7 @@ class Trial:
             self.phases["t_verified"] = t
         elif ev in ("switch_ok", "swapping") and "t_switched" not in self.phases:
             self.phases["t_switched"] = t
-        elif ev in ("boot", "restart") and switched and "t_restart" not in self.phases:
+        elif ev in BOOT_EVENTS and switched and "t_restart" not in self.phases:
             self.phases["t_restart"] = t
         elif ev == "running" and "t_restart" in self.phases:
             self.phases.setdefault("t_new_version", t)
@@ -669,6 +764,19 @@ def _is_clear(result: Any) -> bool:
     return result.outcome is Decision.IGNORED and not result.payload_bytes
 
 
+#: What the board's TCP connection receives from connecting to its SUBACK: CONNACK (4) + SUBACK (5 bytes, one topic).
+MQTT_CONNACK_SUBACK_BYTES = 9
+
+
+def check_power_hook(board: str, power: PowerHook | None) -> None:
+    """Refuse a power-loss trial on the real board ``board`` without a power hook."""
+    if power is None:
+        raise LabError(
+            f"a power-loss trial on the real board {board} needs a power hook (a command switching its USB hub "
+            "port or relay: the campaign's 'power', e.g. 'uhubctl -a cycle -p 2')"
+        )
+
+
 def _board_update(result: Any) -> str:
     """``outcome[:error]@patch`` of a virtual board's :class:`~otalib.board.sim.device.UpdateResult`."""
     error = f":{result.error}" if result.error else ""
@@ -699,6 +807,8 @@ def run_campaign_on_bench(
         key=inputs.key,
         firmware=inputs.firmware,
         allow_demo_image=inputs.allow_demo_image,
+        power=PowerHook.from_spec(spec.power),
+        reset=spec.board_reset,
     )
     with bench:
         for backend, tls in sorted({(t.broker_backend or "auto", t.tls) for t in trials if not t.broker_url}):
