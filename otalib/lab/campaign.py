@@ -575,6 +575,7 @@ def run_campaign(
         )
         for config in todo:
             result = _run_one(runner, config)
+            store.write_fault_events(out_dir, config.trial_id, result.events)  # before the trial marks it done
             store.write_trial(out_dir, result.to_row())
             session["trials_run"] += 1
             bar.update(1)

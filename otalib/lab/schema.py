@@ -20,8 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
-from otalib.errors import LabError
+from otalib.errors import LabError, OtaLabError
 from otalib.formats.version import DeviceProfile
+from otalib.net.faults import RateFault, is_rate_fault
 from otalib.vocabulary import Outcome, OutcomeKind, UpdateMode
 
 #: Outcome kinds a trial records (a restart into the same firmware is no trial's end), in report order;
@@ -89,6 +90,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "duration_s": "float64",
     "notes": "str",
     "faults_fired": "str",
+    "fault_events": "int64",
     "connections": "Int64",
     "board_updates": "str",
     "flags": "str",
@@ -98,6 +100,7 @@ RESULT_COLUMNS: dict[str, str] = {
 #: Result columns added after the first runs were stored: a frame without them gets these values.
 LATER_COLUMNS: dict[str, Any] = {
     "faults_fired": "",
+    "fault_events": 0,
     "connections": pd.NA,
     "board_updates": "",
     "t_broker_sent": math.nan,
@@ -213,6 +216,11 @@ def check_config(config: TrialConfig) -> None:
     for name in ("campaign", "link", "fault", "broker_backend", "broker_url", "board", "app_id", "version"):
         if not isinstance(getattr(config, name), str):
             raise bad(name, "expected a string")
+    if is_rate_fault(config.fault):  # a fault at a rate: checked here, so a campaign spec fails before it runs
+        try:
+            RateFault.parse(config.fault)
+        except OtaLabError as exc:
+            raise LabError(str(exc)) from None
 
 
 def _is_int(value: Any) -> bool:
@@ -270,6 +278,10 @@ class TrialResult:
     duration_s: float | None = None
     #: What the link did: ``kind@offset`` per fired link fault, ``power-loss`` per power cut (``;``-joined).
     faults_fired: str = ""
+    #: How many events a rate fault fired (drops, outages, bit flips, power cuts); their rows: :attr:`events`.
+    fault_events: int = 0
+    #: The fired events, one dict per event (kind, t_s, offset, duration_s): the run's fault-events side table.
+    events: list[dict[str, Any]] = field(default_factory=list)
     #: Connections the board made through the link proxy (None: no proxy, not counted).
     connections: int | None = None
     #: The virtual board's own results, one per message: ``outcome[:error]@patch`` (``;``-joined).
@@ -309,6 +321,7 @@ class TrialResult:
         row["duration_s"] = float(duration)
         row["notes"] = self.notes
         row["faults_fired"] = self.faults_fired
+        row["fault_events"] = int(self.fault_events)
         row["connections"] = pd.NA if self.connections is None else int(self.connections)
         row["board_updates"] = self.board_updates
         row["flags"] = self.flags

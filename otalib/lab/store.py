@@ -5,6 +5,8 @@ Layout of ``RUN_DIR``::
     metadata.json            versions, machine, campaign spec, status (written at start, updated at end)
     trials/<trial_id>.parquet  one row per finished trial, each written atomically
     trials.parquet           all trials, consolidated when a campaign completes
+    fault_events/<trial_id>.parquet  what a rate fault fired in that trial, one row per event
+    fault_events.parquet     all fault events, consolidated when a campaign completes
 
 Every file is written atomically, so an interrupted campaign loses at most the
 trial that was running, and :func:`load_run` reads partial runs.
@@ -30,6 +32,16 @@ from otalib.lab.schema import empty_frame, validate_frame
 TRIALS_DIR = "trials"
 CONSOLIDATED = "trials.parquet"
 METADATA = "metadata.json"
+EVENTS_DIR = "fault_events"
+EVENTS = "fault_events.parquet"
+#: The fault-events side table: one row per fired event of a rate fault, name -> pandas dtype.
+EVENT_COLUMNS: dict[str, str] = {
+    "trial_id": "str",
+    "kind": "str",  # drop, outage, bitflip, power
+    "t_s": "float64",  # seconds from the publish
+    "offset": "int64",  # downstream byte offset on the link
+    "duration_s": "float64",  # outages only (0 otherwise)
+}
 
 
 @contextlib.contextmanager
@@ -113,10 +125,51 @@ def read_trials(run_dir: Path) -> pd.DataFrame:
 
 
 def consolidate(run_dir: Path) -> pd.DataFrame:
-    """Write all of a run's trials to ``run_dir/trials.parquet``; return them."""
+    """Write all of a run's trials to ``run_dir/trials.parquet`` (and its fault events); return the trials."""
     df = read_trials(run_dir)
     write_file(Path(run_dir) / CONSOLIDATED, frame_to_parquet(df))
+    events = read_fault_events(run_dir)
+    if len(events):
+        buffer = io.BytesIO()
+        events.to_parquet(buffer, index=False)
+        write_file(Path(run_dir) / EVENTS, buffer.getvalue())
     return df
+
+
+def events_frame(trial_id: str, events: list[dict[str, Any]]) -> pd.DataFrame:
+    """One trial's fault events as a frame of :data:`EVENT_COLUMNS`."""
+    rows = [{**{"duration_s": 0.0}, **event, "trial_id": trial_id} for event in events]
+    df = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+    return df.astype(EVENT_COLUMNS)
+
+
+def write_fault_events(run_dir: Path, trial_id: str, events: list[dict[str, Any]]) -> Path | None:
+    """Write one trial's fault events to ``run_dir/fault_events/<trial_id>.parquet`` atomically (none: nothing)."""
+    if not events:
+        return None
+    folder = Path(run_dir) / EVENTS_DIR
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    events_frame(trial_id, events).to_parquet(buffer, index=False)
+    return write_file(folder / f"{trial_id}.parquet", buffer.getvalue())
+
+
+def read_fault_events(run_dir: Path) -> pd.DataFrame:
+    """The fault-events side table of a run (per-trial files win over the consolidated copy)."""
+    run_dir = Path(run_dir)
+    folder = run_dir / EVENTS_DIR
+    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+    frames = [_read_parquet(p) for p in files]
+    ids = {p.stem for p in files}
+    if (run_dir / EVENTS).is_file():
+        old = _read_parquet(run_dir / EVENTS)
+        frames.insert(0, old[~old["trial_id"].astype(str).isin(ids)])
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return events_frame("", [])
+    df = pd.concat(frames, ignore_index=True)[list(EVENT_COLUMNS)].astype(EVENT_COLUMNS)
+    return df.sort_values(["trial_id", "t_s"], kind="stable").reset_index(drop=True)
 
 
 def write_metadata(run_dir: Path, meta: dict[str, Any]) -> Path:
@@ -154,14 +207,19 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 __all__ = [
     "CONSOLIDATED",
+    "EVENTS",
+    "EVENTS_DIR",
+    "EVENT_COLUMNS",
     "METADATA",
     "TRIALS_DIR",
     "consolidate",
     "done_trial_ids",
     "frame_to_parquet",
     "load_run",
+    "read_fault_events",
     "read_metadata",
     "read_trials",
+    "write_fault_events",
     "write_file",
     "write_metadata",
     "write_trial",

@@ -13,7 +13,9 @@ come in as its hooks); link profiles and faults go through the :class:`~otalib.n
 
 Faults (``TrialConfig.fault``): ``none``, ``cut``, ``stall``, ``corrupt``, ``power-loss``,
 optionally ``@F`` with F the fraction of the payload where it strikes (default 0.5), e.g.
-``corrupt@0.9``.
+``corrupt@0.9``; or a fault at a rate (:mod:`otalib.net.faults`): ``drops:rate=R``,
+``outages:every=S,for=D``, ``power:p=P``, ``bitflips:ber=B`` (``,seed=N`` optional), drawn from a
+generator made of the seed and the trial id (:func:`~otalib.net.faults.trial_rng`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from otalib.lab.schema import TrialConfig, TrialFlag, TrialResult
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.tls import TlsOptions
 from otalib.mqtt.url import parse_url
+from otalib.net.faults import FaultPlan, RateFault, RateKind, is_rate_fault, trial_rng
 from otalib.net.link import Fault, LinkProfile, LinkProxy
 from otalib.procs import owned_tempdir
 from otalib.update import make_update
@@ -87,12 +90,22 @@ class FaultSpec:
 
     kind: str
     fraction: float = 0.5
+    rate: RateFault | None = None  # a fault at a rate (kind: its RateKind value)
 
     @classmethod
     def parse(cls, text: str) -> FaultSpec:
+        if is_rate_fault(text):
+            try:
+                rate = RateFault.parse(text)
+            except OtaLabError as exc:
+                raise LabError(str(exc)) from None
+            return cls(rate.kind.value, rate=rate)
         kind, _, where = (text or "none").partition("@")
         if kind not in FAULTS:
-            raise LabError(f"unknown fault {text!r}: one of {', '.join(FAULTS)} (optionally @FRACTION)")
+            raise LabError(
+                f"unknown fault {text!r}: one of {', '.join(FAULTS)} (optionally @FRACTION)"
+                " or drops:rate=R, outages:every=S,for=D, power:p=P, bitflips:ber=B"
+            )
         try:
             fraction = float(where) if where else 0.5
         except ValueError:
@@ -235,6 +248,8 @@ class Trial:
         self.flags: list[TrialFlag] = []
         self.evidence: set[str] = set()
         self.facts: PackageFacts | None = None
+        self.plan = FaultPlan()  # a rate fault's realisation (drawn when the package is known)
+        self.fault_events: list[dict[str, Any]] = []  # what fired: kind, t_s, offset (the side table)
 
     # -- set-up --
     def _endpoint(self) -> tuple[str, TlsOptions, str]:
@@ -329,8 +344,8 @@ class Trial:
             if real:
                 tracker.quiet = self._quiet(len(update.package))
             if proxy is not None:
-                fault = self.fault.link_fault(len(update.package))
-                proxy.set_fault(fault, live=True)
+                for fault in self._link_faults(len(update.package)):
+                    proxy.set_fault(fault, live=True)
 
             updates_before = len(getattr(board, "updates", ()))
             publish_mark = watch.mark if watch is not None else 0
@@ -375,10 +390,55 @@ class Trial:
                 + ["power-loss"] * self.power_cuts
             ),
             connections=link["connections"] if link is not None else None,
+            fault_events=self._events(link),
+            events=list(self.fault_events),
             board_updates=";".join(map(_board_update, board_updates)),
             flags=";".join(flag.value for flag in self.flags),
             evidence=",".join(sorted(self.evidence)),
         )
+
+    def _link_faults(self, payload: int) -> list[Fault]:
+        """The proxy faults of the trial; a rate fault's realisation drawn first (seed and trial id)."""
+        rate = self.fault.rate
+        if rate is None:
+            fault = self.fault.link_fault(payload)
+            return [fault] if fault is not None else []
+        self.plan = rate.draw(trial_rng(rate.seed, self.config.trial_id), payload, self.config.timeout_s)
+        self.notes.append(f"fault seed={rate.seed}")
+        return self.plan.link_faults()
+
+    def _timed_faults(self, proxy: LinkProxy, handover: _Handover | None) -> None:
+        """Fire a rate fault's drops and outages that are due (times from the publish)."""
+        start = self.phases.get("t_publish_start")
+        if start is None:
+            return
+        now = self.clock.now() - start
+        done = sum(1 for e in self.fault_events if e["kind"] in ("drop", "outage"))
+        timed = [(t, "drop", 0.0) for t in self.plan.drops_s] + [(t, "outage", d) for t, d in self.plan.outages_s]
+        for t, kind, duration in sorted(timed)[done:]:
+            if t > now:
+                return
+            offset = proxy.stats["bytes_down"]
+            if kind == "drop":
+                proxy.cut_all()
+                if handover is not None:
+                    handover.republish()  # the board lost the message: it takes it again at its resubscription
+            else:
+                proxy.stall(duration)
+            self.fault_events.append({"kind": kind, "t_s": now, "offset": offset, "duration_s": duration})
+
+    def _events(self, link: dict[str, Any] | None) -> int:
+        """Complete the fault events with the link's fired faults and the power cuts; their count."""
+        if self.fault.rate is None:
+            return 0
+        start = self.phases.get("t_publish_start") or 0.0
+        kind = {"corrupt": "bitflip", "stall": "power"}
+        for name, offset, t in (link or {}).get("faults_fired", []):
+            if name in kind:
+                t_s = t - self.clock.t0 - start
+                self.fault_events.append({"kind": kind[name], "t_s": t_s, "offset": offset, "duration_s": 0.0})
+        self.fault_events.sort(key=lambda e: e["t_s"])
+        return len(self.fault_events)
 
     def _check_real_board(self) -> None:
         """What a trial on a real board can and cannot do (no link profile or fault between it and its broker)."""
@@ -455,7 +515,7 @@ class Trial:
 
     def _start_proxy(self, stack: contextlib.ExitStack, base_url: str) -> LinkProxy | None:
         profile = self._profile()
-        if profile is None and self.fault.kind == "none":
+        if profile is None and self.fault.kind == "none":  # a rate fault needs the proxy too
             return None
         url = parse_url(base_url)
         proxy = LinkProxy(url.host, url.port, profile)
@@ -570,13 +630,17 @@ class Trial:
         power_cut = switched = False
         results = getattr(board, "updates", None)  # a virtual board's own update results
 
+        power_kinds = ("power-loss", RateKind.POWER.value)
+
         def side_channels() -> Outcome | None:
             nonlocal power_cut, seen
+            if proxy is not None and self.fault.rate is not None:
+                self._timed_faults(proxy, handover)
             if handover is not None:
-                if self.fault.kind in ("cut", "power-loss") and proxy is not None and proxy.stats["faults_fired"]:
+                if self.fault.kind in ("cut", *power_kinds) and proxy is not None and proxy.stats["faults_fired"]:
                     handover.republish_once()  # the board lost the message: it takes it again at its resubscription
                 handover.poll()
-            if self.fault.kind == "power-loss" and proxy is not None and not power_cut and proxy.stats["faults_fired"]:
+            if self.fault.kind in power_kinds and proxy is not None and not power_cut and proxy.stats["faults_fired"]:
                 board.power_cycle()  # power lost mid-transfer, while the link holds the rest back
                 proxy.resume()
                 power_cut = True
@@ -704,8 +768,11 @@ class _Handover:
 
     def republish_once(self) -> None:
         """Publish the package again (retained) after a fault cut its transfer; clear it at the next handover."""
-        if self.republished:
-            return
+        if not self.republished:
+            self.republish()
+
+    def republish(self) -> None:
+        """Publish the package again (retained), also after an earlier republish (each drop of a rate fault)."""
         self.republished = True
         if self.watch is not None:
             self.mark = self.watch.mark

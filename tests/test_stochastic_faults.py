@@ -1,0 +1,201 @@
+"""Faults at rates (drops, outages, power, bitflips): the parser, seeded schedules, and real trials.
+
+Network tests use a Mosquitto of the module's own on 127.0.0.1 and the link proxy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from broker_helpers import Probe
+
+from otalib.errors import LabError, UsageError
+from otalib.lab import store
+from otalib.lab.campaign import CampaignSpec, run_campaign
+from otalib.lab.schema import TrialConfig, TrialResult, validate_frame
+from otalib.lab.trial import Bench, FaultSpec
+from otalib.net.faults import RateFault, RateKind, trial_rng
+from otalib.net.link import LinkProxy
+
+pytestmark = pytest.mark.timeout(180)
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "params", "seed"),
+    [
+        ("drops:rate=0.5", RateKind.DROPS, {"rate": 0.5}, 0),
+        ("outages:every=10,for=2.5", RateKind.OUTAGES, {"every": 10.0, "for": 2.5}, 0),
+        ("power:p=0", RateKind.POWER, {"p": 0.0}, 0),
+        ("power:p=1,seed=7", RateKind.POWER, {"p": 1.0}, 7),
+        ("bitflips:ber=1e-5", RateKind.BITFLIPS, {"ber": 1e-5}, 0),
+    ],
+)
+def test_good_rate_faults_parse(text, kind, params, seed):
+    fault = RateFault.parse(text)
+    assert (fault.kind, fault.params, fault.seed) == (kind, params, seed)
+    spec = FaultSpec.parse(text)  # the trial's one parser hands rate faults on
+    assert spec.kind == kind.value and spec.rate == fault
+    assert TrialConfig(fault=text).fault == text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("drops:rate=-1", "bad rate"),
+        ("drops:rate=0", "bad rate"),
+        ("drops:rate=nan", "bad rate"),
+        ("power:p=2", "bad p"),
+        ("bitflips:ber=x", "bad ber"),
+        ("outages:every=5", "needs for"),
+        ("drops:speed=1", "unknown parameter 'speed'"),
+        ("drops:rate", "expected NAME=VALUE"),
+        ("power:p=0.5,seed=-3", "bad seed"),
+        ("meteor:rate=1", "unknown fault"),
+    ],
+)
+def test_bad_rate_faults_are_one_line_errors(text, message):
+    with pytest.raises(LabError, match=message) as caught:
+        FaultSpec.parse(text)
+    assert "\n" not in str(caught.value)
+    if not text.startswith("meteor"):  # a rate fault's trial config fails before a campaign runs
+        with pytest.raises(LabError, match=message):
+            TrialConfig(fault=text)
+
+
+def test_rate_fault_parser_raises_usage_error():
+    with pytest.raises(UsageError, match="unknown rate fault"):
+        RateFault.parse("meteor:x=1")
+
+
+# --- seeded schedules (no network) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["drops:rate=0.5", "outages:every=2,for=1", "power:p=0.5", "bitflips:ber=1e-4"])
+def test_same_seed_same_schedule_other_seed_or_trial_other_schedule(text):
+    def plan(seed: int, trial_id: str):
+        fault = RateFault.parse(f"{text},seed={seed}")
+        return fault.draw(trial_rng(fault.seed, trial_id), 200_000, 60.0)
+
+    plans = [plan(1, f"trial{i}") for i in range(20)]
+    assert plans == [plan(1, f"trial{i}") for i in range(20)]
+    assert plans != [plan(2, f"trial{i}") for i in range(20)]
+    assert len(set(map(repr, plans))) > 1  # trials of one campaign draw different realisations
+
+
+def test_drops_are_a_poisson_process():
+    fault = RateFault.parse("drops:rate=2")
+    counts = [len(fault.draw(trial_rng(3, str(i)), 1, 50.0).drops_s) for i in range(200)]
+    # 200 trials x 50 s x 2/s: mean 100 per trial; the mean of 200 counts has sd sqrt(100/200)
+    assert abs(np.mean(counts) - 100) < 4 * math.sqrt(100 / 200)
+    assert abs(np.var(counts) - 100) < 30  # Poisson: variance = mean
+
+
+def test_power_p1_always_fires_p0_never_at_a_uniform_byte():
+    sure, never = RateFault.parse("power:p=1"), RateFault.parse("power:p=0")
+    offsets = [sure.draw(trial_rng(0, str(i)), 1000, 1.0).power_at for i in range(400)]
+    assert all(o is not None and 0 <= o < 1000 for o in offsets)
+    assert 400 < np.mean(offsets) < 600
+    assert all(never.draw(trial_rng(0, str(i)), 1000, 1.0).power_at is None for i in range(400))
+
+
+def test_bitflip_positions_have_the_rate_and_no_repeats():
+    fault = RateFault.parse("bitflips:ber=1e-3")
+    bits = fault.draw(trial_rng(5, "x"), 1_000_000, 1.0).flipped_bits
+    expected = 8_000_000 * 1e-3
+    assert abs(len(bits) - expected) < 5 * math.sqrt(expected)
+    assert list(bits) == sorted(set(bits)) and bits[-1] < 8_000_000
+
+
+# --- through the proxy and in trials (Mosquitto on loopback) ---------------------------------
+
+
+def test_bitflips_through_the_proxy_flip_the_drawn_bits(broker):
+    payload = os.urandom(512 * 1024)
+    fault = RateFault.parse("bitflips:ber=2e-4,seed=11")
+    plan = fault.draw(trial_rng(fault.seed, "proxy"), len(payload), 1.0)
+    expected = len(payload) * 8 * 2e-4  # 839 flips
+    assert abs(len(plan.flipped_bits) - expected) < 5 * math.sqrt(expected)
+    with LinkProxy(broker.host, broker.port) as proxy:
+        receiver = Probe(broker, port=proxy.port).connect_ok()
+        sender = Probe(broker).connect_ok()
+        try:
+            receiver.subscribe("flips/t")
+            for link_fault in plan.link_faults():
+                proxy.set_fault(link_fault, live=True)
+            sender.publish("flips/t", payload, retain=False)
+            message = receiver.get(timeout=60)
+        finally:
+            receiver.close()
+            sender.close()
+    assert message is not None and len(message.payload) == len(payload)
+    diff = np.bitwise_xor(np.frombuffer(payload, np.uint8), np.frombuffer(message.payload, np.uint8))
+    flipped = np.flatnonzero(np.unpackbits(diff))
+    assert flipped.tolist() == list(plan.flipped_bits)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    with Bench() as shared:
+        yield shared
+
+
+def _config(**params):
+    return TrialConfig(campaign="rates", size=params.pop("size", 24 * 1024), broker_backend="mosquitto", **params)
+
+
+def test_power_p1_cuts_power_mid_transfer_and_p0_does_not(bench):
+    struck = bench.run(_config(mode="signed", fault="power:p=1"))
+    assert struck.fault_events == 1 and [e["kind"] for e in struck.events] == ["power"]
+    assert "power-loss" in struck.faults_fired.split(";")
+    assert struck.outcome.text == "updated"  # the retained message came again after the reboot
+    assert struck.board_updates.split(";") == ["abandoned@6", "applied@6"]
+    spared = bench.run(_config(mode="signed", fault="power:p=0"))
+    assert spared.fault_events == 0 and spared.events == [] and spared.faults_fired == ""
+    assert spared.outcome.text == "updated" and spared.board_updates == "applied@6"
+
+
+def test_drops_on_a_slow_transfer_disconnect_and_the_trial_ends(bench, tmp_path):
+    # seed 4 draws a drop 1 s into this 3 s transfer, the next after 14 s: the retained message
+    # comes again after the drop and the second transfer completes
+    spec = CampaignSpec.from_dict(
+        {
+            "name": "rates",
+            "repeats": 1,
+            "fixed": {
+                "broker_backend": "mosquitto",
+                "size": 24 * 1024,
+                "mode": "signed",
+                "rate_Bps": 8000.0,
+                "link": "slow",
+                "timeout_s": 40.0,
+                "fault": "drops:rate=0.25,seed=4",
+            },
+        }
+    )
+    (config,) = spec.trials()
+    rate = FaultSpec.parse(config.fault).rate
+    drops = rate.draw(trial_rng(rate.seed, config.trial_id), 1, 40.0).drops_s
+    assert drops[0] < 1.5 and drops[1] > 14.0  # the schedule the test was written for
+    df = run_campaign(spec, tmp_path / "run", bench.run, progress=False)
+    row = validate_frame(df).iloc[0]
+    assert row["outcome"] == "updated"
+    assert row["fault_events"] >= 1 and row["connections"] >= 2
+    events = store.read_fault_events(tmp_path / "run")
+    assert len(events) == row["fault_events"]
+    assert set(events["trial_id"]) == {config.trial_id} and events["kind"].iloc[0] == "drop"
+    assert events["t_s"].iloc[0] == pytest.approx(drops[0], abs=0.5)  # fired when due (on the trial's tick)
+    assert (tmp_path / "run" / store.EVENTS).is_file()
+
+
+def test_old_runs_without_fault_events_load_with_zero():
+    row = TrialResult(TrialConfig(), outcome="updated", fault_events=3).to_row()
+    assert validate_frame(pd.DataFrame([row]))["fault_events"].tolist() == [3]
+    del row["fault_events"]
+    assert validate_frame(pd.DataFrame([row]))["fault_events"].tolist() == [0]
