@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -199,3 +202,48 @@ def test_old_runs_without_fault_events_load_with_zero():
     assert validate_frame(pd.DataFrame([row]))["fault_events"].tolist() == [3]
     del row["fault_events"]
     assert validate_frame(pd.DataFrame([row]))["fault_events"].tolist() == [0]
+
+
+# --- otalab link --at-rate ---------------------------------------------------------------------
+
+
+def _otalab(*args: str, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "otalib", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
+
+
+def test_cli_link_drops_at_a_rate_disconnect_a_client(broker):
+    proc = _otalab("link", "--upstream", f"127.0.0.1:{broker.port}", "--at-rate", "drops:rate=2,seed=3")
+    try:
+        first = proc.stdout.readline()
+        port = int(first.split()[1].rsplit(":", 1)[1])
+        client = Probe(broker, port=port).connect_ok()
+        try:
+            lines = [proc.stdout.readline() for _ in range(2)]  # the profile, the events drawn
+            assert "at rate: drops:rate=2,seed=3" in lines[1]
+            client.disconnected.clear()
+            drop = proc.stdout.readline()
+            assert drop.startswith("link: drop at ")
+            assert client.disconnected.wait(10)  # the drop cut the client's connection
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "Traceback" not in err
+    assert "cut@" in out  # the stop line lists the cut
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("power:p=1", "needs a payload"), ("drops:rate=-1", "bad rate"), ("meteor:x=1", "unknown rate fault")],
+)
+def test_cli_link_bad_at_rate_is_one_line(fault, message):
+    proc = _otalab("link", "--upstream", "127.0.0.1:1", "--at-rate", fault)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err and out == ""

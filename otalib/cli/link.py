@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Any
 
 import click
 
 from otalib.errors import UsageError
 from otalib.net.address import parse_hostport
+from otalib.net.faults import FaultPlan, RateFault, RateKind, trial_rng
 from otalib.net.link import PROFILES, Fault, LinkProfile, LinkProxy
+
+#: Seconds of timed faults ``--at-rate`` draws; how often the foreground loop fires the due ones.
+HORIZON_S = 3600.0
+TICK_S = 0.05
 
 
 def build_fault(
@@ -39,6 +45,16 @@ def build_fault(
     if stall_at is not None:
         return Fault("stall", stall_at, duration_s=stall_for, **common)
     return None
+
+
+def build_timed_plan(text: str | None) -> FaultPlan:
+    """The drops or outages of ``--at-rate`` over :data:`HORIZON_S` (empty without it)."""
+    if not text:
+        return FaultPlan()
+    fault = RateFault.parse(text)
+    if fault.kind not in (RateKind.DROPS, RateKind.OUTAGES):
+        raise UsageError(f"--at-rate takes drops or outages; {fault.kind.value} needs a payload: use it in a trial")
+    return fault.draw(trial_rng(fault.seed, "otalab-link"), 0, HORIZON_S)
 
 
 def build_profile(profile: str | None, rate: float | None, latency_ms: float | None) -> LinkProfile:
@@ -80,6 +96,12 @@ def build_profile(profile: str | None, rate: float | None, latency_ms: float | N
     help="count N from the connection start or from the first MQTT PUBLISH payload",
 )
 @click.option("--every", is_flag=True, help="apply the fault to every connection, not only the first")
+@click.option(
+    "--at-rate",
+    "at_rate",
+    metavar="FAULT",
+    help="drops:rate=R or outages:every=S,for=D (,seed=N): disconnects / stalls at random times from the start",
+)
 def link_cmd(
     upstream: str,
     listen: str,
@@ -92,6 +114,7 @@ def link_cmd(
     stall_for: float | None,
     within: str,
     every: bool,
+    at_rate: str | None,
 ) -> None:
     """Forward a board's connection to the broker through a slow or faulty link until Ctrl-C.
 
@@ -101,6 +124,7 @@ def link_cmd(
     listen_host, listen_port = parse_hostport(listen, what="--listen")
     fault = build_fault(cut_after, corrupt_at, stall_at, stall_for, within, every)
     link_profile = build_profile(profile, rate, latency_ms)
+    plan, fired_timed = build_timed_plan(at_rate), 0
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     proxy = LinkProxy(up_host, up_port, link_profile, fault, listen_host=listen_host, listen_port=listen_port)
@@ -113,9 +137,18 @@ def link_cmd(
                 f"link: profile {link_profile.name}: {rate_text}, latency {link_profile.latency_s * 1000:g} ms;"
                 f" fault: {fault_text}"
             )
+            if at_rate:
+                click.echo(f"link: at rate: {at_rate}: {len(plan.timed())} event(s) drawn for the first hour")
+            started = time.monotonic()
             try:
-                while not stop.wait(0.5):
-                    pass
+                while not stop.wait(TICK_S):
+                    for t, kind, duration in plan.due(time.monotonic() - started, fired_timed):
+                        fired_timed += 1
+                        if kind == "drop":
+                            proxy.cut_all()
+                        else:
+                            proxy.stall(duration)
+                        click.echo(f"link: {kind} at {t:.2f}s" + (f" for {duration:.2f}s" if duration else ""))
             except KeyboardInterrupt:
                 pass
             stats = proxy.stats

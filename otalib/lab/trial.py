@@ -414,10 +414,7 @@ class Trial:
             return
         now = self.clock.now() - start
         done = sum(1 for e in self.fault_events if e["kind"] in ("drop", "outage"))
-        timed = [(t, "drop", 0.0) for t in self.plan.drops_s] + [(t, "outage", d) for t, d in self.plan.outages_s]
-        for t, kind, duration in sorted(timed)[done:]:
-            if t > now:
-                return
+        for _t, kind, duration in self.plan.due(now, done):
             offset = proxy.stats["bytes_down"]
             if kind == "drop":
                 proxy.cut_all()

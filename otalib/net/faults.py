@@ -74,6 +74,14 @@ class FaultPlan:
         masks = sorted(self.byte_masks().items())
         return faults + [Fault("corrupt", at_byte=at, xor=mask, within="payload") for at, mask in masks if mask]
 
+    def timed(self) -> list[tuple[float, str, float]]:
+        """The time-based events in order: (seconds, ``drop`` or ``outage``, outage length)."""
+        return sorted([(t, "drop", 0.0) for t in self.drops_s] + [(t, "outage", d) for t, d in self.outages_s])
+
+    def due(self, now_s: float, fired: int) -> list[tuple[float, str, float]]:
+        """The time-based events due by ``now_s`` after the first ``fired`` of them."""
+        return [event for event in self.timed()[fired:] if event[0] <= now_s]
+
     def byte_masks(self) -> dict[int, int]:
         """Flipped bits as {payload byte offset: XOR mask}."""
         masks: dict[int, int] = {}
