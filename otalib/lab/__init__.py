@@ -5,7 +5,8 @@ on a shared bench), :mod:`campaign` (grid and runner), :mod:`store` (run directo
 disk), :mod:`metadata` (the run's snapshot), :mod:`stats`, :mod:`charts`
 (``DataFrame -> Axes``), :mod:`report`, and for notebooks :mod:`session` (a broker, a
 board and its console), :mod:`console_view` (console lines as a DataFrame) and
-:mod:`security` (try an action, record whether it was refused). Names are imported
+:mod:`security` (try an action, record whether it was refused), :mod:`hardware` (a real-board
+cell skips without a port). Names are imported
 lazily, so ``import otalib.lab.schema`` does not load matplotlib.
 """
 
