@@ -197,6 +197,23 @@ def test_drops_on_a_slow_transfer_disconnect_and_the_trial_ends(bench, tmp_path)
     assert (tmp_path / "run" / store.EVENTS).is_file()
 
 
+def test_outages_on_a_slow_transfer_stall_it_and_the_update_completes(bench):
+    # seed 1 draws outages at 0.31 s (0.88 s long), 2.26 s (0.70 s), 5.67 s (0.75 s): shorter than the
+    # keepalive, so they stall the 3 s transfer without a disconnect
+    config = _config(
+        mode="signed", rate_Bps=8000.0, link="slow", timeout_s=40.0, fault="outages:every=1.5,for=0.5,seed=1"
+    )
+    rate = FaultSpec.parse(config.fault).rate
+    outages = rate.draw(trial_rng(rate.seed, config.trial_id), 1, 40.0).outages_s
+    assert outages[0][0] < 0.5 and 0.8 < outages[0][1] < 1.0  # the schedule the test was written for
+    result = bench.run(config)
+    assert result.outcome.text == "updated"
+    assert result.fault_events >= 2 and {e["kind"] for e in result.events} == {"outage"}
+    first = result.events[0]
+    assert first["t_s"] == pytest.approx(outages[0][0], abs=0.5) and first["duration_s"] == outages[0][1]
+    assert "abandoned" not in result.board_updates  # a stall, not a disconnect: one transfer
+
+
 def test_old_runs_without_fault_events_load_with_zero():
     row = TrialResult(TrialConfig(), outcome="updated", fault_events=3).to_row()
     assert validate_frame(pd.DataFrame([row]))["fault_events"].tolist() == [3]
