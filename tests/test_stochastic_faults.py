@@ -264,3 +264,29 @@ def test_cli_link_bad_at_rate_is_one_line(fault, message):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode != 0 and message in err
     assert err.count("\n") == 1 and "Traceback" not in err and out == ""
+
+
+def _plans(seed):
+    spec = CampaignSpec.from_dict(
+        {"name": "s", "repeats": 3, "seed": seed, "grid": {"fault": ["drops:rate=1", "power:p=0.5,seed=9", "cut@0.5"]}}
+    )
+    plans = []
+    for config in spec.trials():
+        rate = FaultSpec.parse(config.fault).rate
+        plans.append(None if rate is None else rate.draw(trial_rng(rate.seed, config.trial_id), 1000, 20.0))
+    return [c.fault for c in spec.trials()], plans
+
+
+def test_the_spec_seed_reaches_rate_faults_and_reproduces_their_draws():
+    faults, plans = _plans(7)
+    assert faults[:3] == ["drops:rate=1,seed=7", "power:p=0.5,seed=9", "cut@0.5"]  # a fault's own seed wins
+    assert _plans(7) == (faults, plans)
+    _, other_plans = _plans(8)
+    assert other_plans[0::3] != plans[0::3] and other_plans[1::3] == plans[1::3]
+    assert len({repr(p) for p in plans[0::3]}) == 3  # each repeat draws its own realisation
+
+
+@pytest.mark.parametrize("seed", [-1, "x", 1.5, True])
+def test_a_bad_spec_seed_is_one_line(seed):
+    with pytest.raises(LabError, match="'seed' must be an integer >= 0"):
+        CampaignSpec.from_dict({"name": "s", "seed": seed, "grid": {}})

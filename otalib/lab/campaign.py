@@ -19,6 +19,7 @@ A spec (YAML, JSON or a dict)::
     power: "uhubctl -a cycle -p 2"  # a real board's power hook: a command, or {off: …, on: …, off_s: 2}
                                     # (power-loss trials on a real board need it)
     board_reset: rts                # a real board's fresh start per trial: rts (RTS -> EN), power, none
+    seed: 7                         # faults at rates (drops:rate=0.1, ...) without their own seed= take it
 
 The trial itself is a pluggable callable ``TrialConfig -> TrialResult``.
 
@@ -54,6 +55,7 @@ from otalib.lab import store
 from otalib.lab.inputs import FIRMWARE_KEYS, check_key_path, is_real_board, parse_rom_spec
 from otalib.lab.metadata import collect_metadata, utc_now
 from otalib.lab.schema import TrialConfig, TrialResult, redact_url
+from otalib.net.faults import is_rate_fault
 from otalib.vocabulary import UpdateMode
 
 #: A trial: runs one configuration on a board and reports what it observed.
@@ -80,7 +82,7 @@ def known_links() -> dict[str, dict[str, float]]:
 PARAMETERS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("campaign", "repeat"))
 
 _SPEC_KEYS = ("name", "grid", "repeats", "fixed", "links", "build_timestamp", "key", "roms", "firmware")
-_SPEC_KEYS += ("allow_demo_image", "power", "board_reset")
+_SPEC_KEYS += ("allow_demo_image", "power", "board_reset", "seed")
 #: What the campaign's inputs (key, firmware) add to a spec when given (``None``/False: not stored).
 _INPUT_KEYS = ("key", "roms", "firmware", "allow_demo_image")
 #: Most trials one campaign may have (at a second or more each, this is more than a day).
@@ -131,6 +133,7 @@ class CampaignSpec:
     base_dir: Path | None = field(default=None, compare=False, repr=False)
     power: str | dict[str, Any] | None = None  # a real board's power hook (serial_board.PowerHook.from_spec)
     board_reset: str = "rts"  # a real board's fresh start per trial (serial_board.BoardReset)
+    seed: int | None = None  # the seed of rate faults without their own (otalib.net.faults)
 
     def __post_init__(self) -> None:
         self._check()
@@ -169,6 +172,7 @@ class CampaignSpec:
                 base_dir=base_dir,
                 power=data.get("power"),
                 board_reset=data.get("board_reset", "rts"),
+                seed=data.get("seed"),
             )
         except LabError as exc:
             raise LabError(f"{source}: {exc}") from None
@@ -219,6 +223,8 @@ class CampaignSpec:
             spec["power"] = self.power
         if self.board_reset != "rts":
             spec["board_reset"] = self.board_reset
+        if self.seed is not None:
+            spec["seed"] = self.seed
         return clean(spec)
 
     def resolve_path(self, text: str) -> Path:
@@ -236,6 +242,8 @@ class CampaignSpec:
         return firmware
 
     def _check(self) -> None:
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            raise LabError(f"'seed' must be an integer >= 0, got {self.seed!r}")
         if not isinstance(self.name, str) or not self.name.strip():
             raise LabError("'name' must be a non-empty string")
         if not isinstance(self.repeats, int) or isinstance(self.repeats, bool) or self.repeats < 1:
@@ -406,6 +414,9 @@ class CampaignSpec:
         seen: dict[str, dict[str, Any]] = {}
         for combo in combos:
             params = self._resolve({**self.fixed, **combo})
+            fault = params.get("fault")
+            if self.seed is not None and isinstance(fault, str) and is_rate_fault(fault) and "seed=" not in fault:
+                params["fault"] = f"{fault},seed={self.seed}"  # the fault column and the trial id carry it
             try:
                 config = TrialConfig(campaign=self.name, repeat=0, **params)
             except TypeError as exc:
