@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from otalib.board.serial_board import PowerHook, SerialBoard
 from otalib.broker import find_mosquitto, start_broker
 from otalib.keys import generate_key_file
 from otalib.lab.campaign import CampaignSpec
@@ -91,6 +92,11 @@ def test_campaign_on_the_serial_only_board(tmp_path: Path) -> None:
                 }
             )
             frame = run_campaign_on_bench(spec, tmp_path / "run", progress=False)
+            with SerialBoard(pty, reset_via_rts=False, power=PowerHook(cycle=f"kill -USR2 {pid}")) as port:
+                port.power_cycle()  # what a boot looks like on the port: the ESP8266's banners, rBoot's slot
+                boot = [port.expect(event, 20) for event in ("boot", "bootloader", "rom_boot", "running")]
+                assert boot[0].fields["rst_cause"] == 1 and boot[2].fields["slot"] == boot[3].fields["slot"]
+                assert not [line for line in port.history() if "Sming Host emulator" in line.line]
     assert len(frame) == 4
     for row in frame.itertuples():
         assert row.outcome == "updated", (row.fault, row.outcome, row.notes)
