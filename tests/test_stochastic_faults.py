@@ -59,6 +59,7 @@ def test_good_rate_faults_parse(text, kind, params, seed):
         ("outages:every=5", "needs for"),
         ("drops:speed=1", "unknown parameter 'speed'"),
         ("drops:rate", "expected NAME=VALUE"),
+        ("drops:rate=1,rate=2", "rate given twice"),
         ("power:p=0.5,seed=-3", "bad seed"),
         ("meteor:rate=1", "unknown fault"),
     ],

@@ -122,6 +122,8 @@ class RateFault:
                 if seed < 0:
                     raise UsageError(f"bad seed in {text!r}: an integer >= 0")
                 continue
+            if name in values:
+                raise UsageError(f"bad rate fault {text!r}: {name} given twice")
             if name not in spec:
                 raise UsageError(f"unknown parameter {name!r} in {text!r}: {kind.value} takes {', '.join(spec)}")
             try:
