@@ -129,3 +129,21 @@ def gone(pid: int, timeout: float = WAIT) -> bool:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return True
     return False
+
+
+#: Lab settings a test must not inherit from the caller's environment.
+LAB_SETTINGS = ("MQTT_URL", "APP_ID", "APP_VERSION", "APP_VERSION_PATCH", "ENABLE_OTA_VARINT_VERSION", "OTALAB_CONFIG")
+
+
+def run_otalab(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m otalib ARGS`` with no lab settings from the caller's environment (only ``env``)."""
+    full = {k: v for k, v in os.environ.items() if k not in LAB_SETTINGS}
+    full["PYTHONPATH"] = str(ROOT) + (os.pathsep + full["PYTHONPATH"] if full.get("PYTHONPATH") else "")
+    return subprocess.run(
+        [sys.executable, "-m", "otalib", *args],
+        cwd=cwd,
+        env={**full, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from process_helpers import run_otalab as otalab
+
 VECTORS = Path(__file__).parent / "vectors"
-
-
-def otalab(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if k not in ("APP_ID", "APP_VERSION", "MQTT_URL", "OTALAB_CONFIG")}
-    return subprocess.run(
-        [sys.executable, "-m", "otalib", *args],
-        cwd=cwd,
-        env={**full, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_deploy_takes_url_and_topic_from_otalab_toml(tmp_path, broker):

@@ -10,11 +10,11 @@ import os
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from deploy_helpers import retained
+from process_helpers import run_otalab as otalab
 
 from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import Rom, build_ota
@@ -24,21 +24,6 @@ from otalib.keys import LabKey
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "a/test/u/4.3"
 KEY = LabKey.from_bytes(bytes(range(64)), "test")
-SETTINGS = ("MQTT_URL", "APP_ID", "APP_VERSION", "APP_VERSION_PATCH", "ENABLE_OTA_VARINT_VERSION", "OTALAB_CONFIG")
-
-
-def otalab(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m otalib ARGS`` with no lab settings from the caller's environment (only ``env``)."""
-    full = {k: v for k, v in os.environ.items() if k not in SETTINGS}
-    full["PYTHONPATH"] = str(ROOT) + (os.pathsep + full["PYTHONPATH"] if full.get("PYTHONPATH") else "")
-    return subprocess.run(
-        [sys.executable, "-m", "otalib", *args],
-        cwd=cwd,
-        env={**full, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
