@@ -200,3 +200,18 @@ def test_image_elf2image_refuses_its_input_and_a_key_file(files) -> None:
     )
     assert (files / "ota.key").read_bytes() == before
     assert not list(files.glob("ota.key.*.bak"))
+
+
+@pytest.mark.parametrize("command", [("inspect", "x.ota"), ("deploy", "x.sdp"), ("config", "show")])
+def test_usage_error_honours_json(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """A usage error (exit 2) under ``--json`` still prints one JSON object on stdout, and one line on stderr."""
+    import json
+
+    result = otalab(*command, "--json", "--no-such-option", cwd=tmp_path)
+    one_error(result, "--no-such-option", code=2)
+    record = json.loads(result.stdout)
+    assert record["ok"] is False and record["usage"] is True
+    assert record["error"].startswith("No such option '--no-such-option'.")
+    plain = otalab(*command, "--no-such-option", cwd=tmp_path)
+    one_error(plain, "--no-such-option", code=2)
+    assert plain.stdout == ""

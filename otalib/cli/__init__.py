@@ -10,6 +10,7 @@ stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from typing import Any
 
@@ -51,6 +52,10 @@ class OtalabGroup(click.Group):
             _load_area(self, COMMANDS[cmd_name])
         return self.commands.get(cmd_name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["otalab.argv"] = list(args)  # a usage error must still honour --json
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
@@ -59,6 +64,8 @@ class OtalabGroup(click.Group):
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
             click.echo(f"otalab: error: {exc.format_message()}{hint}", err=True)
+            if "--json" in ctx.meta.get("otalab.argv", ()):
+                click.echo(json.dumps({"ok": False, "error": exc.format_message(), "usage": True}))
             ctx.exit(2)
         except OtaLabError as exc:
             click.echo(f"otalab: error: {exc}", err=True)
