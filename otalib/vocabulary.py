@@ -6,6 +6,7 @@
 - :class:`DeviceState` — what the (virtual) device is doing: off, running, receiving, …
 - :class:`Decision` — what a device does with one package (applied, skipped, rejected, …): the
   virtual device's own result and ``otalab inspect``'s verdict.
+- :class:`TimingProfile` — which device the virtual board takes time like (``esp8266``, ``esp32``, ``none``).
 - :class:`Outcome` — what a trial or a console watcher OBSERVED of one update attempt (updated,
   rejected with a device error, timeout, …). Its text form ``rejected:VerificationFailed`` is for
   data frames and JSON only (:meth:`Outcome.text`, :meth:`Outcome.parse`).
@@ -104,6 +105,23 @@ class UpdateMode(_Word):
         return DeviceKeys(key.verify_key if self.signed else None, key.decrypt_key if self.encrypted else None)
 
 
+class TimingProfile(_Word):
+    """The device whose time the virtual board spends (:mod:`otalib.board.sim.timing`); ``none`` = instant."""
+
+    ESP8266 = "esp8266"  # ESP8266 at 80 MHz
+    ESP8266_160 = "esp8266-160"  # ESP8266 at 160 MHz
+    ESP32 = "esp32"  # ESP32 (LX6, 240 MHz)
+    NONE = "none"  # no device time: today's instant board
+
+    @classmethod
+    def parse(cls, text: str | TimingProfile) -> TimingProfile:
+        """``text`` as a profile, or :class:`~otalib.errors.UsageError` naming the choices."""
+        try:
+            return cls(text)
+        except ValueError:
+            raise UsageError(f"unknown timing profile {text!r}: one of {', '.join(p.value for p in cls)}") from None
+
+
 class DeviceState(_Word):
     """What the virtual device is doing."""
 
@@ -171,4 +189,4 @@ class Outcome:
             raise ValueError(f"not an outcome: {text!r}") from None
 
 
-__all__ = ["Decision", "DeviceState", "FirmwareParser", "Outcome", "OutcomeKind", "UpdateMode"]
+__all__ = ["Decision", "DeviceState", "FirmwareParser", "Outcome", "OutcomeKind", "TimingProfile", "UpdateMode"]

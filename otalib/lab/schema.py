@@ -23,7 +23,7 @@ import pandas as pd
 from otalib.errors import LabError, OtaLabError
 from otalib.formats.version import DeviceProfile
 from otalib.net.faults import RateFault, is_rate_fault
-from otalib.vocabulary import Outcome, OutcomeKind, UpdateMode
+from otalib.vocabulary import Outcome, OutcomeKind, TimingProfile, UpdateMode
 
 #: Outcome kinds a trial records (a restart into the same firmware is no trial's end), in report order;
 #: the recorded string is :attr:`Outcome.text <otalib.vocabulary.Outcome.text>`: ``rejected:<DeviceError>``.
@@ -56,6 +56,10 @@ TIMELINE_PHASES: tuple[tuple[str, str | None, str], ...] = (
     ("restart", "t_switched", "t_new_version"),  # the device waits 1 s, reboots, reports its version
 )
 
+#: Device-time phase columns: seconds of DEVICE time the (virtual) board's timing model spent per phase
+#: of the applied update (NaN when not measured: timing ``none``, a real board, no update applied).
+DEVICE_PHASES = ("receive_s", "erase_s", "write_s", "verify_s", "switch_s", "reboot_s", "reconnect_s")
+
 
 #: Configuration columns (the parameters of a trial), name -> pandas dtype.
 CONFIG_COLUMNS: dict[str, str] = {
@@ -77,6 +81,7 @@ CONFIG_COLUMNS: dict[str, str] = {
     "timeout_s": "float64",
     "app_id": "str",
     "version": "str",
+    "timing": "str",
 }
 
 #: Result columns, name -> pandas dtype.
@@ -95,9 +100,10 @@ RESULT_COLUMNS: dict[str, str] = {
     "board_updates": "str",
     "flags": "str",
     "evidence": "str",
+    **dict.fromkeys(DEVICE_PHASES, "float64"),
 }
 
-#: Result columns added after the first runs were stored: a frame without them gets these values.
+#: Columns added after the first runs were stored: a frame without them gets these values.
 LATER_COLUMNS: dict[str, Any] = {
     "faults_fired": "",
     "fault_events": 0,
@@ -107,6 +113,8 @@ LATER_COLUMNS: dict[str, Any] = {
     "t_cleared": math.nan,
     "flags": "",
     "evidence": "",
+    "timing": TimingProfile.NONE.value,
+    **dict.fromkeys(DEVICE_PHASES, math.nan),
 }
 
 
@@ -148,6 +156,7 @@ class TrialConfig:
     timeout_s: float = 60.0
     app_id: str = "test"
     version: str = "4.3.0"
+    timing: TimingProfile = TimingProfile.NONE  # the virtual board's device timing model
 
     def __post_init__(self) -> None:
         for name in _FLOAT_FIELDS:  # 1000 and 1000.0 are one parameter (and one trial id)
@@ -163,6 +172,8 @@ class TrialConfig:
         """The parameters that define the trial (everything but the campaign name)."""
         values = dataclasses.asdict(self)
         values.pop("campaign")
+        if values["timing"] == TimingProfile.NONE:  # the trial ids of runs made before timing existed
+            values.pop("timing")
         return values
 
     @property
@@ -176,6 +187,7 @@ class TrialConfig:
         """The configuration columns of this trial (the broker URL without credentials)."""
         row = {name: getattr(self, name) for name in CONFIG_COLUMNS if name != "trial_id"}
         row["mode"], row["device_profile"] = self.mode.value, self.device_profile.value
+        row["timing"] = self.timing.value
         row["trial_id"] = self.trial_id
         row["broker_url"] = redact_url(self.broker_url)
         return {name: row[name] for name in CONFIG_COLUMNS}
@@ -190,7 +202,7 @@ def check_config(config: TrialConfig) -> None:
     def bad(name: str, why: str) -> LabError:
         return LabError(f"trial parameter {name}={getattr(config, name)!r}: {why}")
 
-    for name, words in (("mode", UpdateMode), ("device_profile", DeviceProfile)):
+    for name, words in (("mode", UpdateMode), ("device_profile", DeviceProfile), ("timing", TimingProfile)):
         try:
             object.__setattr__(config, name, words(getattr(config, name)))
         except ValueError:
@@ -290,12 +302,17 @@ class TrialResult:
     flags: str = ""
     #: What the package check compared: ``signature``, ``timestamp``, ``rom-size``, ``write-size``, ``broker``.
     evidence: str = ""
+    #: Device time per phase of the applied update (:data:`DEVICE_PHASES` names -> seconds); absent = NaN.
+    device_time: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.outcome = parse_outcome(self.outcome)
         unknown = set(self.phases) - set(PHASES)
         if unknown:
             raise LabError(f"unknown trial phase(s): {', '.join(sorted(unknown))}")
+        unknown = set(self.device_time) - set(DEVICE_PHASES)
+        if unknown:
+            raise LabError(f"unknown device-time phase(s): {', '.join(sorted(unknown))}")
 
     @property
     def error(self) -> str:
@@ -326,6 +343,9 @@ class TrialResult:
         row["board_updates"] = self.board_updates
         row["flags"] = self.flags
         row["evidence"] = self.evidence
+        for name in DEVICE_PHASES:
+            value = self.device_time.get(name)
+            row[name] = math.nan if value is None else float(value)
         return row
 
 
