@@ -295,3 +295,23 @@ def test_esp8266_image_that_looks_like_esp32_header(tmp_path: Path) -> None:
     assert inspect_image(data, chip="ESP8266") == info
     with pytest.raises(UsageError):
         inspect_image(data, chip="esp9")
+
+
+@pytest.mark.parametrize("victim", ["elf", "key"])
+def test_elf2image_irom_part_never_replaces_the_elf_or_a_key(tmp_path: Path, victim: str) -> None:
+    """The irom part's name comes from esptool's rule (``<stem>-0xNNNNN.bin``): a file already there that is the
+    ELF itself or a key file is refused, and nothing is written."""
+    from otalib.errors import OtaLabError
+    from otalib.keys import generate_key_file
+
+    elf = _esp8266_elf(tmp_path, irom=True)
+    irom_path = tmp_path / "app-0x10000.bin"
+    if victim == "elf":
+        irom_path.symlink_to(elf)
+    else:
+        generate_key_file(irom_path)
+    before = irom_path.read_bytes()
+    with pytest.raises(OtaLabError):
+        elf2image(elf, "esp8266", tmp_path / "app.bin")
+    assert irom_path.read_bytes() == before
+    assert not (tmp_path / "app.bin").exists()

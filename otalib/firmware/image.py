@@ -523,8 +523,8 @@ def elf2image(
 
     ESP8266 ``version`` 1 gives esptool's split form: the image at ``output``
     and, if the ELF has an irom0 section, its data beside it as
-    ``<output stem>-0xNNNNN.bin`` (NNNNN = flash offset); version 2 gives one
-    file. Other chips ignore ``version``.
+    ``<output stem>-0xNNNNN.bin`` (NNNNN = flash offset), never over the ELF or
+    a key file; version 2 gives one file. Other chips ignore ``version``.
     """
     from esptool.cmds import elf2image as esptool_elf2image
 
@@ -562,7 +562,12 @@ def elf2image(
                 sections = ELFFile(elf).sections
             irom_addr = next(s.addr for s in sections if ESP8266ROM.IROM_MAP_START <= s.addr < ESP8266ROM.IROM_MAP_END)
             offset = irom_addr - ESP8266ROM.IROM_MAP_START
-            write_atomic(out.with_name(f"{out.stem}-{offset:#07x}.bin"), irom)
+            irom_path = out.with_name(f"{out.stem}-{offset:#07x}.bin")
+            # The irom part is named by esptool's rule, not by the user: never let it replace the ELF or a key.
+            from otalib.outputs import guard_output
+
+            guard_output(irom_path, [("ELF file", elf_path)], force=False)
+            write_atomic(irom_path, irom)
         data = main
     else:
         data = result
