@@ -54,6 +54,8 @@ class LabConfig:
     #: The framework's defaults; a device's build takes them only when set (else its keys decide).
     ENABLE_OTA_SIGNING: bool = True
     ENABLE_OTA_ENCRYPTION: bool = False
+    #: Sming's ``ENABLE_OTA_DOWNGRADE`` (default 0): 1 builds without downgrade protection.
+    ENABLE_OTA_DOWNGRADE: bool = False
     OTA_KEY: str = "ota.key"
     #: Build time of the board's firmware (ms since 1900, as in the .ota header); None: unknown.
     FIRMWARE_BUILD_TIMESTAMP: int | None = None
@@ -166,6 +168,7 @@ _BUILD_FLAGS = {
     "ENABLE_OTA_SIGNING": "signing",
     "ENABLE_OTA_ENCRYPTION": "encryption",
     "ENABLE_OTA_VARINT_VERSION": "varint",
+    "ENABLE_OTA_DOWNGRADE": "allow_downgrade",
 }
 #: Settings holding secrets or paths to them: shown as given, never read out.
 KEY_SETTINGS = frozenset({"OTA_KEY"})

@@ -123,7 +123,7 @@ def inspect_ota(data: bytes, key: LabKey | DeviceKeys | None = None, build: Devi
         decrypt_key=keys.decrypt,
         encrypted=encrypted,
         expect_signed=build.signing,
-        current_timestamp=build.firmware_timestamp,
+        current_timestamp=None if build.allow_downgrade else build.firmware_timestamp,  # as the Device does
         hash_roms=True,
     )
     info: dict[str, Any] = {

@@ -56,3 +56,26 @@ def test_lab_session_board_build_timestamp(tmp_path, monkeypatch, given) -> None
     with LabSession(workdir=tmp_path, build=build, backend="embedded") as session:
         session.monitor.expect("running", 20)
         assert session.board.device.build_timestamp == (given if given is not None else STAMP + 1)
+
+
+def test_enable_ota_downgrade_configures_the_device_build(tmp_path) -> None:
+    """Sming's ``ENABLE_OTA_DOWNGRADE`` (default 0): an older file is rejected as a downgrade unless it is 1,
+    in the configuration's device build and in ``otalab inspect``'s judgement."""
+    from process_helpers import run_otalab
+
+    from otalib.firmware.demo import make_demo_image
+    from otalib.keys import generate_key_file
+    from otalib.update import make_update
+
+    assert load_config(env={}).device_build(load_keys=False).allow_downgrade is False
+    assert load_config(env={"ENABLE_OTA_DOWNGRADE": "1"}).device_build(load_keys=False).allow_downgrade is True
+    with pytest.raises(ConfigError, match="ENABLE_OTA_DOWNGRADE"):
+        load_config(env={"ENABLE_OTA_DOWNGRADE": "maybe"})
+    key, _ = generate_key_file(tmp_path / "ota.key")
+    image = make_demo_image("esp8266", "test", "4.3.2", size=4096)
+    (tmp_path / "old.sdp").write_bytes(make_update(image, "signed", patch=2, key=key, timestamp=STAMP - 1).package)
+    env = {"FIRMWARE_BUILD_TIMESTAMP": str(STAMP), "OTA_KEY": "ota.key", "ENABLE_OTA_ADVANCED": "1"}
+    refused = run_otalab("inspect", "old.sdp", "--json", cwd=tmp_path, env=env)
+    assert refused.returncode == 1 and "DowngradeNotAllowed" in refused.stdout, refused.stdout + refused.stderr
+    allowed = run_otalab("inspect", "old.sdp", "--json", cwd=tmp_path, env={**env, "ENABLE_OTA_DOWNGRADE": "1"})
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr

@@ -164,6 +164,7 @@ class DeviceBuild:
             "verify_key": self.keys.verify is not None,
             "decrypt_key": self.keys.decrypt is not None,
             "firmware_timestamp": self.firmware_timestamp,
+            "allow_downgrade": self.allow_downgrade,
             "current_patch": self.current_patch,
             "profile": self.profile.value,
         }
