@@ -156,6 +156,7 @@ class VirtualBoard(BufferedConsole):
     (:class:`~otalib.board.sim.sming_console.ConsolePlatform`: the Host emulator's, or a
     real ESP8266's ROM and rBoot banners). ``console_history``: how many console lines the board
     keeps for its readers (the pty gets them all; a 1 MB update prints about 1,500 lines).
+    ``client_id``: its MQTT client id (Sming's sample: ``sming``; boards sharing a broker need their own).
     """
 
     def __init__(
@@ -176,10 +177,12 @@ class VirtualBoard(BufferedConsole):
         on_update: Callable[[UpdateResult], None] | None = None,
         banners: ConsolePlatform | str = ConsolePlatform.HOST,
         console_history: int = 200_000,
+        client_id: str = CLIENT_ID,
     ) -> None:
         build = build or DeviceBuild()
         self.build = build
         self.name = name
+        self.client_id = client_id
         self.url = broker if isinstance(broker, MqttUrl) else parse_url(broker)
         self.tls = tls or TlsOptions()
         self.link = parse_link(link)
@@ -323,7 +326,7 @@ class VirtualBoard(BufferedConsole):
     def _connect(self) -> None:
         client = StreamingClient(
             CallbackAPIVersion.VERSION2,
-            client_id=CLIENT_ID,
+            client_id=self.client_id,
             protocol=mqtt.MQTTv311,
             clean_session=True,
             stream_sink=_DeviceSink(self),
