@@ -211,10 +211,13 @@ def chip_info(port: str, baud: int = 115200) -> ChipInfo:
     from esptool import cmds
 
     buf = io.StringIO()
-    esp = None
     try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            esp = cmds.detect_chip(**connect_kwargs(port, baud))
+        # the loader is a context manager (esptool's public API): leaving it closes the port, on errors too
+        with (
+            contextlib.redirect_stdout(buf),
+            contextlib.redirect_stderr(buf),
+            cmds.detect_chip(**connect_kwargs(port, baud)) as esp,
+        ):
             mac = ":".join(f"{b:02x}" for b in esp.read_mac())
             info = ChipInfo(
                 chip=esp.CHIP_NAME,
@@ -230,10 +233,6 @@ def chip_info(port: str, baud: int = 115200) -> ChipInfo:
         return ChipInfo(**{**info.__dict__, "flash_size": flash_size})
     except Exception as exc:  # esptool.FatalError, serial.SerialException, OSError, struct.error ...
         raise BoardError(f"cannot read chip info on {port}: {_one_line(exc)}") from None
-    finally:
-        if esp is not None:
-            with contextlib.suppress(Exception):  # teardown: the port may already be gone
-                esp._port.close()
 
 
 def _try(fn: Callable):
