@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from lab_helpers import fake_trial, small_spec, synthetic_frame
-from matplotlib.container import BarContainer
+from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
 from otalib.cli import cli
@@ -22,15 +22,21 @@ from otalib.errors import LabError
 from otalib.lab import store
 from otalib.lab.campaign import run_campaign
 from otalib.lab.charts import (
-    plot_failure_rates,
+    facet,
+    outcome_counts,
+    plot_device_phases,
+    plot_failure_probability,
+    plot_outcomes,
     plot_phase_breakdown,
     plot_time_cdf,
+    plot_time_vs_fault_rate,
     plot_time_vs_size,
     plot_timeline,
 )
-from otalib.lab.report import summarize, write_report
+from otalib.lab.palette import OUTCOME_COLORS, REJECTED_COLORS, link_marker, outcome_color
+from otalib.lab.report import report_figures, summarize, write_report
 from otalib.lab.schema import TIMELINE_PHASES, TrialConfig, validate_frame
-from otalib.lab.stats import fit_throughput, phase_durations, wilson_interval
+from otalib.lab.stats import fault_rate, fit_throughput, mean_interval, phase_durations, wilson_interval
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +74,32 @@ def legend_labels(ax) -> list[str]:
 def test_wilson_interval_known_values(k, n, low, high):
     got = wilson_interval(k, n)
     assert got == pytest.approx((low, high), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
+)
+def test_wilson_interval_matches_newcombe_1998(k, n, low, high):
+    """Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson score, no continuity correction)."""
+    assert wilson_interval(k, n) == pytest.approx((low, high), abs=5e-5)
+
+
+def test_mean_interval_is_students_t():
+    mean, low, high = mean_interval([1, 2, 3, 4, 5, np.nan])  # sd 1.5811, t(4) = 2.776
+    assert (mean, low, high) == pytest.approx((3.0, 3 - 2.776 * 1.5811 / 5**0.5, 3 + 2.776 * 1.5811 / 5**0.5), abs=1e-3)
+    assert mean_interval([2.0])[0] == 2.0 and math.isnan(mean_interval([2.0])[1])
+    assert all(math.isnan(v) for v in mean_interval([]))
+
+
+def test_fault_rate_of_each_fault():
+    assert fault_rate("none") == ("none", 0.0)
+    assert fault_rate("drops:rate=0.2,seed=3") == ("drops", 0.2)
+    assert fault_rate("outages:every=10,for=2") == ("outages", pytest.approx(0.1))  # outages per second
+    assert fault_rate("power:p=0.1") == ("power", 0.1)
+    assert fault_rate("bitflips:ber=1e-6") == ("bitflips", 1e-6)
+    for fault in ("cut@0.5", "drops:rate=-1"):
+        assert math.isnan(fault_rate(fault)[1])
 
 
 def test_wilson_interval_edges():
@@ -149,11 +181,27 @@ def test_timeline_needs_one_trial():
 def test_time_vs_size_one_series_per_mode_and_link_with_fit():
     df = synthetic_frame()
     ax = plot_time_vs_size(df, ax=new_ax())
-    assert legend_labels(ax) == ["standard / wifi (fit 100 kB/s)", "signed / wifi (fit 100 kB/s)"]
+    assert legend_labels(ax) == ["standard / wifi (fit 100 KB/s)", "signed / wifi (fit 100 KB/s)"]
+    assert ax.get_xlabel() == "image size (KiB)" and ax.get_ylabel() == "publish → new version (s)"
+    assert ax.get_title().startswith("time to new version vs image size")
     markers = [line for line in ax.lines if line.get_linestyle() == "None"]
     fits = [line for line in ax.lines if line.get_linestyle() != "None"]
     assert len(markers) == 2 and len(fits) == 2
     assert sum(len(line.get_xdata()) for line in markers) == (df["outcome"] == "updated").sum() == 12
+    assert sorted(set(markers[0].get_xdata())) == [16.0, 64.0]  # KiB
+    assert {line.get_marker() for line in markers} == {link_marker("wifi")}
+
+
+def test_time_vs_size_fits_no_unlimited_link_and_no_faulted_trial():
+    grid = {"size": ["16KiB", "64KiB"], "link": ["unlimited", "wifi"], "fault": ["none", "drop"]}
+    spec = small_spec(grid=grid, fixed={"timeout_s": 5})
+    df = synthetic_frame(spec)
+    ax = plot_time_vs_size(df, ax=new_ax())
+    assert legend_labels(ax) == ["standard / unlimited (no fit: unlimited link)", "standard / wifi (fit 100 KB/s)"]
+    fits = [line for line in ax.lines if line.get_linestyle() != "None"]
+    assert len(fits) == 1  # the wifi series only
+    points = sum(len(line.get_xdata()) for line in ax.lines if line.get_linestyle() == "None")
+    assert points == ((df["fault"] == "none") & (df["outcome"] == "updated")).sum() == 12  # faulted trials left out
 
 
 def test_time_vs_size_edge_cases():
@@ -162,7 +210,7 @@ def test_time_vs_size_edge_cases():
     ax = plot_time_vs_size(only_failures, ax=new_ax())
     assert len(ax.lines) == 0 and texts(ax) == ["no updated trials"]
     ax = plot_time_vs_size(updated_row(), ax=new_ax())  # one trial: a point, no line
-    assert legend_labels(ax) == ["standard / unlimited (no fit)"]
+    assert legend_labels(ax) == ["standard / unlimited (no fit: unlimited link)"]
     assert len(ax.lines) == 1
     with_nan = df.copy()
     with_nan.loc[with_nan.index[:3], "t_new_version"] = np.nan  # updated but never seen: dropped
@@ -170,46 +218,158 @@ def test_time_vs_size_edge_cases():
     assert sum(len(line.get_xdata()) for line in ax.lines if line.get_linestyle() == "None") == 12 - 2
 
 
-def test_failure_rates_bars_with_wilson_error_bars():
+def bar_segments(ax) -> list:
+    return [p for c in ax.containers if isinstance(c, BarContainer) for p in c.patches]
+
+
+def test_outcomes_stack_every_outcome_per_condition():
     df = synthetic_frame()
-    ax = plot_failure_rates(df, ax=new_ax())
-    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
-    assert len(bars) == 2 and sum(len(c.patches) for c in bars) == 4  # 2 faults × 2 modes
-    assert all(c.errorbar is not None for c in bars)
-    assert legend_labels(ax) == ["standard", "signed"]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "corrupt"]
-    heights = sorted(p.get_height() for c in bars for p in c.patches)
-    assert heights == [0.0, 0.0, 1.0, 1.0]
-    # the error bar of a 0/6 bar spans the Wilson interval (0, 0.390)
-    segments = bars[0].errorbar.lines[2][0].get_segments()
-    spans = sorted((round(s[0][1], 3), round(s[1][1], 3)) for s in segments)
-    assert spans == [(0.0, 0.39), (0.61, 1.0)]
-    assert "0/6" in texts(ax) and "6/6" in texts(ax)
-
-
-def test_failure_rates_missing_combinations_and_empty():
-    df = synthetic_frame(small_spec(repeats=2))
-    df = df[~((df["fault"] == "corrupt") & (df["mode"] == "signed"))]
-    ax = plot_failure_rates(df, ax=new_ax())
-    assert sum(len(c.patches) for c in ax.containers if isinstance(c, BarContainer)) == 3
-    ax = plot_failure_rates(df.iloc[:0], ax=new_ax())
+    ax = plot_outcomes(df, ax=new_ax())
+    assert ax.get_title() == "outcome of every trial, per fault × mode" and ax.get_xlabel() == "trials"
+    assert legend_labels(ax) == ["updated", "rejected:VerificationFailed", "bricked"]  # never one "failure"
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows == ["none · standard", "none · signed", "corrupt · standard", "corrupt · signed"]
+    counts = outcome_counts(df)
+    for container, outcome in zip(ax.containers, counts.columns, strict=True):
+        widths = [p.get_width() for p in container.patches]
+        assert widths == counts[outcome].tolist(), outcome  # each segment is its outcome's count
+        assert {matplotlib.colors.to_hex(p.get_facecolor()) for p in container.patches} == {outcome_color(outcome)}
+        lefts = [p.get_x() for p in container.patches]
+        below = counts.loc[:, : counts.columns[list(counts.columns).index(outcome) - 1]].sum(axis=1)
+        assert lefts == (below.tolist() if outcome != counts.columns[0] else [0.0] * len(counts))  # stacked
+    assert counts.loc[("corrupt", "standard"), "bricked"] == 6
+    assert counts.loc[("corrupt", "signed"), "rejected:VerificationFailed"] == 6
+    assert [t.strip() for t in texts(ax)] == ["n=6"] * 4
+    ax = plot_outcomes(df.iloc[:0], ax=new_ax())
     assert len(ax.patches) == 0 and texts(ax) == ["no trials"]
 
 
-def test_time_cdf_one_step_line_per_mode():
+def test_outcome_colours_are_fixed_per_category():
+    assert outcome_color("bricked") == OUTCOME_COLORS["bricked"] != outcome_color("rejected:VerificationFailed")
+    assert outcome_color("rejected:VerificationFailed") == REJECTED_COLORS["VerificationFailed"]
+    assert len(set(REJECTED_COLORS.values()) | set(OUTCOME_COLORS.values())) == len(REJECTED_COLORS) + len(
+        OUTCOME_COLORS
+    )
+    # a run with only failures colours them as a run with every outcome does
+    only_bricked = synthetic_frame()
+    only_bricked = only_bricked[only_bricked["outcome"] == "bricked"]
+    (container,) = plot_outcomes(only_bricked, ax=new_ax()).containers
+    assert matplotlib.colors.to_hex(container.patches[0].get_facecolor()) == OUTCOME_COLORS["bricked"]
+    assert link_marker("wifi") != link_marker("dsl") and link_marker("my-link") == link_marker("my-link")
+
+
+def rate_frame() -> pd.DataFrame:
+    """Two modes × drop rates 0, 0.1, 0.5 × 10 trials: standard bricks at rate 0.5, signed never does."""
+    spec = small_spec(
+        repeats=10,
+        fixed={"link": "wifi", "size": 65536},
+        grid={"mode": ["standard", "signed"], "fault": ["none", "drops:rate=0.1", "drops:rate=0.5"]},
+    )
+    df = synthetic_frame(spec)
+    failures = {("standard", 0.1): 2, ("standard", 0.5): 5, ("signed", 0.1): 1, ("signed", 0.5): 4}
+    for (mode, rate), k in failures.items():
+        rows = df.index[(df["mode"] == mode) & (df["fault"] == f"drops:rate={rate}")][:k]
+        df.loc[rows, "outcome"] = "bricked" if mode == "standard" and rate == 0.5 else "timeout"
+        df.loc[rows, "t_new_version"] = np.nan
+    slower = df["fault"] == "drops:rate=0.5"
+    df.loc[slower, "t_new_version"] += 3.0  # updates that survive drops take longer
+    return df
+
+
+def test_failure_probability_per_mode_with_wilson_bands():
+    df = rate_frame()
+    ax = plot_failure_probability(df, ax=new_ax())
+    assert ax.get_xlabel() == "drop rate λ (disconnects per s)" and ax.get_ylabel() == "probability per update"
+    assert "Wilson" in ax.get_title()
+    assert legend_labels(ax) == ["standard: no update", "standard: bricked", "signed: no update"]
+    no_update = {line.get_label(): line for line in ax.lines}
+    assert list(no_update["standard: no update"].get_xdata()) == [0.0, 0.1, 0.5]
+    assert list(no_update["standard: no update"].get_ydata()) == [0.0, 0.2, 0.5]
+    assert list(no_update["signed: no update"].get_ydata()) == [0.0, 0.1, 0.4]
+    assert list(no_update["standard: bricked"].get_ydata()) == [0.0, 0.0, 0.5]
+    assert no_update["standard: bricked"].get_linestyle() == "--"
+    band = ax.collections[0].get_paths()[0].vertices  # standard's: lower edge out, upper edge back
+    low, high = wilson_interval(5, 10)
+    assert band[:, 1].min() == pytest.approx(0.0) and band[:, 1].max() == pytest.approx(high)
+    assert any(v == pytest.approx([0.5, low]) for v in band.tolist())
+    with pytest.raises(LabError, match="several rate faults"):
+        plot_failure_probability(pd.concat([df, df.assign(fault="power:p=0.1")]), ax=new_ax())
+    ax = plot_failure_probability(synthetic_frame(), ax=new_ax())  # deterministic faults only
+    assert texts(ax)[0].startswith("no trials with a rate fault")
+
+
+def test_time_vs_fault_rate_means_with_intervals():
+    df = rate_frame()
+    ax = plot_time_vs_fault_rate(df, ax=new_ax())
+    assert ax.get_ylabel() == "publish → new version (s)" and "drop rate" in ax.get_xlabel()
+    assert legend_labels(ax) == ["standard: mean, 95% CI", "signed: mean, 95% CI"]
+    times = df["t_new_version"] - df["t_publish_start"]
+    means = [c.lines[0] for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    for line, mode in zip(means, ["standard", "signed"], strict=True):
+        expected = [
+            times[(df["mode"] == mode) & (df["fault"] == f)].mean()
+            for f in ("none", "drops:rate=0.1", "drops:rate=0.5")
+        ]
+        assert list(line.get_ydata()) == pytest.approx(expected)
+
+
+def with_device_time(df: pd.DataFrame) -> pd.DataFrame:
+    phases = {"receive_s": 1.0, "erase_s": 2.0, "write_s": 3.0, "verify_s": 0.5, "switch_s": 0.01, "reboot_s": 1.5}
+    out = df.assign(**{c: v * df["size"] / 65536 for c, v in phases.items()}, reconnect_s=np.nan)
+    out.loc[out["outcome"] != "updated", list(phases)] = np.nan
+    return out
+
+
+def test_device_phases_stack_device_seconds_per_size_and_mode():
+    df = with_device_time(synthetic_frame())
+    ax = plot_device_phases(df, ax=new_ax())
+    assert ax.get_title() == "where the time goes on the device"
+    assert ax.get_xlabel() == "mean device seconds per update (updated trials)"
+    assert legend_labels(ax) == ["receive", "erase", "write", "verify", "switch", "reboot"]  # reconnect: all NaN
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows == ["16 KiB / standard", "16 KiB / signed", "64 KiB / standard", "64 KiB / signed"]
+    erase = ax.containers[1].patches
+    assert [p.get_width() for p in erase] == pytest.approx([0.5, 0.5, 2.0, 2.0])
+    assert [p.get_x() for p in erase] == pytest.approx([0.25, 0.25, 1.0, 1.0])  # on top of receive
+    old = synthetic_frame()  # a run made before the timing model: no columns
+    assert texts(plot_device_phases(old, ax=new_ax()))[0].startswith("no device-time phases")
+    nan = old.assign(receive_s=np.nan)
+    assert texts(plot_device_phases(nan, ax=new_ax()))[0].startswith("no device-time phases")
+
+
+def test_facet_one_panel_per_link_with_one_legend():
+    grid = {"size": ["16KiB", "64KiB"], "link": ["unlimited", "wifi"], "fault": ["none", "corrupt"]}
+    spec = small_spec(grid=grid, fixed={"timeout_s": 5})
+    fig = facet(plot_outcomes, synthetic_frame(spec))
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["link: unlimited", "link: wifi"]
+    assert fig.get_suptitle() == "outcome of every trial, per fault × mode"
+    assert all(ax.get_legend() is None for ax in axes)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["updated", "bricked"]
+
+
+def test_time_cdf_one_step_line_per_size_and_mode():
     df = synthetic_frame()
     ax = plot_time_cdf(df, ax=new_ax())
-    assert legend_labels(ax) == ["standard (n=6)", "signed (n=6)"]
+    assert ax.get_xlabel() == "publish → new version (s)" and ax.get_title()
+    labels = ["standard, 16 KiB (n=3)", "signed, 16 KiB (n=3)", "standard, 64 KiB (n=3)", "signed, 64 KiB (n=3)"]
+    assert legend_labels(ax) == labels
     updated = df[df["outcome"] == "updated"]
-    for line, mode in zip(ax.lines, ["standard", "signed"], strict=True):
-        times = np.sort((updated["t_new_version"] - updated["t_publish_start"])[updated["mode"] == mode].to_numpy())
+    for line, (size, mode) in zip(
+        ax.lines, [(16384, "standard"), (16384, "signed"), (65536, "standard"), (65536, "signed")], strict=True
+    ):
+        pick = (updated["mode"] == mode) & (updated["size"] == size)
+        times = np.sort((updated["t_new_version"] - updated["t_publish_start"])[pick].to_numpy())
         x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
         assert x == pytest.approx(np.concatenate([[times[0]], times]))  # publish -> new version, sorted
-        assert y == pytest.approx(np.concatenate([[0.0], np.arange(1, 7) / 6]))
+        assert y == pytest.approx(np.concatenate([[0.0], np.arange(1, 4) / 3]))
+    assert ax.lines[0].get_linestyle() != ax.lines[2].get_linestyle()  # sizes told apart
+    assert ax.lines[0].get_color() == ax.lines[2].get_color()  # the same mode, the same colour
     ax = plot_time_cdf(df[df["outcome"] != "updated"], ax=new_ax())
     assert len(ax.lines) == 0 and texts(ax) == ["no updated trials"]
     ax = plot_time_cdf(updated_row(), ax=new_ax())
-    assert legend_labels(ax) == ["standard (n=1)"]
+    assert legend_labels(ax) == ["standard, 64 KiB (n=1)"]
 
 
 def test_phase_durations_per_trial():
@@ -247,7 +407,7 @@ def test_phase_breakdown_stacks_the_mean_of_each_phase():
 
 def test_charts_without_ax_make_their_own_figure():
     df = synthetic_frame()
-    for chart in (plot_time_vs_size, plot_failure_rates, plot_time_cdf):
+    for chart in (plot_time_vs_size, plot_outcomes, plot_time_cdf, plot_failure_probability, plot_device_phases):
         before = len(plt.get_fignums())
         ax = chart(df)
         assert len(plt.get_fignums()) == before + 1 and ax.figure is plt.gcf()
@@ -263,9 +423,11 @@ def test_summarize_per_mode_link_fault():
     assert corrupt.loc["signed", "n_rejected"] == 6 and corrupt.loc["standard", "n_bricked"] == 6
     assert (corrupt["failure_rate"] == 1.0).all() and corrupt["ci_low"].round(4).tolist() == [0.6097, 0.6097]
     assert corrupt["median_s"].isna().all()
+    assert corrupt["rejected_as"].tolist() == ["VerificationFailed×6", ""]
+    assert corrupt["bricked_rate"].tolist() == [0.0, 1.0]  # the safe rejection and the brick told apart
     ok = summary[summary["fault"] == "none"].set_index("mode")
     assert (ok["n_updated"] == 6).all() and (ok["failure_rate"] == 0).all()
-    assert (ok["p95_s"] >= ok["median_s"]).all() and np.allclose(ok["throughput_Bps"], 100_000)
+    assert (ok["p95_s"] >= ok["median_s"]).all() and np.allclose(ok["throughput_KBps"], 100)
     assert summarize(synthetic_frame().iloc[:0]).empty
 
 
@@ -279,14 +441,7 @@ def run_dir(tmp_path):
 def test_write_report(run_dir, tmp_path):
     paths = write_report(run_dir)
     names = [p.name for p in paths]
-    assert names == [
-        "timeline.png",
-        "time_vs_size.png",
-        "failure_rates.png",
-        "time_cdf.png",
-        "summary.csv",
-        "summary.md",
-    ]
+    assert names == ["timeline.png", "time_vs_size.png", "outcomes.png", "time_cdf.png", "summary.csv", "summary.md"]
     assert all(p.parent == run_dir / "report" for p in paths)
     for png in paths[:4]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -296,6 +451,20 @@ def test_write_report(run_dir, tmp_path):
     assert md.startswith("# Campaign synthetic") and "trials: 24 of 24 (complete)" in md
     assert md.count("\n| ") == 5  # header + 4 rows
     assert not [p for p in (run_dir / "report").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_report_figures_follow_the_data():
+    """Device-time phases only when measured, one probability and one time chart per rate fault present."""
+    names = list(report_figures(synthetic_frame()))
+    assert names == ["timeline.png", "time_vs_size.png", "outcomes.png", "time_cdf.png"]
+    figures = report_figures(with_device_time(rate_frame()))
+    assert list(figures)[4:] == ["device_phases.png", "failure_vs_drops.png", "time_vs_drops.png"]
+    for fig in figures.values():
+        titled = [ax.get_title() for ax in fig.get_axes() if ax.get_title()] or [fig.get_suptitle()]
+        assert titled and all(titled), fig
+        assert fig.get_suptitle() or len(fig.get_axes()) == 1
+        for ax in fig.get_axes():
+            assert "(" in ax.get_xlabel() or ax.get_xlabel() == "trials", ax.get_xlabel()  # a unit
 
 
 def test_report_on_an_interrupted_run(tmp_path):
@@ -317,7 +486,7 @@ def test_cli_report(run_dir, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["report", str(run_dir), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    names = ("timeline.png", "time_vs_size.png", "failure_rates.png", "time_cdf.png", "summary.csv", "summary.md")
+    names = ("timeline.png", "time_vs_size.png", "outcomes.png", "time_cdf.png", "summary.csv", "summary.md")
     assert result.stdout.splitlines() == [str(out / n) for n in names]
     assert all((out / n).is_file() for n in ("timeline.png", "summary.md"))
 

@@ -30,8 +30,12 @@ _EXPORTS = {
     "fit_throughput": "stats",
     "plot_timeline": "charts",
     "plot_time_vs_size": "charts",
-    "plot_failure_rates": "charts",
+    "plot_outcomes": "charts",
+    "plot_failure_probability": "charts",
+    "plot_time_vs_fault_rate": "charts",
+    "plot_device_phases": "charts",
     "plot_time_cdf": "charts",
+    "facet": "charts",
     "summarize": "report",
     "write_report": "report",
 }

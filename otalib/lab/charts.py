@@ -1,66 +1,79 @@
 """Charts of trial data: each a function ``(DataFrame, ax=None) -> Axes``, no I/O.
 
 Without ``ax`` a new figure is made with pyplot (for notebooks); pass an ``ax``
-to draw into your own figure. Nothing is shown or saved here.
+to draw into your own figure. Nothing is shown or saved here. Every chart has a
+title and units (sizes in KiB, times in s, throughputs in KB/s); colours and
+markers are fixed per category (:mod:`otalib.lab.palette`). :func:`facet` draws
+one panel per link (or any column). The outcome charts live in
+:mod:`otalib.lab.outcome_charts` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import EngFormatter
+from matplotlib.figure import Figure
 
 from otalib.errors import LabError
+from otalib.lab.outcome_charts import (  # re-exported
+    failure_table,
+    outcome_counts,
+    plot_failure_probability,
+    plot_outcomes,
+    plot_time_vs_fault_rate,
+)
+from otalib.lab.palette import (
+    format_rate,
+    format_size,
+    link_marker,
+    mode_color,
+    new_axes,
+    no_data,
+    size_linestyle,
+    sorted_modes,
+    sorted_outcomes,
+)
 from otalib.lab.schema import TIMELINE_PHASES
-from otalib.lab.stats import failed, fit_throughput, phase_durations, time_to_new_version, wilson_interval
-from otalib.vocabulary import OutcomeKind, UpdateMode
+from otalib.lab.stats import (
+    DEVICE_PHASES,
+    device_phase_columns,
+    fit_throughput,
+    phase_durations,
+    time_to_new_version,
+)
+from otalib.vocabulary import Outcome, OutcomeKind
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-
-def format_rate(rate_Bps: float) -> str:
-    """A throughput for people: ``118 kB/s``; ``n/a`` when unknown."""
-    if rate_Bps is None or not math.isfinite(rate_Bps):
-        return "n/a"
-    for unit in ("B/s", "kB/s", "MB/s"):
-        if abs(float(f"{rate_Bps:.3g}")) < 1000 or unit == "MB/s":
-            return f"{rate_Bps:.3g} {unit}"
-        rate_Bps /= 1000
-    return ""  # pragma: no cover
-
-
-#: Modes in chart order (their colours follow it).
-MODES = tuple(mode.value for mode in UpdateMode)
-
-
-def mode_color(mode: str) -> str:
-    """One colour per mode, the same in every chart."""
-    index = MODES.index(mode) if mode in MODES else len(MODES) + sum(mode.encode()) % 6
-    return f"C{index % 10}"
-
-
-def _axes(ax: Axes | None) -> Axes:
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    _, new_ax = plt.subplots(figsize=(7, 4), layout="constrained")
-    return new_ax
-
-
-def _no_data(ax: Axes, what: str) -> Axes:
-    ax.text(0.5, 0.5, f"no {what}", ha="center", va="center", transform=ax.transAxes, color="0.4")
-    return ax
-
-
-def _sorted_modes(modes: Any) -> list[str]:
-    present = [str(m) for m in pd.unique(pd.Series(list(modes), dtype=object))]
-    return sorted(present, key=lambda m: (MODES.index(m) if m in MODES else len(MODES), m))
+#: Label of each device-time phase column, in the order an update passes them.
+DEVICE_PHASE_LABELS: dict[str, str] = {
+    "receive_s": "receive",
+    "erase_s": "erase",
+    "write_s": "write",
+    "verify_s": "verify",
+    "switch_s": "switch",
+    "reboot_s": "reboot",
+    "reconnect_s": "reconnect",
+}
+#: Fixed colour of each phase (lab-clock and device-time charts alike).
+PHASE_COLORS: dict[str, str] = {
+    "build": "#c7c7c7",
+    "publish": "#aec7e8",
+    "transfer": "#1f77b4",
+    "receive": "#1f77b4",
+    "erase": "#ff7f0e",
+    "write": "#d62728",
+    "verify": "#9467bd",
+    "switch": "#8c564b",
+    "restart": "#7f7f7f",
+    "reboot": "#7f7f7f",
+    "reconnect": "#17becf",
+}
 
 
 def _one_trial(data: pd.DataFrame | pd.Series | Mapping[str, Any], trial_id: str | None) -> Mapping[str, Any]:
@@ -90,16 +103,16 @@ def _finite(value: Any) -> float | None:
 def plot_timeline(
     data: pd.DataFrame | pd.Series | Mapping[str, Any], ax: Axes | None = None, *, trial_id: str | None = None
 ) -> Axes:
-    """The phases of one update as horizontal bars on the trial's clock.
+    """The phases of one update as horizontal bars on the trial's (lab) clock.
 
     One bar per phase of :data:`TIMELINE_PHASES` whose start and end are known
     (a phase the trial never reached has no bar); a dashed line marks ``t_end``.
     """
     row = _one_trial(data, trial_id)
-    ax = _axes(ax)
+    ax = new_axes(ax)
     labels = [label for label, _, _ in TIMELINE_PHASES]
     starts, widths, ys, colors = [], [], [], []
-    for y, (_, start_col, end_col) in enumerate(TIMELINE_PHASES):
+    for y, (label, start_col, end_col) in enumerate(TIMELINE_PHASES):
         start = 0.0 if start_col is None else _finite(row.get(start_col))
         end = _finite(row.get(end_col))
         if start is None or end is None:
@@ -107,7 +120,7 @@ def plot_timeline(
         starts.append(start)
         widths.append(max(end - start, 0.0))
         ys.append(y)
-        colors.append(f"C{y}")
+        colors.append(PHASE_COLORS.get(label, f"C{y}"))
     if ys:
         ax.barh(ys, widths, left=starts, color=colors, height=0.6)
     t_end = _finite(row.get("t_end"))
@@ -116,166 +129,265 @@ def plot_timeline(
     ax.set_yticks(range(len(labels)), labels)
     ax.set_ylim(len(labels) - 0.5, -0.5)  # first phase on top
     ax.set_xlim(left=0)
-    ax.set_xlabel("time since trial start (s)")
-    outcome = row.get("outcome", "")
-    title = f"{row.get('mode', '')} {format_size(row.get('size'))}: {outcome}".strip()
-    ax.set_title(title)
+    ax.set_xlabel("time since the trial started (s, lab clock)")
+    what = " ".join(str(v) for v in (row.get("mode", ""), format_size(row.get("size")), row.get("link", "")) if v)
+    ax.set_title(f"one update, phase by phase: {what} → {row.get('outcome', '')}")
     if not ys:
-        _no_data(ax, "phase timestamps")
+        no_data(ax, "phase timestamps")
     return ax
 
 
-def format_size(size: Any) -> str:
-    """A size in bytes for people (binary units): ``64 KiB``."""
-    value = _finite(size)
-    if value is None:
-        return ""
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024 or unit == "MiB":
-            return f"{value:g} {unit}" if unit == "B" else f"{value:.4g} {unit}"
-        value /= 1024
-    return ""  # pragma: no cover
+def _updated_times(df: pd.DataFrame) -> pd.DataFrame:
+    """Updated trials with a finite publish → new version time (column ``_time``)."""
+    data = df.assign(_time=time_to_new_version(df))
+    return data[(data["outcome"] == OutcomeKind.UPDATED) & np.isfinite(data["_time"])]
+
+
+def _is_limited(group: pd.DataFrame) -> bool:
+    """Every trial of ``group`` ran over a rate-limited link (a throughput fit means something)."""
+    rates = group["rate_Bps"].to_numpy(float) if "rate_Bps" in group else np.array([math.nan])
+    return bool(np.isfinite(rates).all() and group.get("link", pd.Series(["unlimited"])).ne("unlimited").all())
+
+
+def _no_fault(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["fault"].astype(str) == "none"] if "fault" in df else df
 
 
 def plot_time_vs_size(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Time to new version vs image size, one series per (mode, link), with a line fit.
 
-    Only updated trials count. The legend gives each series' fitted throughput
-    (``1 / slope``); a series with fewer than two sizes has no line.
+    Only updated trials without a fault count (a faulted trial's time is the fault's, not the
+    link's). The line and its throughput (``1 / slope``, in the legend) are fitted over a
+    rate-limited link only: over an unlimited link the slope measures the lab PC, not a link.
+    A series with fewer than two sizes has no line.
     """
-    ax = _axes(ax)
-    data = df.assign(_time=time_to_new_version(df))
-    data = data[(data["outcome"] == OutcomeKind.UPDATED) & np.isfinite(data["_time"])]
-    ax.set_xlabel("image size")
+    ax = new_axes(ax)
+    data = _no_fault(_updated_times(df))
+    ax.set_xlabel("image size (KiB)")
     ax.set_ylabel("publish → new version (s)")
-    ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
+    ax.set_title("time to new version vs image size (updated trials, no fault)")
     if data.empty:
-        return _no_data(ax, "updated trials")
+        return no_data(ax, "updated trials")
     links = sorted(str(v) for v in data["link"].unique())
-    markers = "osD^v<>ph*"
-    for mode in _sorted_modes(data["mode"]):
-        for i, link in enumerate(links):
+    for mode in sorted_modes(data["mode"]):
+        for link in links:
             group = data[(data["mode"] == mode) & (data["link"] == link)]
             if group.empty:
                 continue
-            _, intercept, throughput = fit_throughput(group["size"], group["_time"])
-            slope = 1.0 / throughput if math.isfinite(throughput) else math.nan
-            fit = f"fit {format_rate(throughput)}" if math.isfinite(throughput) else "no fit"
             color = mode_color(mode)
+            fit = "no fit: unlimited link"
+            slope = intercept = math.nan
+            if _is_limited(group):
+                slope, intercept, throughput = fit_throughput(group["size"], group["_time"])
+                fit = f"fit {format_rate(throughput)}" if math.isfinite(throughput) else "no fit"
             ax.plot(
-                group["size"],
+                group["size"] / 1024,
                 group["_time"],
                 linestyle="none",
-                marker=markers[i % len(markers)],
+                marker=link_marker(link),
                 color=color,
                 alpha=0.7,
                 label=f"{mode} / {link} ({fit})",
             )
             if math.isfinite(slope):
                 xs = np.array([group["size"].min(), group["size"].max()], dtype=float)
-                ax.plot(xs, slope * xs + intercept, color=color, linewidth=1, label="_nolegend_")
+                ax.plot(xs / 1024, slope * xs + intercept, color=color, linewidth=1, label="_nolegend_")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize="small")
     return ax
 
 
-def failure_table(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group of ``by``: n, failures, failure rate and its 95% Wilson interval."""
-    flags = df.assign(_failed=failed(df))
-    rows = []
-    for key, group in flags.groupby(by, sort=True, dropna=False):
-        keys = key if isinstance(key, tuple) else (key,)
-        n, k = len(group), int(group["_failed"].sum())
-        low, high = wilson_interval(k, n)
-        stats = {"n": n, "failures": k, "failure_rate": k / n, "ci_low": low, "ci_high": high}
-        rows.append({**dict(zip(by, keys, strict=True)), **stats})
-    columns = [*by, "n", "failures", "failure_rate", "ci_low", "ci_high"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def plot_failure_rates(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Failure rate (outcome other than ``updated``) per fault × mode, with 95% Wilson error bars.
-
-    Faults along x, one bar colour per mode; each bar is labelled ``failures/n``.
-    """
-    ax = _axes(ax)
-    ax.set_ylabel("failure rate")
-    ax.set_ylim(0, 1.12)
-    if df.empty:
-        return _no_data(ax, "trials")
-    table = failure_table(df, ["fault", "mode"])
-    faults = sorted(str(f) for f in table["fault"].unique())
-    faults.sort(key=lambda f: (f != "none", f))  # the no-fault baseline first
-    modes = _sorted_modes(table["mode"])
-    width = 0.8 / len(modes)
-    for j, mode in enumerate(modes):
-        rows = table[table["mode"] == mode]
-        x = np.array([faults.index(str(f)) for f in rows["fault"]], dtype=float) - 0.4 + width * (j + 0.5)
-        rate = rows["failure_rate"].to_numpy(float)
-        yerr = np.vstack([rate - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - rate])
-        yerr = np.clip(yerr, 0.0, None)
-        bars = ax.bar(x, rate, width, yerr=yerr, capsize=3, color=mode_color(mode), label=mode, ecolor="0.2")
-        ax.bar_label(
-            bars, labels=[f"{k}/{n}" for k, n in zip(rows["failures"], rows["n"], strict=True)], fontsize="x-small"
-        )
-    ax.set_xticks(range(len(faults)), faults)
-    ax.set_xlabel("fault")
-    ax.legend(fontsize="small", title="mode")
-    return ax
-
-
 def plot_time_cdf(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Empirical CDF of publish → new version time, one step line per mode (updated trials)."""
-    ax = _axes(ax)
+    """Empirical CDF of publish → new version time, one step line per size × mode (× link).
+
+    Colour = mode, line style = size; updated trials only. Several links in ``df`` are
+    told apart in the legend: :func:`facet` draws one panel per link instead.
+    """
+    ax = new_axes(ax)
     ax.set_xlabel("publish → new version (s)")
     ax.set_ylabel("fraction of updated trials")
-    data = df.assign(_time=time_to_new_version(df))
-    data = data[(data["outcome"] == OutcomeKind.UPDATED) & np.isfinite(data["_time"])]
+    ax.set_title("time to new version, cumulative distribution")
+    data = _updated_times(df)
     if data.empty:
-        return _no_data(ax, "updated trials")
-    for mode in _sorted_modes(data["mode"]):
-        times = np.sort(data.loc[data["mode"] == mode, "_time"].to_numpy(float))
-        fraction = np.arange(1, times.size + 1) / times.size
-        ax.step(
-            np.concatenate([[times[0]], times]),
-            np.concatenate([[0.0], fraction]),
-            where="post",
-            color=mode_color(mode),
-            label=f"{mode} (n={times.size})",
-        )
+        return no_data(ax, "updated trials")
+    links = sorted(str(v) for v in data["link"].unique())
+    for link in links:
+        for size in sorted(data["size"].unique()):
+            for mode in sorted_modes(data["mode"]):
+                pick = (data["link"] == link) & (data["size"] == size) & (data["mode"] == mode)
+                times = np.sort(data.loc[pick, "_time"].to_numpy(float))
+                if times.size == 0:
+                    continue
+                fraction = np.arange(1, times.size + 1) / times.size
+                where = f"{mode}, {format_size(size)}" + (f", {link}" if len(links) > 1 else "")
+                ax.step(
+                    np.concatenate([[times[0]], times]),
+                    np.concatenate([[0.0], fraction]),
+                    where="post",
+                    color=mode_color(mode),
+                    linestyle=size_linestyle(size),
+                    marker=link_marker(link) if len(links) > 1 else None,
+                    markevery=[-1],
+                    label=f"{where} (n={times.size})",
+                )
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize="small")
     return ax
 
 
-__all__ = [
-    "failure_table",
-    "format_rate",
-    "format_size",
-    "plot_failure_rates",
-    "plot_time_cdf",
-    "plot_time_vs_size",
-    "plot_timeline",
-]
+def _group_names(index: pd.Index) -> list[str]:
+    def name(key: Any) -> str:
+        parts = key if isinstance(key, tuple) else (key,)
+        return " / ".join(format_size(p) if isinstance(p, (int, np.integer)) else str(p) for p in parts)
+
+    return [name(k) for k in index]
+
+
+def _stack_h(ax: Axes, means: pd.DataFrame, labels: list[str], columns: list[str]) -> None:
+    left = np.zeros(len(means))
+    names = _group_names(means.index)
+    for label, column in zip(labels, columns, strict=True):
+        widths = means[column].to_numpy(float)
+        ax.barh(names, widths, left=left, label=label, color=PHASE_COLORS.get(label))
+        left += widths
+    ax.invert_yaxis()  # first group on top
+    ax.set_xlim(left=0)
 
 
 def plot_phase_breakdown(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[str, ...] = ("mode", "link")) -> Axes:
-    """Where the time goes: mean seconds per phase, stacked, per group of updated trials."""
-    ax = _axes(ax)
+    """Where the time goes on the LAB clock: mean seconds per phase, stacked, per group of updated trials.
+
+    The lab clock sees the broker and the console, not the device: for the device's own
+    phases (erase, write, verify…) see :func:`plot_device_phases`.
+    """
+    ax = new_axes(ax)
+    ax.set_xlabel("mean seconds on the lab clock (updated trials)")
+    ax.set_title("where the time goes (lab clock)")
     done = df[df["outcome"] == OutcomeKind.UPDATED]
     if done.empty:
-        ax.text(0.5, 0.5, "no updated trials", ha="center", va="center", transform=ax.transAxes)
-        return ax
+        return no_data(ax, "updated trials")
     durations = phase_durations(done)
     labels = [label for label, _, _ in TIMELINE_PHASES]
     means = durations.groupby([durations[c] for c in by if c in durations])[labels].mean()
-    left = np.zeros(len(means))
-    names = [" / ".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in means.index]
-    for label in labels:
-        ax.barh(names, means[label].to_numpy(), left=left, label=label)
-        left += means[label].to_numpy()
-    ax.set_xlabel("mean seconds (updated trials)")
-    ax.set_title("where the time goes")
-    ax.legend(fontsize="small", ncol=3)
+    _stack_h(ax, means, labels, labels)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
+
+
+def device_phase_means(df: pd.DataFrame, by: tuple[str, ...] = ("size", "mode")) -> pd.DataFrame:
+    """Mean device seconds per phase (columns :data:`DEVICE_PHASES`) of updated trials, per group.
+
+    Only trials whose device-time columns were measured count; columns a run lacks are absent.
+    ``link`` and ``timing`` join the grouping when they vary.
+    """
+    columns = device_phase_columns(df)
+    done = df[(df["outcome"] == OutcomeKind.UPDATED)] if columns else df.iloc[:0]
+    if columns:
+        done = done[np.isfinite(done[columns].to_numpy(float)).any(axis=1)]
+    keys = [*by, *(c for c in ("link", "timing") if c in done and c not in by and done[c].nunique() > 1)]
+    if done.empty:
+        return pd.DataFrame(columns=[*keys, *columns]).set_index(keys)
+    means = done.groupby(keys, sort=True)[columns].mean().fillna(0.0)
+    return means.sort_index(key=lambda level: _chart_order(level))
+
+
+def _chart_order(level: pd.Index) -> pd.Index:
+    """Modes in chart order (other levels as they sort)."""
+    if level.name != "mode":
+        return level
+    order = sorted_modes(level)
+    return pd.Index([order.index(str(m)) for m in level])
+
+
+def plot_device_phases(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[str, ...] = ("size", "mode")) -> Axes:
+    """Where the time goes ON THE DEVICE: mean device seconds per phase, stacked, per size × mode.
+
+    The phases are the timing model's (receive, erase, write, verify, switch, reboot, reconnect);
+    a run without them (timing ``none``, a real board, an old run) gets a "no data" panel.
+    """
+    ax = new_axes(ax)
+    ax.set_xlabel("mean device seconds per update (updated trials)")
+    ax.set_title("where the time goes on the device")
+    means = device_phase_means(df, by)
+    if means.empty:
+        return no_data(ax, "device-time phases (run with a timing model, e.g. timing: esp8266)")
+    columns = list(means.columns)
+    _stack_h(ax, means, [DEVICE_PHASE_LABELS[c] for c in columns], columns)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return ax
+
+
+def facet(
+    chart: Callable[..., Axes],
+    df: pd.DataFrame,
+    *,
+    by: str = "link",
+    fig: Figure | None = None,
+    panel_size: tuple[float, float] = (6.0, 4.5),
+    **kwargs: Any,
+) -> Figure:
+    """One panel per value of ``by`` (default: per link), each drawn by ``chart``, sharing the y axis.
+
+    The chart's title becomes the figure's; each panel is titled ``by: value``. Returns the figure
+    (a new :class:`~matplotlib.figure.Figure`, not pyplot's, unless ``fig`` is given).
+    """
+    values = sorted(str(v) for v in df[by].unique()) if by in df and len(df) else [""]
+    if fig is None:
+        fig = Figure(figsize=(panel_size[0] * len(values) + 2.5, panel_size[1]), layout="constrained")
+    axes = fig.subplots(1, len(values), sharey=True, squeeze=False)[0]
+    title = ""
+    for ax, value in zip(axes, values, strict=True):
+        chart(df[df[by].astype(str) == value] if value else df, ax=ax, **kwargs)
+        title = title or ax.get_title()
+        ax.set_title(f"{by}: {value}" if value else "")
+    _one_legend(fig, axes)
+    fig.suptitle(title)
+    return fig
+
+
+def _one_legend(fig: Figure, axes: Any) -> None:
+    """The panels' legends as one figure legend on the right (each label once; outcomes in stack order)."""
+    entries: dict[str, Any] = {}
+    title = ""
+    for ax in axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        title = title or legend.get_title().get_text()
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+        legend.remove()
+    if not entries:
+        return
+    labels = list(entries)
+    if all(_is_outcome(label) for label in labels):
+        labels = sorted_outcomes(labels)
+    fig.legend([entries[x] for x in labels], labels, loc="outside right center", fontsize="small", title=title or None)
+
+
+def _is_outcome(text: str) -> bool:
+    try:
+        Outcome.parse(text)
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = [
+    "DEVICE_PHASES",
+    "facet",
+    "failure_table",
+    "format_rate",
+    "format_size",
+    "mode_color",
+    "outcome_counts",
+    "plot_device_phases",
+    "plot_failure_probability",
+    "plot_outcomes",
+    "plot_phase_breakdown",
+    "plot_time_cdf",
+    "plot_time_vs_fault_rate",
+    "plot_time_vs_size",
+    "plot_timeline",
+]

@@ -14,30 +14,44 @@ from matplotlib.figure import Figure
 
 from otalib.errors import LabError
 from otalib.fileio import atomic_writer
-from otalib.lab.charts import failure_table, plot_failure_rates, plot_time_cdf, plot_time_vs_size, plot_timeline
+from otalib.lab.charts import (
+    facet,
+    failure_table,
+    plot_device_phases,
+    plot_outcomes,
+    plot_time_cdf,
+    plot_time_vs_size,
+    plot_timeline,
+)
+from otalib.lab.outcome_charts import plot_failure_probability, plot_time_vs_fault_rate, rate_kinds
+from otalib.lab.palette import sorted_outcomes
 from otalib.lab.schema import OUTCOMES, outcome_kinds
-from otalib.lab.stats import time_to_new_version
+from otalib.lab.stats import device_phase_columns, time_to_new_version
 from otalib.lab.store import load_run, write_file, writing
 from otalib.vocabulary import OutcomeKind
 
 #: Grouping of the summary table.
 SUMMARY_BY = ["mode", "link", "fault"]
 
-#: The charts of a report: file name -> (chart function, figure size).
-CHARTS: dict[str, tuple[Callable[..., Any], tuple[float, float]]] = {
-    "time_vs_size.png": (plot_time_vs_size, (8, 5)),
-    "failure_rates.png": (plot_failure_rates, (8, 4.5)),
-    "time_cdf.png": (plot_time_cdf, (7, 4.5)),
+#: The charts drawn one panel per link: file name -> chart.
+LINK_CHARTS: dict[str, Callable[..., Any]] = {
+    "time_vs_size.png": plot_time_vs_size,
+    "outcomes.png": plot_outcomes,
+    "time_cdf.png": plot_time_cdf,
 }
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per mode × link × fault: trials, outcome counts, failure rate (95% Wilson CI), median/p95 time.
+    """Per mode × link × fault: trials, outcome counts, failure and bricked rates (95% Wilson CI), times.
 
-    Times are publish start → new version on the console, over updated trials only.
+    ``rejected_as`` names the device errors of the rejected trials (``VerificationFailed×4``);
+    ``failure_rate`` counts every outcome but ``updated``, ``bricked_rate`` the bricked boards only.
+    Times are publish start → new version on the console (s), over updated trials only; the
+    throughput is the median of the updated trials' PUBLISH → PUBCOMP rate, in KB/s (1000 B/s).
     """
     counts = [f"n_{kind}" for kind in OUTCOMES]
-    columns = [*SUMMARY_BY, "n", *counts, "failure_rate", "ci_low", "ci_high", "median_s", "p95_s", "throughput_Bps"]
+    rates = ["failure_rate", "ci_low", "ci_high", "bricked_rate", "bricked_ci_high"]
+    columns = [*SUMMARY_BY, "n", *counts, "rejected_as", *rates, "median_s", "p95_s", "throughput_KBps"]
     if df.empty:
         return pd.DataFrame(columns=columns)
     table = failure_table(df, SUMMARY_BY).set_index(SUMMARY_BY)
@@ -50,12 +64,20 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         row["n"] = len(group)
         for kind in OUTCOMES:
             row[f"n_{kind}"] = int((group["_kind"] == kind).sum())
-        row.update({name: stats[name] for name in ("failure_rate", "ci_low", "ci_high")})
+        row["rejected_as"] = _rejected_as(group["outcome"])
+        row.update({name: stats[name] for name in rates})
         row["median_s"] = float(ok["_time"].median()) if len(ok) else math.nan
         row["p95_s"] = float(ok["_time"].quantile(0.95)) if len(ok) else math.nan
-        row["throughput_Bps"] = float(ok["throughput_Bps"].median()) if len(ok) else math.nan
+        row["throughput_KBps"] = float(ok["throughput_Bps"].median()) / 1000 if len(ok) else math.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+def _rejected_as(outcomes: pd.Series) -> str:
+    """``VerificationFailed×4, DecryptionFailed×1``: the device errors of the rejected outcomes."""
+    counts = outcomes.astype(str).value_counts()
+    rejected = [o for o in sorted_outcomes(counts.index) if o.startswith(f"{OutcomeKind.REJECTED.value}:")]
+    return ", ".join(f"{o.partition(':')[2]}×{counts[o]}" for o in rejected)
 
 
 def representative_trial(df: pd.DataFrame) -> pd.Series:
@@ -97,11 +119,36 @@ def _markdown(summary: pd.DataFrame, meta: dict[str, Any], n_done: int) -> str:
         "",
         f"- trials: {n_done} of {meta.get('n_trials', '?')} ({meta.get('status', 'unknown')})",
         f"- otalib {meta.get('otalib', '?')}, git {revision}",
-        "- failure = any outcome but `updated`; CI = 95% Wilson interval; times = publish → new version (s)",
+        "- failure = any outcome but `updated` (a rejection is safe: the old firmware runs); bricked = no bootable"
+        " firmware; CI = 95% Wilson interval; times = publish → new version (s); throughput in KB/s (1000 B/s)",
         "",
         markdown_table(summary),
     ]
     return "\n".join(lines)
+
+
+def report_figures(df: pd.DataFrame) -> dict[str, Figure]:
+    """The report's charts by file name: the representative trial's timeline; time against size,
+    outcome composition and the time CDF one panel per link; the device-time phases when the run
+    measured them; failure probability and time against each rate fault present."""
+    figures: dict[str, Figure] = {}
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    plot_timeline(representative_trial(df), ax=fig.subplots())
+    figures["timeline.png"] = fig
+    for name, chart in LINK_CHARTS.items():
+        figures[name] = facet(chart, df, by="link")
+    if device_phase_columns(df):
+        fig = Figure(figsize=(9, 1.5 + 0.4 * df.groupby(["size", "mode"]).ngroups), layout="constrained")
+        plot_device_phases(df, ax=fig.subplots())
+        figures["device_phases.png"] = fig
+    for kind in rate_kinds(df):
+        for prefix, chart in (("failure", plot_failure_probability), ("time", plot_time_vs_fault_rate)):
+            figures[f"{prefix}_vs_{kind}.png"] = facet(chart, df[df["fault"].map(_kind_or_none(kind))], kind=kind)
+    return figures
+
+
+def _kind_or_none(kind: str) -> Callable[[str], bool]:
+    return lambda fault: str(fault) == "none" or str(fault).startswith(f"{kind}:")
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
@@ -120,12 +167,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
         raise LabError(f"cannot create report directory {out}: {exc.strerror}") from None
     written: list[Path] = []
 
-    fig = Figure(figsize=(8, 3.5), layout="constrained")
-    plot_timeline(representative_trial(df), ax=fig.subplots())
-    written.append(_save(fig, out / "timeline.png"))
-    for name, (chart, size) in CHARTS.items():
-        fig = Figure(figsize=size, layout="constrained")
-        chart(df, ax=fig.subplots())
+    for name, fig in report_figures(df).items():
         written.append(_save(fig, out / name))
 
     summary = summarize(df)
