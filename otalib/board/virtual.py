@@ -402,6 +402,7 @@ def prepare_flash(
     *,
     initial_image: bytes | None = None,
     partitions: bytes | None = None,
+    flash_factory: Callable[..., FlashImage] = FlashImage,
 ) -> FlashImage:
     """Open the flash file (in ``build``'s layout); a new (or empty) one gets its first firmware in rom0.
 
@@ -410,6 +411,7 @@ def prepare_flash(
     its build time (None: unknown, so the firmware takes any ``.ota``). ``partitions`` (a
     Sming ``partitions.bin``) is written at the layout's partition table address. Everything
     is checked before the file is made, and the file appears only complete (temp file + rename).
+    ``flash_factory`` makes the flash (a fleet's boards keep theirs in memory).
     """
     from otalib.firmware.demo import make_demo_image
     from otalib.firmware.image import check_app_id, is_esp_image
@@ -436,7 +438,7 @@ def prepare_flash(
         if initial_image is not None and build_timestamp is not None:
             flash.note_build_timestamp(0, build_timestamp, ver.patch)
 
-    return FlashImage(path, layout, initialise=initialise)
+    return flash_factory(path, layout, initialise=initialise)
 
 
 class VirtualBoardProcess(BufferedConsole):

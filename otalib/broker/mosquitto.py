@@ -85,7 +85,18 @@ class MosquittoBroker(Broker):
     backend = "mosquitto"
     log_name = "mosquitto.log"
 
-    def __init__(self, *, binary: Path | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        binary: Path | None = None,
+        max_connections: int | None = None,
+        log_types: tuple[str, ...] | None = None,
+        **kwargs,
+    ) -> None:
+        """``max_connections``: mosquitto's limit (None: unlimited); ``log_types``: what it logs
+        (None: everything, as trials read the log; a fleet logs only errors and warnings)."""
+        self.max_connections = max_connections
+        self.log_types = log_types
         found = binary or find_mosquitto()
         if found is None:
             raise BrokerError("mosquitto not found (install it, or use the embedded broker)")
@@ -135,7 +146,8 @@ class MosquittoBroker(Broker):
             "per_listener_settings false",
             "persistence false",
             f"log_dest file {self.log_path}",
-            "log_type all",  # subscribe + debug: the board's subscriptions and deliveries (broker/log_watch.py)
+            # all: the board's subscriptions and deliveries (broker/log_watch.py)
+            *[f"log_type {t}" for t in self.log_types or ("all",)],
             "log_timestamp true",
             "connection_messages true",
             "set_tcp_nodelay true",
@@ -148,6 +160,8 @@ class MosquittoBroker(Broker):
         if self.users:
             lines += [f"password_file {self.passwd_path}", f"acl_file {self.acl_path}"]
         lines += ["", f"listener {self.port} {self.host}"]
+        if self.max_connections is not None:
+            lines.append(f"max_connections {self.max_connections}")
         if self.tls:
             assert self.pki is not None
             lines += [

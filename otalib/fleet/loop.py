@@ -1,0 +1,183 @@
+"""One selectors loop for many paho clients: no thread per board.
+
+paho's external-loop API: a client reports its socket through ``on_socket_open`` /
+``on_socket_close`` and whether it has something to send through
+``on_socket_register_write`` / ``on_socket_unregister_write``; the loop calls
+``loop_read`` / ``loop_write`` when the socket is ready and ``loop_misc`` (keepalive)
+once a second. Timers (restarts, reconnects, fault times) run on the same thread.
+A board may pause its reads (a slow link: the TCP window closes, as on a real link).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import selectors
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+#: Seconds between two ``loop_misc`` rounds (keepalive pings).
+MISC_INTERVAL = 1.0
+
+
+@dataclass(order=True)
+class Timer:
+    """A call due at ``when`` (monotonic); :meth:`cancel` drops it."""
+
+    when: float
+    seq: int
+    fn: Callable[[], Any] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Watch:
+    """The loop's view of one client: its socket and what to wait for."""
+
+    __slots__ = ("client", "paused", "sock", "want_write")
+
+    def __init__(self, client: mqtt.Client) -> None:
+        self.client = client
+        self.sock: Any = None
+        self.want_write = False
+        self.paused = False
+
+    def events(self) -> int:
+        return (0 if self.paused else selectors.EVENT_READ) | (selectors.EVENT_WRITE if self.want_write else 0)
+
+
+class FleetLoop:
+    """Drives many paho clients and timers on the calling thread (:meth:`run`)."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._timers: list[Timer] = []
+        self._seq = itertools.count()
+        self._watches: dict[int, _Watch] = {}  # id(client) -> watch
+        self._next_misc = time.monotonic() + MISC_INTERVAL
+        self.stopped = False
+
+    # -- timers --
+    def call_later(self, delay: float, fn: Callable[[], Any]) -> Timer:
+        timer = Timer(time.monotonic() + max(0.0, delay), next(self._seq), fn)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    # -- clients --
+    def attach(self, client: mqtt.Client) -> None:
+        """Let the loop drive ``client`` (set before its ``connect``)."""
+        watch = _Watch(client)
+        self._watches[id(client)] = watch
+
+        def on_open(_c: Any, _u: Any, sock: Any) -> None:
+            watch.sock, watch.want_write = sock, False
+            self._update(watch, register=True)
+
+        def on_close(_c: Any, _u: Any, sock: Any) -> None:
+            if watch.sock is not None:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self._selector.unregister(watch.sock)
+            watch.sock = None
+
+        def on_write(_c: Any, _u: Any, _sock: Any) -> None:
+            watch.want_write = True
+            self._update(watch)
+
+        def on_no_write(_c: Any, _u: Any, _sock: Any) -> None:
+            watch.want_write = False
+            self._update(watch)
+
+        client.on_socket_open = on_open
+        client.on_socket_close = on_close
+        client.on_socket_register_write = on_write
+        client.on_socket_unregister_write = on_no_write
+
+    def detach(self, client: mqtt.Client) -> None:
+        watch = self._watches.pop(id(client), None)
+        if watch is not None and watch.sock is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(watch.sock)
+            watch.sock = None
+
+    def pause_reading(self, client: mqtt.Client, paused: bool) -> None:
+        """Stop (or resume) reading ``client``'s socket."""
+        watch = self._watches.get(id(client))
+        if watch is not None and watch.paused != paused:
+            watch.paused = paused
+            self._update(watch)
+
+    def _update(self, watch: _Watch, register: bool = False) -> None:
+        if watch.sock is None:
+            return
+        events = watch.events()
+        try:
+            if register:
+                self._selector.register(watch.sock, events or selectors.EVENT_READ, watch)
+                if not events:
+                    self._selector.unregister(watch.sock)
+            elif events:
+                try:
+                    self._selector.modify(watch.sock, events, watch)
+                except KeyError:
+                    self._selector.register(watch.sock, events, watch)
+            else:
+                with contextlib.suppress(KeyError):
+                    self._selector.unregister(watch.sock)
+        except (ValueError, OSError):  # the socket closed under us: paho notices on its next call
+            pass
+
+    @property
+    def clients(self) -> int:
+        return len(self._watches)
+
+    # -- running --
+    def run(self, until: Callable[[], bool], deadline: float | None = None) -> bool:
+        """Serve sockets and timers until ``until()`` is true (True) or ``deadline`` passes (False)."""
+        while not self.stopped:
+            if until():
+                return True
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            self._run_timers(now)
+            if now >= self._next_misc:
+                self._next_misc = now + MISC_INTERVAL
+                for watch in list(self._watches.values()):
+                    if watch.sock is not None:
+                        watch.client.loop_misc()
+            wait = min(self._next_misc, deadline if deadline is not None else math_inf()) - time.monotonic()
+            if self._timers:
+                wait = min(wait, self._timers[0].when - time.monotonic())
+            wait = max(0.0, min(wait, 0.1))
+            if not self._selector.get_map():
+                time.sleep(wait)
+                continue
+            for key, mask in self._selector.select(wait):
+                watch = key.data
+                if mask & selectors.EVENT_WRITE and watch.sock is not None:
+                    watch.client.loop_write()
+                if mask & selectors.EVENT_READ and watch.sock is not None and not watch.paused:
+                    watch.client.loop_read(10)
+        return False
+
+    def _run_timers(self, now: float) -> None:
+        while self._timers and self._timers[0].when <= now:
+            timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.fn()
+
+    def close(self) -> None:
+        for watch in list(self._watches.values()):
+            self.detach(watch.client)
+        self._selector.close()
+
+
+def math_inf() -> float:
+    return float("inf")

@@ -1,0 +1,327 @@
+"""Run a fleet: :class:`FleetSession` (notebooks) and what ``otalab fleet`` calls.
+
+The session builds one package per topic (a demo image of the update's patch, in the
+update's mode, signed with the spec's key or a fresh one), splits the boards into
+shards, starts the managed Mosquitto (configured for fleets) unless the spec names a
+broker, runs the shards (in this process, or as Dask tasks: :mod:`otalib.fleet.dask`),
+publishes each package once, retained at QoS 2, when every board has subscribed, and
+gathers the shards' rows into :class:`FleetResult` frames. Stopped early (Ctrl-C, a
+kill), it keeps what the shards have and marks the result incomplete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from otalib.board.sim.build import Chip, DeviceBuild
+from otalib.errors import LabError
+from otalib.firmware.demo import make_demo_image
+from otalib.fleet.board import BoardSettings
+from otalib.fleet.capacity import Estimate, check_capacity, estimate
+from otalib.fleet.results import FleetResult, assemble
+from otalib.fleet.shard import SUBSCRIBE_TIMEOUT, ShardResult, ShardSpec, raise_nofile_limit, run_shard
+from otalib.fleet.spec import FleetSpec, GroupSpec
+from otalib.formats.ota import timestamp_now
+from otalib.keys import DeviceKeys, LabKey, load_key
+from otalib.update import Update, make_update
+
+#: Seconds the coordinator waits beyond the shards' own limits.
+MARGIN_S = 30.0
+
+
+@dataclass(frozen=True)
+class Package:
+    """The update published on one topic."""
+
+    topic: str
+    update: Update = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.update.package)
+
+
+class _ThreadControl:
+    """Shard control within this process."""
+
+    def __init__(self) -> None:
+        self.ready_event = threading.Event()
+        self.stop_event = threading.Event()
+
+    def ready(self) -> None:
+        self.ready_event.set()
+
+    def stop_requested(self) -> bool:
+        return self.stop_event.is_set()
+
+
+class InProcessShards:
+    """Shards on threads of this process (one loop each; one shard by default)."""
+
+    dashboard_link: str | None = None
+
+    def __init__(self) -> None:
+        self._controls: list[_ThreadControl] = []
+        self._threads: list[threading.Thread] = []
+        self._results: dict[int, ShardResult] = {}
+        self._errors: list[BaseException] = []
+
+    def start(self, shards: list[ShardSpec]) -> None:
+        for shard in shards:
+            control = _ThreadControl()
+            thread = threading.Thread(
+                target=self._run, args=(shard, control), name=f"fleet-shard-{shard.index}", daemon=True
+            )
+            self._controls.append(control)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, shard: ShardSpec, control: _ThreadControl) -> None:
+        try:
+            self._results[shard.index] = run_shard(shard, control)
+        except BaseException as exc:  # handed to the coordinator
+            self._errors.append(exc)
+        finally:
+            control.ready_event.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for control in self._controls:
+            if not control.ready_event.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        self._raise()
+        return True
+
+    def stop(self) -> None:
+        for control in self._controls:
+            control.stop_event.set()
+
+    def gather(self, timeout: float) -> list[ShardResult]:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._raise()
+        return [self._results[i] for i in sorted(self._results)]
+
+    def _raise(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+
+    def close(self) -> None:
+        self.stop()
+
+
+class FleetSession:
+    """A fleet from a :class:`~otalib.fleet.spec.FleetSpec` (or a spec file's path).
+
+    ``broker``: an external broker URL (else the spec's, else the managed Mosquitto).
+    ``workers``: run the shards on a Dask ``LocalCluster`` of that many workers (0: in this
+    process); ``scheduler``: an existing Dask cluster (``tcp://HOST:PORT``; the broker must
+    then be a URL its workers reach). ``console_logs``: write each board's console to
+    ``OUT/consoles/BOARD.log``. ``keep_consoles``: boards whose console text the result keeps.
+    """
+
+    def __init__(
+        self,
+        spec: FleetSpec | str | Path,
+        *,
+        broker: str | None = None,
+        workers: int = 0,
+        scheduler: str | None = None,
+        console_logs: bool = False,
+        keep_consoles: tuple[str, ...] = (),
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
+        self.spec = spec if isinstance(spec, FleetSpec) else FleetSpec.load(spec)
+        self.broker_url = broker or self.spec.broker
+        if scheduler is not None and self.broker_url is None:
+            raise LabError("a Dask scheduler's workers need the broker as a URL (--broker or the spec's broker:)")
+        if workers < 0 or workers > 256:
+            raise LabError(f"bad workers {workers}: 0..256")
+        self.workers = workers
+        self.scheduler = scheduler
+        self.console_logs = console_logs
+        self.keep_consoles = tuple(keep_consoles)
+        self.on_status = on_status or (lambda _text: None)
+        self.key = self._key()
+        self.packages = self._packages()
+        self.estimate: Estimate = estimate(
+            self.spec.count, max(p.size for p in self.packages.values()), max(1, self.shard_count)
+        )
+        self.result: FleetResult | None = None
+        self._executor: Any = None
+
+    # -- preparing --
+    @property
+    def shard_count(self) -> int:
+        return max(1, self.workers) if self.scheduler is None else max(1, self.workers or 2)
+
+    def _key(self) -> LabKey:
+        if self.spec.update.key is None:
+            return LabKey.generate()
+        path = Path(self.spec.update.key)
+        if not path.is_absolute() and self.spec.base_dir is not None:
+            path = self.spec.base_dir / path
+        return load_key(path)
+
+    def _packages(self) -> dict[str, Package]:
+        update = self.spec.update
+        stamp = timestamp_now()
+        packages = {}
+        for topic, groups in self.spec.topics().items():
+            group = groups[0]
+            version = f"{group.version.major}.{group.version.minor}.{update.patch}"
+            image = make_demo_image(group.chip, group.app_id, version, size=update.size)
+            packages[topic] = Package(
+                topic,
+                make_update(
+                    image, update.mode, patch=update.patch, key=self.key, timestamp=stamp, build=self._build(group)
+                ),
+            )
+        return packages
+
+    def _build(self, group: GroupSpec) -> DeviceBuild:
+        build = DeviceBuild(app_id=group.app_id, version=group.version, chip=Chip(group.chip), profile=group.profile)
+        key = self.key if group.key == "same" else LabKey.generate()
+        return build.accepting(group.mode or self.spec.update.mode, DeviceKeys.of(key))
+
+    def _settings(self) -> dict[str, BoardSettings]:
+        settings = {}
+        images: dict[tuple[str, str, str], bytes] = {}
+        for group in self.spec.groups:
+            ident = (group.chip, group.app_id, str(group.version))
+            if ident not in images:
+                images[ident] = make_demo_image(group.chip, group.app_id, str(group.version))
+            settings[group.name] = BoardSettings(
+                group=group.name,
+                build=self._build(group),
+                initial_image=images[ident],
+                rate_Bps=group.rate_Bps(),
+                fault=group.fault,
+                seed=self.spec.seed,
+                timing=group.timing,
+                debug_level=group.debug_level,
+            )
+        return settings
+
+    def _shards(self, broker: str, console_dir: Path | None) -> list[ShardSpec]:
+        settings = self._settings()
+        boards = [(f"{g.name}-{i:04d}", g.name) for g in self.spec.groups for i in range(g.count)]
+        count = min(self.shard_count, len(boards))
+        payload = {g.name: self.packages[g.topic].size for g in self.spec.groups}
+        return [
+            ShardSpec(
+                index=i,
+                boards=tuple(boards[i::count]),
+                settings=settings,
+                broker=broker,
+                expect_patch=self.spec.update.patch,
+                payload_bytes=payload,
+                timeout_s=self.spec.timeout_s,
+                console_dir=str(console_dir) if console_dir else None,
+                keep_consoles=self.keep_consoles,
+            )
+            for i in range(count)
+        ]
+
+    # -- running --
+    def run(self, out_dir: str | Path | None = None) -> FleetResult:
+        """Run the fleet; with ``out_dir``, write its results there (also when interrupted)."""
+        from otalib.fleet.results import write_result, write_started
+
+        out = Path(out_dir) if out_dir is not None else None
+        check_capacity(self.estimate, managed_broker=self.broker_url is None)
+        raise_nofile_limit()
+        console_dir = None
+        if out is not None:
+            write_started(out, self)
+            if self.console_logs:
+                console_dir = out / "consoles"
+                console_dir.mkdir(exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            broker_url, broker_info = self._broker(stack)
+            self._clear(broker_url)
+            stack.callback(self._clear, broker_url)
+            executor = self._executor = self._make_executor()
+            stack.callback(executor.close)
+            shards = self._shards(broker_url, console_dir)
+            results: list[ShardResult] = []
+            t_publish = None
+            deploys: list[dict[str, Any]] = []
+            interrupted = False
+            try:
+                self.on_status(f"powering on {self.spec.count} boards in {len(shards)} shard(s)")
+                executor.start(shards)
+                if not executor.wait_ready(SUBSCRIBE_TIMEOUT + MARGIN_S):
+                    raise LabError("the fleet's boards did not subscribe in time")
+                self.on_status("every board subscribed: publishing")
+                t_publish, deploys = self._publish(broker_url)
+                self.on_status("published: waiting for the boards")
+                results = executor.gather(self.spec.timeout_s + SUBSCRIBE_TIMEOUT + MARGIN_S)
+            except BaseException:
+                interrupted = True
+                executor.stop()
+                with contextlib.suppress(BaseException):
+                    results = executor.gather(MARGIN_S)
+                self.result = assemble(self, results, t_publish, deploys, broker_info, complete=False)
+                if out is not None:
+                    write_result(out, self.result)
+                raise
+            finally:
+                if not interrupted:
+                    self.result = assemble(self, results, t_publish, deploys, broker_info, complete=True)
+        if out is not None:
+            write_result(out, self.result)
+        return self.result
+
+    def stop(self) -> None:
+        """Ask a running fleet to stop (from another thread); its partial result is kept."""
+        if self._executor is not None:
+            self._executor.stop()
+
+    def _make_executor(self) -> Any:
+        if self.workers == 0 and self.scheduler is None:
+            return InProcessShards()
+        from otalib.fleet.dask import DaskShards
+
+        executor = DaskShards(self.workers, self.scheduler)
+        self.on_status(f"Dask dashboard: {executor.dashboard_link}")
+        return executor
+
+    def _broker(self, stack: contextlib.ExitStack) -> tuple[str, dict[str, Any]]:
+        if self.broker_url is not None:
+            return self.broker_url, {"url": self.broker_url, "managed": False}
+        from otalib.broker.mosquitto import MosquittoBroker
+
+        broker = MosquittoBroker(max_connections=self.spec.count + 16, log_types=("error", "warning"))
+        stack.enter_context(broker)
+        return broker.url, {
+            "url": broker.url,
+            "managed": True,
+            "backend": broker.backend,
+            "version": broker.version,
+            "max_connections": broker.max_connections,
+        }
+
+    def _publish(self, broker_url: str) -> tuple[float, list[dict[str, Any]]]:
+        from otalib.mqtt.publish import deploy
+
+        records = []
+        for topic, package in self.packages.items():
+            record = deploy(package.update.package, f"{broker_url.rstrip('/')}/{topic}", timeout=120)
+            records.append({"topic": topic, **record.to_dict()})
+        first = records[0]
+        return first["t_start"] + first["publish_start"], records
+
+    def _clear(self, broker_url: str) -> None:
+        from otalib.mqtt.publish import deploy
+
+        for topic in self.packages:
+            with contextlib.suppress(Exception):  # best effort: an unreachable broker keeps nothing of ours
+                deploy(None, f"{broker_url.rstrip('/')}/{topic}", clear=True, timeout=10)
