@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "campaign": "lab",
     "report": "lab",
     "demo": "demo",
+    "fleet": "fleet",
 }
 
 

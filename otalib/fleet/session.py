@@ -50,7 +50,8 @@ class Package:
 class _ThreadControl:
     """Shard control within this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_status: Callable[[str], None]) -> None:
+        self.on_status = on_status
         self.ready_event = threading.Event()
         self.stop_event = threading.Event()
 
@@ -60,13 +61,17 @@ class _ThreadControl:
     def stop_requested(self) -> bool:
         return self.stop_event.is_set()
 
+    def console_attached(self, board: str, path: str) -> None:
+        self.on_status(f"console of {board}: {path}")
+
 
 class InProcessShards:
     """Shards on threads of this process (one loop each; one shard by default)."""
 
     dashboard_link: str | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, on_status: Callable[[str], None] = lambda _text: None) -> None:
+        self.on_status = on_status
         self._controls: list[_ThreadControl] = []
         self._threads: list[threading.Thread] = []
         self._results: dict[int, ShardResult] = {}
@@ -74,7 +79,7 @@ class InProcessShards:
 
     def start(self, shards: list[ShardSpec]) -> None:
         for shard in shards:
-            control = _ThreadControl()
+            control = _ThreadControl(self.on_status)
             thread = threading.Thread(
                 target=self._run, args=(shard, control), name=f"fleet-shard-{shard.index}", daemon=True
             )
@@ -136,6 +141,7 @@ class FleetSession:
         scheduler: str | None = None,
         console_logs: bool = False,
         keep_consoles: tuple[str, ...] = (),
+        pty_board: str | None = None,
         on_status: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec if isinstance(spec, FleetSpec) else FleetSpec.load(spec)
@@ -148,6 +154,12 @@ class FleetSession:
         self.scheduler = scheduler
         self.console_logs = console_logs
         self.keep_consoles = tuple(keep_consoles)
+        names = {f"{g.name}-{i:04d}" for g in self.spec.groups for i in range(g.count)}
+        if pty_board is not None and pty_board not in names:
+            raise LabError(f"no board {pty_board!r} in this fleet (boards are GROUP-NNNN, e.g. {min(names)})")
+        if pty_board is not None and (workers or scheduler):
+            raise LabError("a board's console on a pty needs the fleet in this process (no --workers/--scheduler)")
+        self.pty_board = pty_board
         self.on_status = on_status or (lambda _text: None)
         self.key = self._key()
         self.packages = self._packages()
@@ -226,6 +238,7 @@ class FleetSession:
                 timeout_s=self.spec.timeout_s,
                 console_dir=str(console_dir) if console_dir else None,
                 keep_consoles=self.keep_consoles,
+                pty_board=self.pty_board,
             )
             for i in range(count)
         ]
@@ -287,7 +300,7 @@ class FleetSession:
 
     def _make_executor(self) -> Any:
         if self.workers == 0 and self.scheduler is None:
-            return InProcessShards()
+            return InProcessShards(self.on_status)
         from otalib.fleet.dask import DaskShards
 
         executor = DaskShards(self.workers, self.scheduler)

@@ -56,6 +56,7 @@ class ShardSpec:
     console_dir: str | None = None
     console_bytes: int = 64 * 1024
     keep_consoles: tuple[str, ...] = ()  # boards whose console text comes back
+    pty_board: str | None = None  # a board whose console goes to a pty as well
 
 
 @dataclass
@@ -130,6 +131,11 @@ def run_shard(spec: ShardSpec, control: ShardControl) -> ShardResult:
             console_log=console_dir / f"{name}.log" if console_dir else None,
         )
         boards.append(board)
+        if name == spec.pty_board:
+            path = board.console.attach_pty()
+            attached = getattr(control, "console_attached", None)
+            if attached is not None:
+                attached(name, path)
     samples: list[dict[str, Any]] = []
     stop = {"asked": False}
 
