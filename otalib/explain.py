@@ -132,27 +132,136 @@ def layout(data: bytes, key: LabKey | DeviceKeys | None = None, varint: bool = T
     return [*fields, Field(base, len(data), "firmware", "unrecognised data", data[:4].hex() + "…")]
 
 
+def condensed(fields: list[Field], keep_chunks: int = 2) -> list[Field]:
+    """``fields`` with the encryption chunks after the first ``keep_chunks`` folded into one row.
+
+    An encrypted file has one length and one ciphertext field per 2 KiB chunk; a table of them
+    hides the header fields that follow (the decrypted file's magic, timestamp, ROM address…).
+    """
+    chunks = [f for f in fields if f.part == "encryption" and f.field.startswith("chunk ")]
+    later = [f for f in chunks if int(f.field.split()[1]) >= keep_chunks]
+    if not later:
+        return list(fields)
+    first, last = int(later[0].field.split()[1]), int(later[-1].field.split()[1])
+    total = sum(f.length for f in later)
+    folded = Field(
+        later[0].offset,
+        total,
+        "encryption",
+        f"chunks {first}–{last}",
+        f"{last - first + 1} chunks of length-1 (2 B) + ciphertext, {total} bytes",
+    )
+    out: list[Field] = []
+    for f in fields:
+        if f is later[0]:
+            out.append(folded)
+        elif not any(f is g for g in later):
+            out.append(f)
+    return out
+
+
 def layout_frame(fields: list[Field]):
     """The fields as a DataFrame (offset, length, part, field, value)."""
     import pandas as pd
 
-    return pd.DataFrame([asdict(f) for f in fields])
+    return pd.DataFrame([asdict(f) for f in fields], columns=["offset", "length", "part", "field", "value"])
 
 
-def plot_layout(frame, ax=None):
-    """A file's regions as one horizontal bar per part (log-scaled lengths make headers visible)."""
-    import matplotlib.pyplot as plt
+#: Colour of each kind of part (the same in every layout chart).
+PART_COLORS = {
+    "package": "#9467bd",
+    "header": "#1f77b4",
+    "ROM": "#2ca02c",
+    "verification": "#d62728",
+    "encryption": "#7f7f7f",
+    "firmware": "#2ca02c",
+}
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9, 2.5))
-    outer = frame[~frame["part"].str.startswith("decrypted")]
-    parts = list(dict.fromkeys(outer["part"]))
-    colors = plt.get_cmap("tab10")
-    for i, part in enumerate(parts):
-        rows = outer[outer["part"] == part]
-        ax.barh(0, rows["length"].sum(), left=rows["offset"].min(), color=colors(i % 10), label=part, edgecolor="k")
+
+def _part_color(part: str) -> str:
+    name = part.removeprefix("decrypted ")
+    return PART_COLORS.get(name.split()[0] if name.startswith("ROM") else name, "#bcbd22")
+
+
+#: Short names for the zoomed boxes (the byte table has the full ones).
+_SHORT = {
+    "patch version (varint)": "patch",
+    "patch version": "patch",
+    "build timestamp": "timestamp",
+    "ROM count": "ROMs",
+    "reserved": "rsvd",
+    "flash address": "address",
+    "secretstream header": "secretstream header",
+    "Ed25519ph signature": "Ed25519ph signature",
+}
+
+
+def _short(field: str) -> str:
+    if field.startswith("chunk "):
+        index, what = field.split()[1], field.split()[2]
+        return f"#{index} len" if what == "length-1" else f"chunk {index}"
+    return _SHORT.get(field, field)
+
+
+def _draw_window(ax, rows, start: int, end: int, title: str) -> None:
+    """Each field overlapping ``start..end`` as a labelled box, clipped to the window."""
+    for row in rows.itertuples():
+        lo, hi = max(row.offset, start), min(row.offset + row.length, end)
+        if hi <= lo:
+            continue
+        ax.barh(0, hi - lo, left=lo, color=_part_color(row.part), edgecolor="k", height=0.8, alpha=0.85)
+        name = _short(row.field) + ("…" if row.offset + row.length > end or row.offset < start else "")
+        narrow = (hi - lo) / (end - start) < 0.011 * len(name)
+        ax.text(
+            (lo + hi) / 2,
+            0,
+            name,
+            ha="center",
+            va="center",
+            rotation=90 if narrow else 0,
+            fontsize="x-small" if narrow else "small",
+        )
+    ax.set_xlim(start, end)
     ax.set_yticks([])
     ax.set_xlabel("byte offset")
-    ax.set_title("file layout")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=min(len(parts), 6), fontsize="small")
-    return ax
+    ax.set_title(title, fontsize="medium")
+
+
+def plot_layout(frame, fig=None, *, head: int = 32, tail: int = 80):
+    """A file's layout: the whole file to scale, then zooms on its first ``head`` and last ``tail`` bytes.
+
+    To scale, the headers are a few bytes next to a ROM of kilobytes, invisible; the zooms show
+    every header field by name (magic, build timestamp, ROM count, flash address, size) and the
+    signature or checksum at the end. An encrypted file gets a third row: the same zooms of the
+    file inside the encryption (needs the key). Returns the figure.
+    """
+
+    outer = frame[~frame["part"].str.startswith("decrypted")]
+    inner = frame[frame["part"].str.startswith("decrypted")]
+    rows = 3 if len(inner) else 2
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(11, 1.9 * rows + 0.6), layout="constrained")
+    grid = fig.add_gridspec(rows, 2)
+    whole = fig.add_subplot(grid[0, :])
+    size = int((outer["offset"] + outer["length"]).max()) if len(outer) else 0
+    for part in dict.fromkeys(outer["part"]):
+        picked = outer[outer["part"] == part]
+        start = int(picked["offset"].min())
+        length = int((picked["offset"] + picked["length"]).max()) - start
+        whole.barh(0, length, left=start, color=_part_color(part), label=part, edgecolor="k", height=0.8)
+    whole.set_xlim(0, max(size, 1))
+    whole.set_yticks([])
+    whole.set_xlabel("byte offset")
+    thinnest = int(outer["length"].min()) if len(outer) else 0
+    hidden = ": its headers are too thin to see, the zooms below show them" if thinnest < 0.01 * size else ""
+    whole.set_title(f"the whole file to scale ({size} bytes){hidden}", fontsize="medium")
+    whole.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    for row, (fields, what) in enumerate([(outer, "sent"), (inner, "decrypted")][: rows - 1], start=1):
+        end = int((fields["offset"] + fields["length"]).max())
+        left, right = fig.add_subplot(grid[row, 0]), fig.add_subplot(grid[row, 1])
+        _draw_window(left, fields, 0, min(head, end), f"{what}: the first {min(head, end)} bytes")
+        _draw_window(right, fields, max(end - tail, 0), end, f"{what}: the last {min(tail, end)} bytes")
+    fig.suptitle("package layout, field by field")
+    return fig
