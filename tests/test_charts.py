@@ -22,6 +22,7 @@ from otalib.errors import LabError
 from otalib.lab import store
 from otalib.lab.campaign import run_campaign
 from otalib.lab.charts import (
+    annotate_updates,
     facet,
     outcome_counts,
     plot_device_phases,
@@ -411,6 +412,19 @@ def test_charts_without_ax_make_their_own_figure():
         before = len(plt.get_fignums())
         ax = chart(df)
         assert len(plt.get_fignums()) == before + 1 and ax.figure is plt.gcf()
+
+
+def test_annotate_updates_marks_each_install():
+    frame = pd.DataFrame(
+        {"t": [0.0, 0.5, 1.0, 2.2, 3.4], "event": ["boot", "switch_ok", "restart", "switch_ok", "switch_ok"]}
+    )
+    ax = new_ax()
+    ax.set_title("console events")
+    assert annotate_updates(ax, frame) == 3
+    assert [line.get_xdata()[0] for line in ax.lines] == [0.5, 2.2, 3.4]
+    assert texts(ax) == ["install 1", "install 2", "install 3"]
+    assert ax.get_title() == "console events: one retained message, 3 installs in 2.9 s"
+    assert annotate_updates(new_ax(), frame.iloc[:1]) == 0
 
 
 # --- report -----------------------------------------------------------------------------------

@@ -318,6 +318,28 @@ def plot_device_phases(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[st
     return ax
 
 
+def annotate_updates(ax: Axes, frame: pd.DataFrame, *, event: str = "switch_ok", what: str = "install") -> int:
+    """Mark each ``event`` of a console frame (``t``, ``event`` columns) on a console chart: a dotted line
+    and ``install 1``, ``install 2``… — the retained-update loop made visible. Returns how many."""
+    times = frame.loc[frame["event"] == event, "t"].to_numpy(float) if len(frame) else np.array([])
+    for number, t in enumerate(times, start=1):
+        ax.axvline(t, color="#d62728", linestyle=":", linewidth=1)
+        ax.annotate(
+            f"{what} {number}",
+            (t, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -2),
+            textcoords="offset points",
+            va="top",
+            fontsize="x-small",
+            color="#d62728",
+        )
+    if len(times):
+        span = f" in {times[-1] - times[0]:.1f} s" if len(times) > 1 else ""
+        ax.set_title(f"{ax.get_title()}: one retained message, {len(times)} {what}s{span}".lstrip(": "))
+    return len(times)
+
+
 def facet(
     chart: Callable[..., Axes],
     df: pd.DataFrame,
@@ -376,6 +398,7 @@ def _is_outcome(text: str) -> bool:
 
 __all__ = [
     "DEVICE_PHASES",
+    "annotate_updates",
     "facet",
     "failure_table",
     "format_rate",
