@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -159,6 +158,8 @@ class _Sink:
 
     def message_data(self, chunk: bytes) -> None:
         board = self.board
+        if board.severed:  # the link is down: what the socket still holds never reached the device
+            return
         start, self.offset = self.offset, self.offset + len(chunk)
         masks = board.byte_masks
         if masks:
@@ -167,6 +168,9 @@ class _Sink:
                 data = bytearray(chunk)
                 for at in hits:
                     data[at - start] ^= masks[at]
+                    board.fault_events.append(
+                        {"kind": "bitflip", "t_s": board.transfer_s(), "offset": at, "duration_s": 0.0}
+                    )
                 chunk = bytes(data)
         cut_at = board.cut_at
         if cut_at is not None and start <= cut_at < self.offset:
@@ -272,6 +276,8 @@ class FleetBoard:
         self._stalled_until = 0.0
         self._paused = False
         self.stopped = False
+        #: the connection was cut: nothing more of it reaches the device
+        self.severed = False
 
     # -- record --
     def _note(self, event: BoardEvent, detail: str = "") -> None:
@@ -338,6 +344,7 @@ class FleetBoard:
         self.loop.attach(client)
         self._client = client
         self._paused = False
+        self.severed = False
         try:
             client.connect(self.host, self.port, self.settings.keepalive)
         except OSError as exc:
@@ -384,6 +391,7 @@ class FleetBoard:
         """Lose the connection at once (no DISCONNECT), as a power cut does."""
         client, self._client = self._client, None
         self.connected = self.subscribed = False
+        self.severed = True
         if client is None:
             return
         self.loop.detach(client)
@@ -393,14 +401,14 @@ class FleetBoard:
             self._decided(self.device.on_message_abort())
 
     def _cut(self) -> None:
-        """The link drops the connection: the board sees it lost (and reconnects)."""
-        client = self._client
-        sock = paho_compat.socket_of(client) if client is not None else None
-        if client is None or sock is None:
+        """The link drops the connection: data in flight is lost, the board sees the connection lost
+        (its stream abandoned) and reconnects."""
+        if self._client is None:
             return
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
-        self._resume()
+        self._drop_connection()
+        self._note(BoardEvent.DISCONNECTED, "link cut")
+        if not self.done and not self.stopped and self.device.state is DeviceState.RUNNING:
+            self._retry()
 
     # -- the link: rate, stalls --
     def _read_budget(self) -> int:
@@ -458,6 +466,10 @@ class FleetBoard:
             self._note(BoardEvent.OUTAGE, f"{duration:.3f}")
             self._stalled_until = max(self._stalled_until, time.monotonic() + duration)
 
+    def transfer_s(self) -> float:
+        """Seconds since this board's first byte of the update."""
+        return time.monotonic() - self._transfer_t0 if self._transfer_t0 is not None else 0.0
+
     def _cut_at_byte(self, offset: int) -> None:
         self.cut_at = None  # once
         t = time.monotonic() - (self._transfer_t0 or time.monotonic())
@@ -470,9 +482,6 @@ class FleetBoard:
         t = time.monotonic() - (self._transfer_t0 or time.monotonic())
         self.fault_events.append({"kind": "power", "t_s": t, "offset": offset, "duration_s": POWER_OFF_S})
         self._note(BoardEvent.POWER_LOSS, str(offset))
-        self._later(0.0, self._power_cycle)
-
-    def _power_cycle(self) -> None:
         self._drop_connection()
         self.device.state = DeviceState.OFF
         self._later(POWER_OFF_S, self.power_on)

@@ -1,0 +1,200 @@
+"""The virtual fleet: many boards in one process, a real Mosquitto, one retained update."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from otalib.board.sim.device import Device
+from otalib.board.virtual import prepare_flash
+from otalib.errors import LabError
+from otalib.fleet import FleetSession, FleetSpec, load_fleet
+from otalib.fleet.results import time_to_fraction
+from otalib.vocabulary import Decision
+from tests.process_helpers import otalab_env, run_otalab
+
+
+def single_board(settings, package: bytes, patch: int, tmp_path: Path) -> str:
+    """What one virtual board (file flash, the device model alone) does with ``package``: its outcome text."""
+    flash = prepare_flash(tmp_path / f"{settings.group}.bin", settings.build, initial_image=settings.initial_image)
+    device = Device(flash, settings.build)
+    device.boot()
+    device.on_message_start(len(package))
+    for i in range(0, len(package), 1460):
+        device.on_message_data(package[i : i + 1460])
+    result = device.on_message_end()
+    try:
+        if result.outcome is Decision.REJECTED:
+            return f"rejected:{result.error}"
+        if result.outcome is not Decision.APPLIED:
+            return result.outcome.value
+        boot = device.restart()
+        if not boot.booted:
+            return "bricked"
+        return "updated" if device.patch == patch else "restarted"
+    finally:
+        flash.close()
+
+
+def outcome_texts(boards: pd.DataFrame) -> pd.Series:
+    return boards["outcome"] + boards["error"].map(lambda e: f":{e}" if isinstance(e, str) else "")
+
+
+def run(spec: dict, **kwargs) -> tuple[FleetSession, object]:
+    session = FleetSession(FleetSpec.from_dict(spec), **kwargs)
+    return session, session.run()
+
+
+def test_two_groups_end_as_single_boards_do(broker, tmp_path):
+    spec = {
+        "name": "two",
+        "timeout_s": 60,
+        "update": {"size": "24KiB", "mode": "signed", "patch": 2},
+        "groups": [
+            {"name": "a", "count": 20, "chip": "esp8266", "version": "4.3.1"},
+            {"name": "b", "count": 10, "chip": "esp32", "app_id": "t32", "version": "4.3.1", "link": "dsl"},
+        ],
+    }
+    session, result = run(spec, broker=broker.url)
+    boards = result.boards
+    assert result.complete and len(boards) == 30
+    assert set(boards["outcome"]) == {"updated"}
+    assert boards["t_updated"].notna().all() and (boards["t_updated"] > 0).all()
+    assert set(result.meta["packages"]) == {"a/test/u/4.3", "a/t32/u/4.3"}  # one package per topic
+    settings = session._settings()
+    for group in ("a", "b"):
+        package = session.packages[session.spec.groups[group == "b"].topic].update.package
+        assert single_board(settings[group], package, 2, tmp_path) == "updated"
+    # the timeline: every board subscribed before the publish, then received and restarted
+    events = result.timeline.groupby("event")["board"].nunique()
+    assert events["subscribed"] == 30 and events["restart"] == 30
+    assert (result.timeline.query("event == 'subscribed'")["t_s"] < 0).all()
+    assert result.time_to(0.5) <= result.time_to(0.99) < math.inf
+
+
+def test_rejections_per_mode_match_single_boards(broker, tmp_path):
+    spec = {
+        "name": "modes",
+        "timeout_s": 60,
+        "update": {"size": "16KiB", "mode": "md5", "patch": 2},
+        "groups": [
+            {"name": "md5", "count": 3},
+            {"name": "signed", "count": 3, "mode": "signed"},  # an unsigned package to a signing build
+            {"name": "corrupt", "count": 3, "fault": "corrupt@0.5"},
+            {"name": "otherkey", "count": 2, "mode": "encrypted", "key": "other"},
+        ],
+    }
+    session, result = run(spec, broker=broker.url)
+    texts = outcome_texts(result.boards).groupby(result.boards["group"]).agg(set)
+    assert texts["md5"] == {"updated"}
+    assert texts["corrupt"] == {"rejected:VerificationFailed"}
+    assert all(next(iter(t)).startswith("rejected") for t in (texts["signed"], texts["otherkey"]))
+    settings = session._settings()
+    package = next(iter(session.packages.values())).update.package
+    for group in ("md5", "signed", "otherkey"):
+        assert texts[group] == {single_board(settings[group], package, 2, tmp_path)}, group
+    assert (result.boards.query("group == 'corrupt'")["fault_events"] == 1).all()
+
+
+def test_drops_leave_some_boards_not_updated(broker):
+    spec = {
+        "name": "drops",
+        "seed": 3,
+        "timeout_s": 6,
+        "update": {"size": "16KiB", "mode": "signed", "patch": 2},
+        "groups": [
+            {"name": "calm", "count": 5, "link": "slow"},
+            {"name": "stormy", "count": 10, "link": "slow", "fault": "drops:rate=2"},
+        ],
+    }
+    _, result = run(spec, broker=broker.url)
+    boards = result.boards.set_index("board")
+    stormy = boards[boards["group"] == "stormy"]
+    assert (boards[boards["group"] == "calm"]["outcome"] == "updated").all()
+    assert (stormy["outcome"] == "timeout").any()  # some never got a whole transfer through
+    assert (stormy["connects"] > 1).any() and stormy["fault_events"].sum() > 0
+    drops = result.fault_events.query("group == 'stormy' and kind == 'drop'")
+    assert len(drops) == stormy["fault_events"].sum()
+    assert math.isnan(time_to_fraction(stormy["t_updated"], 1.0))
+
+
+def test_bad_specs_are_one_line_naming_the_problem(tmp_path):
+    cases = {
+        "chip": ("{count: 2, chip: esp9999}", "unknown chip 'esp9999'"),
+        "link": ("{count: 2, link: carrier-pigeon}", "unknown link 'carrier-pigeon'"),
+        "fault": ("{count: 2, fault: 'meteor@0.5'}", "unknown fault 'meteor@0.5'"),
+        "timing": ("{count: 2, timing: abacus}", "unknown timing 'abacus'"),
+    }
+    for name, (group, message) in cases.items():
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(f"name: bad\ngroups:\n  - {group}\n")
+        out = tmp_path / f"out-{name}"
+        done = run_otalab("fleet", str(spec), "-o", str(out), cwd=tmp_path)
+        assert done.returncode != 0, name
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr, done.stderr
+        assert not out.exists()
+
+
+def test_more_boards_than_the_machine_holds_is_refused_with_the_estimate(tmp_path):
+    spec = tmp_path / "huge.yaml"
+    spec.write_text("name: huge\ngroups:\n  - {count: 100000}\n")
+    out = tmp_path / "out"
+    done = run_otalab("fleet", str(spec), "-o", str(out), cwd=tmp_path)
+    assert done.returncode != 0
+    assert "too many boards" in done.stderr and "MiB of memory" in done.stderr and "file descriptors" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_a_killed_fleet_stops_everything_and_keeps_partial_results(tmp_path):
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(
+        "name: slow\ntimeout_s: 120\nupdate: {size: 256KiB, mode: signed, patch: 2}\n"
+        "groups:\n  - {count: 6, link: slow}\n  - {name: quick, count: 4, chip: esp32, app_id: q}\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otalib", "fleet", str(spec), "-o", str(out)],
+        cwd=tmp_path,
+        env=otalab_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # wait for the event: the update is out, the slow boards are receiving
+            seen.append(line)
+            if line.startswith("published"):
+                break
+        assert any(line.startswith("published") for line in seen), seen
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("mosquitto" in c.name() for c in children)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "partial results" in err and "Traceback" not in err
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+    result = load_fleet(out)
+    assert result.meta["status"] == "incomplete"
+    assert len(result.boards) == 10
+    slow = result.boards[result.boards["group"] == "g1"]
+    assert slow["outcome"].isna().all()  # stopped mid-transfer: no outcome, not a made-up timeout
+    assert (slow["bytes_received"] > 0).all()
+
+
+def test_an_unknown_board_for_the_pty_is_refused():
+    with pytest.raises(LabError, match="no board 'nope'"):
+        FleetSession(FleetSpec.from_dict({"name": "x", "groups": [{"count": 1}]}), pty_board="nope")
