@@ -6,7 +6,10 @@ through the serial monitor (:attr:`LabSession.monitor`, a
 :class:`~otalib.board.serial_board.SerialBoard` on the board's port), so the same
 notebook code watches both. The broker is a managed one (``broker_url=""``) or any
 external ``mqtt[s]://`` URL. Every wait is :func:`~otalib.board.follow.follow_update`
-from the session's cursor.
+from the session's cursor. ``link`` puts a link profile (``"wifi"``, ``"dsl"``, ``"slow"``, or a
+:class:`~otalib.net.link.LinkProfile`) between the virtual board and its broker, and a
+:class:`~otalib.lab.live_console.LiveConsole` given to :meth:`LabSession.watch` shows the
+console and the update's progress as they come.
 """
 
 from __future__ import annotations
@@ -24,16 +27,34 @@ from otalib.board.protocol import ConsoleLine
 from otalib.board.serial_board import SerialBoard
 from otalib.board.sim.build import DeviceBuild
 from otalib.broker import Broker, BrokerUser, start_broker
-from otalib.errors import BoardError
+from otalib.errors import BoardError, UsageError
 from otalib.formats.version import Version, topic_for
+from otalib.lab.live_console import LiveConsole
+from otalib.lab.progress import UpdateProgress
 from otalib.mqtt.publish import DeployRecord, deploy
 from otalib.mqtt.tls import TlsOptions
+from otalib.mqtt.url import parse_url
+from otalib.net.link import PROFILES, LinkProfile, LinkProxy
 from otalib.procs import owned_tempdir
 from otalib.update import Update
 from otalib.vocabulary import Outcome
 
 #: The version of a session's board unless the build or the configuration names one.
 SESSION_VERSION = Version(4, 3, 1)
+
+#: Link names that mean no link proxy at all.
+NO_LINK = ("", "none", "unlimited")
+
+
+def link_profile(link: str | LinkProfile | None) -> LinkProfile | None:
+    """A link profile by name (:data:`~otalib.net.link.PROFILES`: lan, wifi, dsl, slow); None for no proxy."""
+    if link is None or isinstance(link, LinkProfile):
+        return link
+    if link in NO_LINK:
+        return None
+    if link not in PROFILES:
+        raise UsageError(f"unknown link {link!r} (use {', '.join(sorted(PROFILES))} or unlimited)")
+    return PROFILES[link]
 
 
 class LabSession:
@@ -46,7 +67,9 @@ class LabSession:
     time of the virtual board's firmware on a new flash: older ``.ota`` files are downgrades.
 
     ``broker_url`` (deployments) and ``board_broker_url`` (the board's own connection,
-    e.g. with a device user's credentials) default to the managed broker's URL.
+    e.g. with a device user's credentials) default to the managed broker's URL. ``link``
+    (virtual board only): the board reaches its broker through a link proxy with this
+    profile (:func:`link_profile`; :attr:`link` is the proxy).
     """
 
     def __init__(
@@ -64,6 +87,7 @@ class LabSession:
         deploy_tls: TlsOptions | None = None,
         workdir: str | Path | None = None,
         baud: int = 115200,
+        link: str | LinkProfile | None = None,
         **board_options: Any,
     ) -> None:
         self.workdir = Path(workdir or owned_tempdir("session"))
@@ -75,6 +99,11 @@ class LabSession:
         self._stack = contextlib.ExitStack()
         self.broker: Broker | None = None
         self.board = None
+        self.link: LinkProxy | None = None
+        self.last_deploy: DeployRecord | None = None
+        profile = link_profile(link)
+        if profile is not None and board != "virtual":
+            raise UsageError("a link profile needs the virtual board (a real board connects to its own broker)")
         self.deploy_tls = deploy_tls or TlsOptions()
         if not broker_url:
             self.broker = self._stack.enter_context(
@@ -94,6 +123,10 @@ class LabSession:
             from otalib.board.virtual import VirtualBoard
 
             tls_options = board_tls or (TlsOptions(ca=self.broker.ca_path) if tls and self.broker else None)
+            if profile is not None:
+                url = parse_url(board_broker_url or broker_url)
+                self.link = self._stack.enter_context(LinkProxy(url.host, url.port, profile))
+                board_options["link"] = self.link.address
             self.board = VirtualBoard(
                 self.workdir / "flash.bin",
                 board_broker_url or broker_url,
@@ -153,30 +186,61 @@ class LabSession:
         self.tracker.rearm()
         if not clear:
             self.tracker.published(time.time())
-        return deploy(package, self.deploy_url, tls=options.pop("tls", self.deploy_tls), clear=clear, **options)
+        record = deploy(package, self.deploy_url, tls=options.pop("tls", self.deploy_tls), clear=clear, **options)
+        if not clear:
+            self.last_deploy = record
+        return record
 
-    def follow(self, timeout: float = 30.0, *, quiet: float | None = None) -> Iterator[ConsoleLine]:
+    def progress(self) -> UpdateProgress:
+        """A fresh progress of the last deployed package (its bytes on its topic), for a live console."""
+        if self.last_deploy is None:
+            raise UsageError("nothing deployed yet: deploy an update before following its progress")
+        return UpdateProgress.for_package(self.last_deploy.bytes, self.last_deploy.topic)
+
+    def follow(
+        self, timeout: float = 30.0, *, quiet: float | None = None, view: LiveConsole | None = None
+    ) -> Iterator[ConsoleLine]:
         """Console lines from the session's cursor, as they come, until the update's outcome is decided
-        (or ``timeout`` s)."""
+        (or ``timeout`` s); each also goes to ``view`` (closed at the end)."""
         if quiet is not None:
             self.tracker.quiet = quiet
-        follow = follow_update(self.monitor, self.tracker, DECIDED, timeout, start=self._cursor, poll_s=0.1)
-        return self._console_lines(follow)
+        follow = follow_update(
+            self.monitor,
+            self.tracker,
+            DECIDED,
+            timeout,
+            start=self._cursor,
+            poll_s=0.1,
+            on_tick=None if view is None else lambda: view.tick(),
+        )
+        return self._console_lines(follow, view)
 
-    def watch(self, timeout: float = 30.0, *, quiet: float | None = None) -> list[ConsoleLine]:
-        """Console lines from now until the update's outcome is decided (or ``timeout`` s)."""
-        return list(self.follow(timeout, quiet=quiet))
+    def watch(
+        self, timeout: float = 30.0, *, quiet: float | None = None, view: LiveConsole | None = None
+    ) -> list[ConsoleLine]:
+        """Console lines from now until the update's outcome is decided (or ``timeout`` s), shown live on
+        ``view`` (e.g. a :class:`~otalib.lab.live_console.NotebookConsole` of :meth:`progress`)."""
+        return list(self.follow(timeout, quiet=quiet, view=view))
 
     def record(self, seconds: float) -> list[ConsoleLine]:
         """Every console line of the next ``seconds`` s (e.g. to see an update loop)."""
         follow = follow_update(self.monitor, self.tracker, None, seconds, start=self._cursor, poll_s=0.1)
         return list(self._console_lines(follow))
 
-    def _console_lines(self, follow: Follow) -> Iterator[ConsoleLine]:
-        for line in follow:
-            self._cursor = follow.cursor
-            if not is_decision(line):
+    def _console_lines(self, follow: Follow, view: LiveConsole | None = None) -> Iterator[ConsoleLine]:
+        try:
+            for line in follow:
+                self._cursor = follow.cursor
+                if is_decision(line):
+                    if view is not None and follow.outcome is not None:
+                        view.decided(follow.outcome)
+                    continue
+                if view is not None:
+                    view.add(line)
                 yield line
+        finally:
+            if view is not None:
+                view.close()
 
     @property
     def outcome(self) -> Outcome | None:
