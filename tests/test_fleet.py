@@ -185,7 +185,7 @@ def test_a_killed_fleet_stops_everything_and_keeps_partial_results(tmp_path):
             proc.kill()
     assert proc.returncode != 0
     assert "partial results" in err and "Traceback" not in err
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
     result = load_fleet(out)
     assert result.meta["status"] == "incomplete"

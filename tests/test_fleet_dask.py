@@ -1,0 +1,39 @@
+"""Fleet shards as Dask tasks: a LocalCluster of 2 workers × 50 boards ends as the same fleet in one process."""
+
+from __future__ import annotations
+
+import pytest
+
+from otalib.fleet import FleetSession, FleetSpec
+
+pytest.importorskip("distributed")
+
+SPEC = {
+    "name": "dask",
+    "seed": 7,
+    "timeout_s": 30,
+    "update": {"size": "16KiB", "mode": "signed", "patch": 2},
+    "groups": [
+        {"name": "ok", "count": 50},
+        {"name": "bad", "count": 30, "link": "dsl", "fault": "corrupt@0.3"},
+        {"name": "alien", "count": 20, "chip": "esp32", "app_id": "alien", "key": "other"},
+    ],
+}
+
+
+def test_two_dask_workers_give_the_same_results_as_one_process(broker):
+    spec = FleetSpec.from_dict(SPEC)
+    local = FleetSession(spec, broker=broker.url).run()
+    session = FleetSession(spec, broker=broker.url, workers=2)
+    sharded = session.run()
+    assert sharded.complete and sharded.meta["shards"] == 2
+    assert sharded.meta["dashboard"] and sharded.meta["dashboard"].startswith("http")
+    assert set(sharded.boards["shard"]) == {0, 1}
+    columns = ["board", "group", "outcome", "error", "fault_events"]
+    left = local.boards[columns].sort_values("board").reset_index(drop=True)
+    right = sharded.boards[columns].sort_values("board").reset_index(drop=True)
+    assert len(right) == 100
+    assert left.equals(right)
+    assert set(right.query("group == 'ok'")["outcome"]) == {"updated"}
+    assert set(right.query("group != 'ok'")["outcome"]) == {"rejected"}
+    assert (sharded.load.groupby("shard")["connected"].max() == 50).all()
