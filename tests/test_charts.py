@@ -425,6 +425,10 @@ def test_annotate_updates_marks_each_install():
     assert texts(ax) == ["install 1", "install 2", "install 3"]
     assert ax.get_title() == "console events: one retained message, 3 installs in 2.9 s"
     assert annotate_updates(new_ax(), frame.iloc[:1]) == 0
+    many = pd.DataFrame({"t": np.arange(8.0), "event": ["switch_ok"] * 8})
+    ax = new_ax()
+    annotate_updates(ax, many)
+    assert texts(ax) == ["install 1", *map(str, range(2, 9))]  # legible when the loop is fast
 
 
 # --- report -----------------------------------------------------------------------------------

@@ -325,7 +325,7 @@ def annotate_updates(ax: Axes, frame: pd.DataFrame, *, event: str = "switch_ok",
     for number, t in enumerate(times, start=1):
         ax.axvline(t, color="#d62728", linestyle=":", linewidth=1)
         ax.annotate(
-            f"{what} {number}",
+            f"{what} {number}" if len(times) <= 6 or number == 1 else str(number),  # many: numbers only
             (t, 1.0),
             xycoords=("data", "axes fraction"),
             xytext=(2, -2),
