@@ -59,6 +59,8 @@ class LabConfig:
     OTA_KEY: str = "ota.key"
     #: Build time of the board's firmware (ms since 1900, as in the .ota header); None: unknown.
     FIRMWARE_BUILD_TIMESTAMP: int | None = None
+    #: The virtual board's device timing (otalab's own: esp8266, esp8266-160, esp32 or none).
+    TIMING: str = "none"
     source: str = "defaults"
     #: The settings given in the file or the environment (the others are defaults).
     explicit: frozenset[str] = frozenset()
@@ -172,6 +174,7 @@ _BUILD_FLAGS = {
 }
 #: Settings holding secrets or paths to them: shown as given, never read out.
 KEY_SETTINGS = frozenset({"OTA_KEY"})
+_TIMINGS = ("esp8266", "esp8266-160", "esp32", "none")  # TimingProfile's values (no import cycle at load)
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n", ""}
 
@@ -241,6 +244,8 @@ def load_config(
         explicit=frozenset(values),
         origins=tuple(sorted(origins.items())),
     )
+    if config.TIMING not in _TIMINGS:
+        raise ConfigError(f"bad TIMING={config.TIMING!r} ({config.origin('TIMING')}): one of {', '.join(_TIMINGS)}")
     try:
         config.version  # noqa: B018 - validates APP_VERSION
     except UsageError as exc:

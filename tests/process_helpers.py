@@ -133,6 +133,7 @@ def gone(pid: int, timeout: float = WAIT) -> bool:
 
 #: Lab settings a test must not inherit from the caller's environment.
 LAB_SETTINGS = ("MQTT_URL", "APP_ID", "APP_VERSION", "APP_VERSION_PATCH", "ENABLE_OTA_VARINT_VERSION", "OTALAB_CONFIG")
+LAB_SETTINGS += ("TIMING",)
 
 
 def run_otalab(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -40,13 +41,14 @@ from otalib.board.sim.build import DeviceBuild
 from otalib.board.sim.device import Device, UpdateResult
 from otalib.board.sim.flash import SECTOR, FlashImage
 from otalib.board.sim.sming_console import RST_EXTERNAL, RST_POWER_ON, ConsolePlatform, SmingConsole
+from otalib.board.sim.timing import RealTimePacer, TimingModel
 from otalib.errors import BoardError, UsageError
 from otalib.mqtt import paho_compat
 from otalib.mqtt.streaming import ESP_TCP_MSS, StreamingClient
 from otalib.mqtt.tls import TlsOptions, make_ssl_context
 from otalib.mqtt.url import MqttUrl, parse_url
 from otalib.net.address import parse_hostport
-from otalib.vocabulary import DeviceState
+from otalib.vocabulary import DeviceState, TimingProfile
 
 #: The client id of Sming's Upgrade sample.
 CLIENT_ID = "sming"
@@ -157,6 +159,11 @@ class VirtualBoard(BufferedConsole):
     real ESP8266's ROM and rBoot banners). ``console_history``: how many console lines the board
     keeps for its readers (the pty gets them all; a 1 MB update prints about 1,500 lines).
     ``client_id``: its MQTT client id (Sming's sample: ``sming``; boards sharing a broker need their own).
+    ``timing``: the device whose time the board takes (:class:`~otalib.vocabulary.TimingProfile`;
+    ``none``: instant), its draws seeded by ``timing_seed``: the device erases, writes, hashes,
+    verifies, reboots and reconnects for the model's time (:mod:`otalib.board.sim.timing`), its
+    network thread reading the socket only as fast as that, through a receive buffer of the chip's
+    TCP window (and segments of its MSS), so the broker or link proxy sees a device-speed receiver.
     """
 
     def __init__(
@@ -178,8 +185,12 @@ class VirtualBoard(BufferedConsole):
         banners: ConsolePlatform | str = ConsolePlatform.HOST,
         console_history: int = 200_000,
         client_id: str = CLIENT_ID,
+        timing: TimingProfile | str = TimingProfile.NONE,
+        timing_seed: int | np.random.Generator = 0,
     ) -> None:
         build = build or DeviceBuild()
+        self.timing = TimingProfile.parse(timing)
+        model = None if self.timing is TimingProfile.NONE else TimingModel(self.timing, timing_seed)
         self.build = build
         self.name = name
         self.client_id = client_id
@@ -187,7 +198,10 @@ class VirtualBoard(BufferedConsole):
         self.tls = tls or TlsOptions()
         self.link = parse_link(link)
         self.restart_delay = restart_delay
-        self.tcp_mss = tcp_mss
+        self.tcp_mss = model.chip.tcp_mss if model is not None else tcp_mss
+        #: the socket's receive buffer: the chip's TCP window (None: the system's, for an instant board)
+        self.rcvbuf = model.chip.tcp_window if model is not None else None
+        self._pacer = RealTimePacer()
         self.keepalive = keepalive
         self.on_update = on_update
         self._ssl = make_ssl_context(self.tls) if self.url.tls else None
@@ -199,7 +213,13 @@ class VirtualBoard(BufferedConsole):
         self._write_lock = threading.Lock()
         sming = SmingConsole(self._write, debug_level, platform=banners)
         self.device = Device(
-            self.flash, build, debug_level=debug_level, console=sming, flash_file_name=Path(flash).name
+            self.flash,
+            build,
+            debug_level=debug_level,
+            console=sming,
+            flash_file_name=Path(flash).name,
+            timing=model,
+            pacer=self._pacer,
         )
         self.updates: list[UpdateResult] = []
         self.connected = threading.Event()
@@ -241,6 +261,7 @@ class VirtualBoard(BufferedConsole):
         if self._stopped.is_set():
             return
         self._commands.put("stop")
+        self._pacer.interrupt()  # a device time being spent ends now
         if self._thread is not None:
             self._thread.join(timeout)
         self._stopped.set()
@@ -260,10 +281,12 @@ class VirtualBoard(BufferedConsole):
     def reset(self) -> None:
         """Press reset: the device reboots at once (an update in flight is lost)."""
         self._commands.put("reset")
+        self._pacer.interrupt()
 
     def power_cycle(self) -> None:
         """Cut power mid-whatever (the flash keeps what was written) and boot again."""
         self._commands.put("power")
+        self._pacer.interrupt()
 
     def current_version(self) -> str | None:
         """The application version the console last reported (``major.minor``)."""
@@ -293,6 +316,7 @@ class VirtualBoard(BufferedConsole):
         while command != "stop":
             if command in ("restart", "reset", "power"):
                 self._disconnect()
+            self._pacer.resume()
             if command == "restart":
                 boot = self.device.restart()
             else:
@@ -332,6 +356,7 @@ class VirtualBoard(BufferedConsole):
             stream_sink=_DeviceSink(self),
             tcp_mss=self.tcp_mss,
             on_segment=self.device.segment_received,
+            rcvbuf=self.rcvbuf,
         )
         if self.url.username is not None:
             client.username_pw_set(self.url.username, self.url.password)

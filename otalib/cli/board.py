@@ -19,7 +19,7 @@ from otalib.board.sim.flash import Layout, LayoutName, big_layout, layout_from_p
 from otalib.board.sim.sming_console import ConsolePlatform
 from otalib.cli.common import get_config, warn
 from otalib.errors import UsageError
-from otalib.vocabulary import FirmwareParser
+from otalib.vocabulary import FirmwareParser, TimingProfile
 
 
 def register(group: click.Group) -> None:
@@ -62,6 +62,13 @@ def register(group: click.Group) -> None:
     help="Standard mode writes the running slot, as the sample does (default: on for sming-6.1, off for reference).",
 )
 @click.option("--restart-delay", type=float, default=1.0, show_default=True, help="Seconds before the restart.")
+@click.option(
+    "--timing",
+    default=None,
+    help="Take a device's time: esp8266, esp8266-160, esp32 (erase, write, verify, reboot, reconnect as the"
+    " chip does; otalib.board.sim.timing) or none (instant) [default: the lab's TIMING, else none].",
+)
+@click.option("--timing-seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the timing draws.")
 @click.option("--hold", is_flag=True, help="Stay powered off until a line arrives on stdin (monitor attached).")
 @click.option(
     "--console-link",
@@ -146,12 +153,15 @@ def board(
     build_timestamp: int | None,
     banners: str | None,
     serial_only: bool,
+    timing: str | None,
+    timing_seed: int,
 ) -> None:
     """Run a virtual Sming device taking OTA updates over MQTT.
 
     Prints its console's pty path on the first line (``console: /dev/pts/N``), a status
     line, ``subscribed: TOPIC`` at each SUBACK of the broker, then one ``update: {...}``
-    line per message (neither with ``--serial-only``). Runs until SIGINT/SIGTERM; SIGUSR1
+    line per message (neither with ``--serial-only``; with ``--timing`` it carries the device time per
+    phase: receive_s, erase_s, write_s, verify_s, switch_s, reboot_s, reconnect_s). Runs until SIGINT/SIGTERM; SIGUSR1
     resets the device, SIGUSR2 cycles its power (the flash keeps what was written).
 
     The device's build comes from the lab configuration (``otalab config``: APP_ID,
@@ -168,6 +178,7 @@ def board(
 
     # everything is checked before the flash file is made
     config = get_config()
+    timing_profile = TimingProfile.parse(timing if timing is not None else config.TIMING)
     if patch is not None and patch < 0:
         raise UsageError(f"bad --patch {patch}: expected a non-negative integer")
     if mode == "standard" and (verify_key or decrypt_key):
@@ -231,6 +242,8 @@ def board(
         link=link,
         restart_delay=restart_delay,
         on_update=on_update,
+        timing=timing_profile,
+        timing_seed=timing_seed,
         banners=banners or (ConsolePlatform.ESP8266 if serial_only else ConsolePlatform.HOST),
         console_history=2_000,  # its readers are on the pty; a long update's lines are not kept in memory
     )

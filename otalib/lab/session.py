@@ -37,7 +37,7 @@ from otalib.mqtt.url import parse_url
 from otalib.net.link import PROFILES, LinkProfile, LinkProxy
 from otalib.procs import owned_tempdir
 from otalib.update import Update
-from otalib.vocabulary import Outcome
+from otalib.vocabulary import Outcome, TimingProfile
 
 #: The version of a session's board unless the build or the configuration names one.
 SESSION_VERSION = Version(4, 3, 1)
@@ -70,6 +70,9 @@ class LabSession:
     e.g. with a device user's credentials) default to the managed broker's URL. ``link``
     (virtual board only): the board reaches its broker through a link proxy with this
     profile (:func:`link_profile`; :attr:`link` is the proxy).
+
+    ``timing``: the virtual board's device timing (``esp8266``, ``esp8266-160``, ``esp32``, ``none``;
+    default: the configuration's ``TIMING``, else ``none``), see :mod:`otalib.board.sim.timing`.
     """
 
     def __init__(
@@ -88,8 +91,14 @@ class LabSession:
         workdir: str | Path | None = None,
         baud: int = 115200,
         link: str | LinkProfile | None = None,
+        timing: TimingProfile | str | None = None,
         **board_options: Any,
     ) -> None:
+        if timing is None:  # checked before anything starts
+            from otalib.config import load_config
+
+            timing = load_config().TIMING
+        timing = TimingProfile.parse(timing)
         self.workdir = Path(workdir or owned_tempdir("session"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.build = _session_build(build)
@@ -127,6 +136,7 @@ class LabSession:
                 url = parse_url(board_broker_url or broker_url)
                 self.link = self._stack.enter_context(LinkProxy(url.host, url.port, profile))
                 board_options["link"] = self.link.address
+            board_options["timing"] = timing
             self.board = VirtualBoard(
                 self.workdir / "flash.bin",
                 board_broker_url or broker_url,

@@ -395,6 +395,7 @@ class Trial:
             board_updates=";".join(map(_board_update, board_updates)),
             flags=";".join(flag.value for flag in self.flags),
             evidence=",".join(sorted(self.evidence)),
+            device_time=_device_time(board_updates),
         )
 
     def _link_faults(self, payload: int) -> list[Fault]:
@@ -535,10 +536,17 @@ class Trial:
             link=proxy.address if proxy is not None else None,
             restart_delay=self.bench.restart_delay,
             name=f"trial-{cfg.trial_id}",
+            timing=cfg.timing,
+            timing_seed=self._timing_rng(),
         )
         stack.callback(board.stop)
         board.start()
         return board
+
+    def _timing_rng(self) -> Any:
+        """The board's timing draws: from the rate fault's seed (else 0) and the trial id, as the faults'."""
+        seed = self.fault.rate.seed if self.fault.rate is not None else 0
+        return trial_rng(seed, f"timing:{self.config.trial_id}")
 
     def _until_subscribed(self, board: VirtualBoard, tracker: OutcomeTracker, timeout: float = 15.0) -> int:
         """Feed the boot lines to the tracker until the board subscribed; return the console cursor."""
@@ -839,6 +847,14 @@ def check_power_hook(board: str, power: PowerHook | None) -> None:
             f"a power-loss trial on the real board {board} needs a power hook (a command switching its USB hub "
             "port or relay: the campaign's 'power', e.g. 'uhubctl -a cycle -p 2')"
         )
+
+
+def _device_time(results: list[Any]) -> dict[str, float]:
+    """The device time per phase of the trial's update: the last applied result's, else the last result's."""
+    timed = [r for r in results if getattr(r, "device_time", None)]
+    applied = [r for r in timed if r.outcome is Decision.APPLIED]
+    chosen = (applied or timed or [None])[-1]
+    return dict(chosen.device_time) if chosen is not None else {}
 
 
 def _board_update(result: Any) -> str:

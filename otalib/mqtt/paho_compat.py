@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTTMessage
 
 #: Private ``mqtt.Client`` methods otalab's subclasses override (OtaClient, StreamingClient).
-HOOKS = ("_sock_send", "_sock_recv", "_packet_handle", "_handle_publish", "_handle_pubrec")
+HOOKS = ("_sock_send", "_sock_recv", "_packet_handle", "_handle_publish", "_handle_pubrec", "_create_socket_connection")
 #: Private ``mqtt.Client`` methods and attributes called or set through this module.
 INTERNALS = (
     "_in_packet",
@@ -30,6 +30,9 @@ INTERNALS = (
     "_send_pubrec",
     "_in_message_mutex",
     "_in_messages",
+    "_host",
+    "_port",
+    "_connect_timeout",
 )
 
 
@@ -52,6 +55,11 @@ def protocol(client: mqtt.Client) -> int:
 def in_packet(client: mqtt.Client) -> Any:
     """paho's packet being read: a dict with ``command``, ``have_remaining``, ``remaining_length``, ``packet``."""
     return client._in_packet
+
+
+def connect_target(client: mqtt.Client) -> tuple[str, int, float]:
+    """The host, port and connect timeout the client connects to."""
+    return client._host, client._port, client._connect_timeout
 
 
 def socket_of(client: mqtt.Client) -> Any:

@@ -16,12 +16,17 @@ changes two hooks (paho internals, listed in :mod:`otalib.mqtt.paho_compat`):
 - ``_handle_publish``: for a streamed packet, ends the message and sends the QoS
   acknowledgement paho would have sent.
 
+- ``_create_socket_connection``: with ``rcvbuf``, the socket's receive buffer (SO_RCVBUF) is set
+  before it connects, to the device's TCP window: a board that reads slowly (a device timing
+  model, :mod:`otalib.board.sim.timing`) then holds the sender back as a device's stack does.
+
 A connection lost mid-message calls ``message_abort`` (from :meth:`StreamingClient.abort_stream`,
 which the owner calls in ``on_disconnect``), as the device drops its stream.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
@@ -117,7 +122,8 @@ class StreamingClient(mqtt.Client):
     """paho ``Client`` whose PUBLISH payloads go to ``stream_sink`` segment by segment.
 
     ``tcp_mss``: the largest segment handed over at once. ``on_segment(size)``, if set, is
-    called (on paho's thread) after each segment's data was processed.
+    called (on paho's thread) after each segment's data was processed. ``rcvbuf``: the socket's
+    receive buffer in bytes (None: the system's), e.g. the device's TCP window.
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class StreamingClient(mqtt.Client):
         stream_sink: MessageSink,
         tcp_mss: int = ESP_TCP_MSS,
         on_segment: Callable[[int], None] | None = None,
+        rcvbuf: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -134,8 +141,26 @@ class StreamingClient(mqtt.Client):
         self.stream_sink = stream_sink
         self.tcp_mss = tcp_mss
         self.on_segment = on_segment
+        self.rcvbuf = rcvbuf
         self._stream: _PublishStream | None = None
         self._segment = 0  # bytes of the current segment read so far
+
+    def _create_socket_connection(self) -> socket.socket:
+        if self.rcvbuf is None:
+            return super()._create_socket_connection()
+        host, port, timeout = paho_compat.connect_target(self)
+        error: OSError | None = None
+        for family, kind, proto, _name, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)  # before connect: the window
+                sock.settimeout(timeout)
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise error or OSError(f"cannot resolve {host}")
 
     def _sock_recv(self, bufsize: int) -> bytes:
         packet = paho_compat.in_packet(self)

@@ -7,6 +7,13 @@ bytes through the SAME :class:`~otalib.formats.package.PackageParser` and
 firmware to flash as it arrives, and prints what the real device prints through a
 :class:`~otalib.board.sim.sming_console.SmingConsole`.
 
+With a :class:`~otalib.board.sim.timing.TimingModel` the device also takes a device's time: it
+erases each sector before it writes to it, programs pages, hashes/decrypts the stream, verifies the
+signature, switches, reboots and reconnects, each for the model's duration, spent through its
+:class:`~otalib.board.sim.timing.Pacer` at the point where the device does it (a real-time pacer
+sleeps the calling thread: the network thread of a virtual board then reads its socket only as fast
+as the device works). Its :class:`UpdateResult` carries the device time per phase.
+
 The running firmware's compiled-in facts (app id, version, patch, build timestamp)
 are read from the app marker of the booted slot's image (otalab demo images); an
 image without a marker runs with the values the Device was constructed with.
@@ -14,6 +21,8 @@ image without a marker runs with the values the Device was constructed with.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -22,6 +31,7 @@ from typing import Any
 from otalib.board.sim.build import DeviceBuild
 from otalib.board.sim.flash import SECTOR, FlashImage, SlotWriter
 from otalib.board.sim.sming_console import RST_EXTERNAL, RST_POWER_ON, SmingConsole
+from otalib.board.sim.timing import Pacer, TimingModel, VirtualClock
 from otalib.errors import BoardError, DeviceError, DeviceErrorCode, ImageError, InputError
 from otalib.formats.kinds import ESP8266_V2_MAGIC, ESP_IMAGE_MAGIC, Kind, detect
 from otalib.formats.ota import OtaDecoder, OtaDone, OtaEvent, OtaHeader, RomData, RomStart, Verified
@@ -59,6 +69,11 @@ class UpdateResult:
     switched, ``restart`` pending), ``skipped`` (older patch, nothing written), ``rejected``
     (device ``error``), ``abandoned`` (the connection dropped mid-message), ``ignored``
     (empty message / not running).
+
+    ``receive_s`` … ``reconnect_s``: device time per phase (a device with a timing model; None
+    otherwise): waiting for data, sector erases, page programs, the stream's crypto and the final
+    signature check (``verify_s``), the boot slot switch, and — for an applied update — the reboot
+    and the Wi-Fi + MQTT reconnect the device is about to spend.
     """
 
     outcome: Decision
@@ -69,10 +84,25 @@ class UpdateResult:
     payload_bytes: int = 0
     restart: bool = False
     detail: str = ""
+    receive_s: float | None = None
+    erase_s: float | None = None
+    write_s: float | None = None
+    verify_s: float | None = None
+    switch_s: float | None = None
+    reboot_s: float | None = None
+    reconnect_s: float | None = None
+
+    @property
+    def device_time(self) -> dict[str, float]:
+        """The device-time phases that were measured (name -> seconds)."""
+        return {name: value for name in _TIME_FIELDS if (value := getattr(self, name)) is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the decision as its name)."""
         return {**asdict(self), "outcome": self.outcome.value}
+
+
+_TIME_FIELDS = ("receive_s", "erase_s", "write_s", "verify_s", "switch_s", "reboot_s", "reconnect_s")
 
 
 @dataclass
@@ -91,6 +121,9 @@ class _Update:
     payload_bytes: int = 0
     printed_sig: bool = False
     notes: list[str] = field(default_factory=list)
+    #: device time spent per phase (erase_s, write_s, verify_s, switch_s) and when the message started
+    spent: dict[str, float] = field(default_factory=dict)
+    started: float = 0.0
 
 
 class Device:
@@ -115,7 +148,11 @@ class Device:
         console: SmingConsole | None = None,
         chip_id: int = 0xC001BEAF,
         flash_file_name: str = "flash.bin",
+        timing: TimingModel | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
+        """``timing``: the device's timing model (None: instant); ``pacer``: how its time is spent
+        (default a :class:`~otalib.board.sim.timing.VirtualClock`, which only counts)."""
         build = build or DeviceBuild()
         self.build = build
         self.flash = flash
@@ -144,6 +181,10 @@ class Device:
         self._boot_t = time.monotonic()
         self.console.clock_us = self._clock_us
         self.conn_id = "5660c5c0"  # the TCP connection's id as the device prints it (a pointer)
+        self.timing = timing
+        self.pacer: Pacer = pacer or VirtualClock()
+        #: an applied update's reboot and reconnect (Wi-Fi, MQTT) times, drawn at its end, spent at the restart
+        self._planned: tuple[float, float, float] | None = None
 
     # -- identity of the running firmware --
     @property
@@ -211,6 +252,9 @@ class Device:
         ``rst_cause``: what the chip ROM reports (1 power on, 2 the reset pin or a restart)."""
         self.console.chip_start(rst_cause)
         self._update = None
+        if self.timing is not None and self.boot_count > 0:  # the first power-on is the lab's set-up
+            planned = self._planned
+            self.pacer.spend(planned[0] if planned else self.timing.boot())
         self._boot_t = time.monotonic()
         self.boot_count += 1
         layout = self.flash.layout
@@ -274,12 +318,20 @@ class Device:
         if self.state is not DeviceState.RUNNING:
             return
         self.conn_id = f"{0x5660C5C0 + 0x1000 * (self.boot_count % 64):08x}"
+        planned, self._planned = self._planned, None
+        timed = self.timing is not None and self.boot_count > 1
+        if timed:
+            assert self.timing is not None
+            self.pacer.spend(planned[1] if planned else self.timing.wifi())
         self.console.ip_change()
         self.console.checking()
         self.console.mqtt_connecting(self.conn_id, host, port)
         self.console.subscribing(self.topic)
         # the sample prints this when the subscription is queued, before the TCP connection is up
         self.console.subscribed(self.topic)
+        if timed:  # connect and subscribe: spent before the board's client connects
+            assert self.timing is not None
+            self.pacer.spend(planned[2] if planned else self.timing.mqtt_connect())
 
     def tcp_connected(self, ssl: bool = False) -> None:
         """The TCP (and TLS) connection to the broker is up."""
@@ -304,6 +356,7 @@ class Device:
             self._update = None
             return
         self._update = _Update(PackageParser(self.patch, self.varint, self.profile), length)
+        self._update.started = self.pacer.now()
         self.state = DeviceState.RECEIVING
 
     def on_message_data(self, chunk: bytes) -> None:
@@ -337,25 +390,28 @@ class Device:
         if self.state is DeviceState.RECEIVING:
             self.state = DeviceState.RUNNING
         if update.abandoned:  # the parser failed mid-stream: the end-of-message callback never runs
-            return self._done(self._rejected(update))
+            return self._done(self._rejected(update), update)
         if update.length == 0:  # the sample's parser opens no stream and skips it silently: not a fault
-            return self._done(UpdateResult(Decision.IGNORED, detail="empty message (the retained update was cleared)"))
+            return self._done(
+                UpdateResult(Decision.IGNORED, detail="empty message (the retained update was cleared)"), update
+            )
         try:
             end = update.parser.end_of_input()
         except InputError as exc:
-            return self._done(UpdateResult(Decision.IGNORED, detail=str(exc)))
+            return self._done(UpdateResult(Decision.IGNORED, detail=str(exc)), update)
         patch = update.patch.patch if update.patch else None
         if not end.accepted:
-            return self._done(UpdateResult(Decision.SKIPPED, patch, payload_bytes=end.payload_bytes))
+            return self._done(UpdateResult(Decision.SKIPPED, patch, payload_bytes=end.payload_bytes), update)
         if update.too_large:
             return self._done(
                 UpdateResult(
                     Decision.REJECTED, patch, DeviceErrorCode.RomTooLarge.value, update.target_slot, detail="no stream"
-                )
+                ),
+                update,
             )
         if self.mode is FirmwareParser.STANDARD:
-            return self._done(self._switch_standard(update, patch))
-        return self._done(self._switch_advanced(update, patch))
+            return self._done(self._switch_standard(update, patch), update)
+        return self._done(self._switch_advanced(update, patch), update)
 
     def on_message_abort(self) -> UpdateResult:
         """The connection dropped mid-message: the device drops its stream (no switch)."""
@@ -366,7 +422,7 @@ class Device:
         if update is None:
             return UpdateResult(Decision.IGNORED)
         if update.abandoned:
-            return self._done(self._rejected(update))
+            return self._done(self._rejected(update), update)
         result = UpdateResult(
             Decision.ABANDONED,
             update.patch.patch if update.patch else None,
@@ -374,6 +430,7 @@ class Device:
             payload_bytes=update.payload_bytes,
             detail=f"connection lost after {update.received} of {update.length} bytes",
         )
+        result = self._with_times(result, update)
         self.last_update = result
         return result
 
@@ -389,12 +446,55 @@ class Device:
             detail=update.error.detail,
         )
 
-    def _done(self, result: UpdateResult) -> UpdateResult:
+    def _done(self, result: UpdateResult, update: _Update | None = None) -> UpdateResult:
+        if result.restart and self.timing is not None:
+            self._planned = (self.timing.boot(), self.timing.wifi(), self.timing.mqtt_connect())
+        result = self._with_times(result, update)
         self.updates += 1
         self.last_update = result
         if result.restart:
             self.state = DeviceState.RESTART_PENDING
         return result
+
+    # -- device time --
+    def _spend(self, update: _Update, phase: str, seconds: float) -> None:
+        """Spend ``seconds`` of device time on ``phase`` of ``update`` (nothing without a timing model)."""
+        if self.timing is None or seconds <= 0:
+            return
+        update.spent[phase] = update.spent.get(phase, 0.0) + seconds
+        self.pacer.spend(seconds)
+
+    def _with_times(self, result: UpdateResult, update: _Update | None) -> UpdateResult:
+        """``result`` with the device time ``update`` spent (unchanged without a timing model)."""
+        if self.timing is None or update is None:
+            return result
+        spent = update.spent
+        busy = sum(spent.values())
+        times: dict[str, float | None] = {
+            "receive_s": max(0.0, self.pacer.now() - update.started - busy),
+            **{name: spent.get(name, 0.0) for name in ("erase_s", "write_s", "verify_s", "switch_s")},
+        }
+        if result.restart and self._planned is not None:
+            reboot, wifi, mqtt = self._planned
+            times["reboot_s"], times["reconnect_s"] = reboot, wifi + mqtt
+        return dataclasses.replace(result, **times)
+
+    def _write(self, update: _Update, data: bytes | memoryview) -> None:
+        """Write ``data`` through the slot writer: each new sector erased first, then its pages programmed
+        (the device time of both spent as the device spends it)."""
+        writer = update.writer
+        assert writer is not None
+        if self.timing is not None:
+            if writer.written + len(data) > writer.size:
+                writer.write(data)  # raises: beyond the slot
+            end = writer.start + writer.written + len(data)
+            sectors = max(0, math.ceil((end - writer.erased_to) / SECTOR))
+            self._spend(update, "erase_s", self.timing.erase_sectors(sectors))
+            pages = self.timing.pages(writer.written + len(data)) - self.timing.pages(writer.written)
+            writer.write(data)
+            self._spend(update, "write_s", self.timing.program_pages(pages))
+            return
+        writer.write(data)
 
     # -- streaming --
     def _open_stream(self, update: _Update, payload_size: int) -> None:
@@ -429,7 +529,7 @@ class Device:
             return
         if update.decoder is None and update.writer is not None:  # standard mode: the raw image
             try:
-                update.writer.write(data)
+                self._write(update, data)
             except BoardError as exc:
                 update.error = DeviceError(DeviceErrorCode.FlashWriteFailed, str(exc))
                 return
@@ -438,6 +538,11 @@ class Device:
         decoder = update.decoder
         if decoder is None:
             return
+        if self.timing is not None:  # the stream's hash / checksum and decryption, as the bytes come in
+            seconds = self.timing.stream_crypto(
+                len(data), signed=self.keys.verify is not None, encrypted=self.keys.decrypt is not None, checksum=True
+            )
+            self._spend(update, "verify_s", seconds)
         try:  # the events completed before an error come first, then the error
             self._ota_events(update, decoder.feed(data))
         except DeviceError as exc:
@@ -461,7 +566,7 @@ class Device:
             elif isinstance(event, RomData):
                 if event.selected and update.writer is not None:
                     try:
-                        update.writer.write(event.data)
+                        self._write(update, event.data)
                     except BoardError as exc:
                         self._ota_error(update, DeviceError(DeviceErrorCode.FlashWriteFailed, str(exc)))
                         return
@@ -503,6 +608,8 @@ class Device:
             self.console.switching_failed()
             return UpdateResult(Decision.REJECTED, patch, code, update.target_slot, payload_bytes=update.payload_bytes)
         after = layout.other_slot(running)
+        if self.timing is not None:
+            self._spend(update, "switch_s", self.timing.switch())
         self.flash.set_current_rom(after)
         self.console.swapping(running, layout.roms[running], after, layout.roms[after])
         self.console.switching_ok()
@@ -514,6 +621,8 @@ class Device:
         decoder = update.decoder
         assert decoder is not None
         if update.error is None:
+            if self.timing is not None and self.keys.verify is not None:
+                self._spend(update, "verify_s", self.timing.verify_signature())  # Ed25519 over the file's hash
             try:
                 decoder.end_of_input()
             except DeviceError as exc:
@@ -533,6 +642,8 @@ class Device:
             )
         assert update.target_slot is not None
         self._note_installed(update.target_slot, decoder, patch)
+        if self.timing is not None:
+            self._spend(update, "switch_s", self.timing.switch())
         self.flash.set_current_rom(update.target_slot)
         self.console.rom_activated(update.target_slot)
         self.console.switching_ok()

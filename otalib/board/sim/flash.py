@@ -418,6 +418,11 @@ class SlotWriter:
         self.written = 0
         self._erased_to = start  # first address not yet erased
 
+    @property
+    def erased_to(self) -> int:
+        """The first address not erased yet (the writer erases each sector when it first reaches it)."""
+        return self._erased_to
+
     def write(self, data: bytes | memoryview) -> None:
         if self.written + len(data) > self.size:
             raise BoardError(f"write beyond the end of the slot at {self.start:#x} ({self.size} bytes)")
