@@ -52,7 +52,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 def timing_profiles() -> tuple[str, ...]:
     """The device timing profiles (``none`` only until the timing model exists)."""
     try:
-        from otalib.vocabulary import TimingProfile  # type: ignore[attr-defined]
+        from otalib.board.sim import timing  # noqa: F401  (the model the profiles need)
+        from otalib.vocabulary import TimingProfile
     except ImportError:
         return ("none",)
     return tuple(p.value for p in TimingProfile)

@@ -1,0 +1,161 @@
+"""Benchmark the virtual fleet against bare paho subscribers, side by side through one managed Mosquitto.
+
+1. 1,000 boards (timing none) take one retained 1 MB signed update: the time from the PUBLISH until
+   every board has verified it (its decision, after the signature check) against the time 1,000 bare
+   paho subscribers (the same selectors loop, no device) need to receive the same retained message
+   from the same broker (target: ratio <= 1.5). Each side runs in its own process; the fleet
+   process's peak RSS is printed (target: <= 1.5 GB).
+2. With a timing model (``--timing esp8266``, when the model exists): the fleet's time to 99 %
+   against the model's time for one board plus the broker's fan-out (the bare side's time)
+   (target: ratio <= 1.2).
+
+Run: ``.venv/bin/python bench/bench_fleet.py [--boards 1000] [--size 1000000] [--timing esp8266]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from otalib.broker.mosquitto import MosquittoBroker  # noqa: E402
+from otalib.fleet import FleetSession, FleetSpec  # noqa: E402
+from otalib.fleet.shard import peak_rss_bytes, raise_nofile_limit  # noqa: E402
+from otalib.mqtt.publish import deploy  # noqa: E402
+
+BARE_TOPIC = "bench/bare"
+
+
+def fleet_spec(boards: int, size: int, timing: str) -> FleetSpec:
+    return FleetSpec.from_dict(
+        {
+            "name": "bench",
+            "timeout_s": 600,
+            "update": {"size": size, "mode": "signed", "patch": 2},
+            "groups": [{"name": "boards", "count": boards, "timing": timing}],
+        }
+    )
+
+
+def bare_side(broker: str, boards: int) -> None:
+    """Child: ``boards`` bare subscribers; 'ready' on stdout once all have their SUBACK, then the
+    wall time at which the last one had the whole message (JSON)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from otalib.fleet.loop import FleetLoop
+    from otalib.mqtt.url import parse_url
+
+    raise_nofile_limit()
+    url = parse_url(broker)
+    loop = FleetLoop()
+    state = {"subscribed": 0, "received": 0, "t_last": 0.0, "bytes": 0}
+
+    def on_connect(c, _u, _f, _r, _p):
+        c.subscribe(BARE_TOPIC, qos=0)
+
+    def on_subscribe(*_a):
+        state["subscribed"] += 1
+
+    def on_message(_c, _u, msg):
+        if msg.payload:
+            state["received"] += 1
+            state["bytes"] = len(msg.payload)
+            state["t_last"] = time.time()
+
+    clients = []
+    for i in range(boards):
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bare-{i}", protocol=mqtt.MQTTv311)
+        client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+        loop.attach(client)
+        loop.call_later(i / 400.0, lambda c=client: c.connect(url.host, url.port, 60))
+        clients.append(client)
+    loop.run(lambda: state["subscribed"] >= boards, time.monotonic() + 120)
+    print("ready", flush=True)
+    loop.run(lambda: state["received"] >= boards, time.monotonic() + 600)
+    print(json.dumps({**state, "peak_rss_bytes": peak_rss_bytes()}), flush=True)
+
+
+def fleet_side(broker: str, boards: int, size: int, timing: str) -> None:
+    """Child: the fleet through ``broker``; its times (s from the publish) and peak RSS (JSON)."""
+    result = FleetSession(fleet_spec(boards, size, timing), broker=broker).run()
+    b = result.boards
+    print(
+        json.dumps(
+            {
+                "all_verified_s": float(b["t_decided"].max()),
+                "t99_s": result.time_to(0.99),
+                "updated": int((b["outcome"] == "updated").sum()),
+                "peak_rss_bytes": result.meta["peak_rss_bytes"],
+                "t_publish": result.meta["t_publish"],
+                "package_bytes": next(iter(result.meta["packages"].values()))["bytes"],
+            }
+        ),
+        flush=True,
+    )
+
+
+def child(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT)}
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--boards", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--timing", default="none")
+    parser.add_argument("--side", choices=("bare", "fleet"), help=argparse.SUPPRESS)
+    parser.add_argument("--broker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side == "bare":
+        return bare_side(args.broker, args.boards)
+    if args.side == "fleet":
+        return fleet_side(args.broker, args.boards, args.size, args.timing)
+
+    raise_nofile_limit()
+    package = next(iter(FleetSession(fleet_spec(1, args.size, "none")).packages.values())).update.package
+    with MosquittoBroker(max_connections=args.boards + 32, log_types=("error", "warning")) as broker:
+        # 1. bare subscribers: publish once all have subscribed
+        bare = child("--side", "bare", "--broker", broker.url, "--boards", str(args.boards))
+        assert bare.stdout is not None
+        assert bare.stdout.readline().strip() == "ready"
+        record = deploy(package, f"{broker.url}/{BARE_TOPIC}", timeout=600)
+        t_publish = record.t_start + record.publish_start
+        bare_result = json.loads(bare.stdout.readline())
+        bare.wait(60)
+        deploy(None, f"{broker.url}/{BARE_TOPIC}", clear=True)
+        bare_s = bare_result["t_last"] - t_publish
+        # 2. the fleet, same broker
+        fleet = child("--side", "fleet", "--broker", broker.url, "--boards", str(args.boards), "--size", str(args.size),
+                      "--timing", args.timing)  # fmt: skip
+        out, _ = fleet.communicate(timeout=1800)
+        fleet_result = json.loads(out.strip().splitlines()[-1])
+    mb = len(package) / 1e6
+    print(f"{args.boards} receivers, one retained {mb:.2f} MB signed update through the managed Mosquitto")
+    print(f"  bare paho subscribers, all received:   {bare_s:8.2f} s ({bare_result['received']} received)")
+    if args.timing == "none":
+        fleet_s = fleet_result["all_verified_s"]
+        print(f"  fleet boards, all verified:            {fleet_s:8.2f} s ({fleet_result['updated']} updated)")
+        print(f"  ratio fleet / bare: {fleet_s / bare_s:.2f} (target <= 1.5)")
+    else:
+        from otalib.board.sim.timing import update_breakdown  # the model's one board
+
+        one = sum(update_breakdown(args.timing, len(package), "signed").values()) + 1.0  # + the restart delay
+        t99 = fleet_result["t99_s"]
+        print(f"  model, one {args.timing} board:            {one:8.2f} s")
+        print(f"  fleet time to 99 % updated:            {t99:8.2f} s ({fleet_result['updated']} updated)")
+        print(f"  ratio t99 / (one board + fan-out): {t99 / (one + bare_s):.2f} (target <= 1.2)")
+    rss = fleet_result["peak_rss_bytes"] / 2**30
+    print(f"  fleet peak RSS: {rss:.2f} GiB (target <= 1.5 GB)")
+
+
+if __name__ == "__main__":
+    main()
