@@ -177,3 +177,26 @@ def test_calibration_table_compares_the_model_with_published_figures():
     block = by_name.loc[by_name.index.str.contains("erased first"), "model_s"].iloc[0]
     assert block < sector  # 64 KiB block erases are faster per byte than 4 KiB sector erases, as published
     assert table["ratio"].between(0.2, 5).all()  # the model is within a small factor of every published figure
+
+
+def test_docs_show_the_current_calibration_and_every_figure():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "timing.md").read_text(encoding="utf-8")
+    for row in calibration_table().itertuples():
+        assert f"| {row.name} | {row.published_s:g} | {row.model_s:.2f} | {row.ratio:.2f} |" in text, row.name
+    for name in timing.figures_frame()["figure"]:
+        assert f"| {name} |" in text, name
+
+
+def test_a_campaign_takes_timing_as_a_parameter_and_a_grid_axis():
+    from otalib.errors import LabError
+    from otalib.lab.campaign import CampaignSpec
+
+    spec = CampaignSpec.from_dict({"name": "t", "grid": {"timing": ["none", "esp8266", "esp32"]}})
+    assert [t.timing for t in spec.trials()] == [TimingProfile.NONE, TimingProfile.ESP8266, TimingProfile.ESP32]
+    fixed = CampaignSpec.from_dict({"name": "t", "grid": {"size": [1024]}, "fixed": {"timing": "esp8266-160"}})
+    assert {t.timing for t in fixed.trials()} == {TimingProfile.ESP8266_160}
+    with pytest.raises(LabError, match="timing") as info:
+        CampaignSpec.from_dict({"name": "t", "grid": {"timing": ["esp9000"]}}).trials()
+    assert "\n" not in str(info.value)
