@@ -22,6 +22,7 @@ SMALL: dict[str, dict[str, object]] = {
     "07_real_board.ipynb": {"PORT": None},  # no board in CI: every hardware cell skips
     # the exercises' solutions (kept apart from the notebooks), run in CI too
     "solutions/01_solutions.ipynb": {"IMAGE_SIZE": 16 * 1024},
+    "solutions/05_solutions.ipynb": {},
     "solutions/06_solutions.ipynb": {"LOOP_WATCH_S": 3},
 }
 
