@@ -32,13 +32,13 @@ from otalib.mqtt.publish import deploy  # noqa: E402
 BARE_TOPIC = "bench/bare"
 
 
-def fleet_spec(boards: int, size: int, timing: str) -> FleetSpec:
+def fleet_spec(boards: int, size: int, timing: str, tcp_mss: int = 1460) -> FleetSpec:
     return FleetSpec.from_dict(
         {
             "name": "bench",
             "timeout_s": 600,
             "update": {"size": size, "mode": "signed", "patch": 2},
-            "groups": [{"name": "boards", "count": boards, "timing": timing}],
+            "groups": [{"name": "boards", "count": boards, "timing": timing, "tcp_mss": tcp_mss}],
         }
     )
 
@@ -82,9 +82,9 @@ def bare_side(broker: str, boards: int) -> None:
     print(json.dumps({**state, "peak_rss_bytes": peak_rss_bytes()}), flush=True)
 
 
-def fleet_side(broker: str, boards: int, size: int, timing: str) -> None:
+def fleet_side(broker: str, boards: int, size: int, timing: str, tcp_mss: int, workers: int) -> None:
     """Child: the fleet through ``broker``; its times (s from the publish) and peak RSS (JSON)."""
-    result = FleetSession(fleet_spec(boards, size, timing), broker=broker).run()
+    result = FleetSession(fleet_spec(boards, size, timing, tcp_mss), broker=broker, workers=workers).run()
     b = result.boards
     print(
         json.dumps(
@@ -92,7 +92,7 @@ def fleet_side(broker: str, boards: int, size: int, timing: str) -> None:
                 "all_verified_s": float(b["t_decided"].max()),
                 "t99_s": result.time_to(0.99),
                 "updated": int((b["outcome"] == "updated").sum()),
-                "peak_rss_bytes": result.meta["peak_rss_bytes"],
+                "peak_rss_bytes": result.meta["peak_rss_total_bytes"],  # every fleet process's, summed
                 "t_publish": result.meta["t_publish"],
                 "package_bytes": next(iter(result.meta["packages"].values()))["bytes"],
             }
@@ -112,13 +112,15 @@ def main() -> None:
     parser.add_argument("--boards", type=int, default=1000)
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--timing", default="none")
+    parser.add_argument("--tcp-mss", type=int, default=1460, help="the boards' TCP segment (1460: an ESP8266's)")
+    parser.add_argument("--workers", type=int, default=0, help="fleet shards on a Dask LocalCluster")
     parser.add_argument("--side", choices=("bare", "fleet"), help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side == "bare":
         return bare_side(args.broker, args.boards)
     if args.side == "fleet":
-        return fleet_side(args.broker, args.boards, args.size, args.timing)
+        return fleet_side(args.broker, args.boards, args.size, args.timing, args.tcp_mss, args.workers)
 
     raise_nofile_limit()
     package = next(iter(FleetSession(fleet_spec(1, args.size, "none")).packages.values())).update.package
@@ -134,12 +136,15 @@ def main() -> None:
         deploy(None, f"{broker.url}/{BARE_TOPIC}", clear=True)
         bare_s = bare_result["t_last"] - t_publish
         # 2. the fleet, same broker
-        fleet = child("--side", "fleet", "--broker", broker.url, "--boards", str(args.boards), "--size", str(args.size),
-                      "--timing", args.timing)  # fmt: skip
+        fleet = child(
+            *("--side", "fleet", "--broker", broker.url, "--boards", str(args.boards), "--size", str(args.size)),
+            *("--timing", args.timing, "--tcp-mss", str(args.tcp_mss), "--workers", str(args.workers)),
+        )
         out, _ = fleet.communicate(timeout=1800)
         fleet_result = json.loads(out.strip().splitlines()[-1])
     mb = len(package) / 1e6
     print(f"{args.boards} receivers, one retained {mb:.2f} MB signed update through the managed Mosquitto")
+    print(f"  (fleet: TCP segments of {args.tcp_mss} bytes, {args.workers or 'no'} Dask workers)")
     print(f"  bare paho subscribers, all received:   {bare_s:8.2f} s ({bare_result['received']} received)")
     if args.timing == "none":
         fleet_s = fleet_result["all_verified_s"]

@@ -129,7 +129,8 @@ def assemble(
             "deploys": deploys,
             "verify_key_sha256": _fingerprint(session.key.verify_key),
             "estimate": session.estimate.describe(),
-            "peak_rss_bytes": max((s.peak_rss_bytes for s in shards), default=0),
+            "peak_rss_bytes": max((s.peak_rss_bytes for s in shards), default=0),  # the largest shard process
+            "peak_rss_total_bytes": sum(s.peak_rss_bytes for s in shards),  # every shard process's peak, summed
             "dashboard": getattr(session._executor, "dashboard_link", None),
         }
     )

@@ -221,6 +221,7 @@ class FleetSession:
                 seed=self.spec.seed,
                 timing=group.timing,
                 debug_level=group.debug_level,
+                tcp_mss=group.tcp_mss,
             )
         return settings
 
@@ -291,9 +292,25 @@ class FleetSession:
             finally:
                 if not interrupted:
                     self.result = assemble(self, results, t_publish, deploys, broker_info, complete=True)
+        self._report_unconnected(broker_info)
         if out is not None:
             write_result(out, self.result)
         return self.result
+
+    def _report_unconnected(self, broker: dict[str, Any]) -> None:
+        """Boards that never connected: say which limit they may have met."""
+        assert self.result is not None
+        boards = self.result.boards
+        never = boards[boards["t_connected"].isna()]
+        if never.empty:
+            return
+        import resource
+
+        limits = [f"this process's open files (RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)[0]})"]
+        if broker.get("max_connections"):
+            limits.insert(0, f"the broker's max_connections ({broker['max_connections']})")
+        reason = never["detail"].dropna().iloc[0] if never["detail"].notna().any() else "no connection"
+        self.on_status(f"{len(never)} boards never connected ({reason}): limits: {', '.join(limits)}")
 
     def stop(self) -> None:
         """Ask a running fleet to stop (from another thread); its partial result is kept."""

@@ -13,7 +13,9 @@
 
 A group may also name ``name``, ``app_id``, ``mode`` (how its devices were built: the update
 modes; default the update's), ``key`` (``same``: the update's key, ``other``: a key that did
-not sign it), ``profile`` (``sming-6.1``/``reference``) and ``debug_level``. Groups on one
+not sign it), ``profile`` (``sming-6.1``/``reference``), ``debug_level`` and ``tcp_mss`` (the
+largest TCP segment the device's stack hands over: 1460 on an ESP8266; larger ones coalesce the
+device's work per segment, for big fleets). Groups on one
 topic (app id and major.minor) get one package; groups on different topics get one each.
 """
 
@@ -32,12 +34,13 @@ from otalib.fileio import read_input
 from otalib.formats.version import DeviceProfile, Version, topic_for
 from otalib.lab.campaign import known_links, parse_size
 from otalib.lab.trial import FaultSpec
+from otalib.mqtt.streaming import ESP_TCP_MSS, RECV_CHUNK
 from otalib.vocabulary import UpdateMode
 
 _SPEC_KEYS = ("name", "seed", "timeout_s", "broker", "update", "groups")
 _UPDATE_KEYS = ("size", "mode", "patch", "key")
 _GROUP_KEYS = ("name", "count", "chip", "version", "app_id", "mode", "key", "profile", "timing", "link", "fault")
-_GROUP_KEYS += ("debug_level",)
+_GROUP_KEYS += ("debug_level", "tcp_mss")
 CHIPS = ("esp8266", "esp32")
 KEY_CHOICES = ("same", "other")
 #: Deterministic faults a fleet board takes (at a payload fraction); ``stall`` is the campaign's alone.
@@ -85,6 +88,7 @@ class GroupSpec:
     link: str = "lan"
     fault: str = "none"
     debug_level: int = 3
+    tcp_mss: int = ESP_TCP_MSS  # the largest TCP segment the device's stack hands over
 
     @property
     def topic(self) -> str:
@@ -296,4 +300,5 @@ def _parse_group(raw: Any, index: int) -> GroupSpec:
             f"{what}: fault {fault!r} is not one a fleet takes (use {', '.join(FLEET_FAULTS)} or a rate fault)"
         )
     debug_level = _int(data.get("debug_level", 3), f"{what} debug_level", 0, 3)
-    return GroupSpec(name, count, chip, version, app_id, mode, key, profile, timing, link, fault, debug_level)
+    tcp_mss = _int(data.get("tcp_mss", ESP_TCP_MSS), f"{what} tcp_mss", 1, RECV_CHUNK)
+    return GroupSpec(name, count, chip, version, app_id, mode, key, profile, timing, link, fault, debug_level, tcp_mss)
