@@ -8,7 +8,7 @@ import socket
 import time
 
 import pytest
-from board_helpers import KEY, signed_package, split_build
+from board_helpers import KEY, firmware, signed_package, split_build
 from process_helpers import run_otalab
 
 from otalib.board.sim.timing import chip
@@ -20,6 +20,8 @@ from otalib.lab.schema import DEVICE_PHASES, TrialConfig
 from otalib.lab.trial import Bench
 from otalib.mqtt import paho_compat
 from otalib.mqtt.publish import deploy
+from otalib.mqtt.url import parse_url
+from otalib.net.link import LinkProfile, LinkProxy
 
 pytestmark = [
     pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed"),
@@ -82,6 +84,37 @@ def test_the_board_socket_takes_the_device_tcp_window(broker, tmp_path):
     window = chip("esp8266").tcp_window
     assert buffers["esp8266"] <= 2 * window  # Linux doubles the value for its bookkeeping
     assert buffers["esp8266"] < buffers["none"]
+
+
+@pytest.mark.slow
+def test_back_pressure_reaches_the_link_proxy(broker, tmp_path):
+    """The sender cannot push the message faster than the device takes it: the proxy in front of the
+    board forwards the payload over a good part of the device's time, not in a burst (kernel buffers
+    on the sender's side hold some of it, as a broker's do in front of a real device)."""
+    url = parse_url(broker.url)
+    size = 512 * 1024
+    with LinkProxy(url.host, url.port, LinkProfile(None, 0.0, "plain")) as proxy:
+        build, wiring = split_build({"keys": DeviceKeys(KEY.verify_key)}, app_id="tbp")
+        board = VirtualBoard(tmp_path / "f.bin", broker.url, build, timing="esp32", link=proxy.address, **wiring)
+        try:
+            board.start()
+            assert board.suback.wait(WAIT)
+            stamp = timestamp_now() + 1000
+            image = firmware("4.3.6", patch=6, size=size, timestamp=stamp, app_id="tbp")
+            deploy(signed_package("4.3.6", 6, image=image, timestamp=stamp, app_id="tbp"), f"{broker.url}/a/tbp/u/4.3")
+            deadline = time.monotonic() + 60
+            while not board.updates:
+                assert time.monotonic() < deadline, "no update result"
+                time.sleep(0.02)
+            done = time.monotonic()
+        finally:
+            board.stop()
+        first, last = proxy.stats["per_connection"][-1]["publish_times"][-1]
+    result = board.updates[-1]
+    assert result.outcome == "applied"
+    device_span = done - first
+    assert device_span >= 0.8 * (result.erase_s + result.write_s)  # the device's pace, not the PC's
+    assert (last - first) > 0.05 * device_span, (last - first, device_span)  # held back, not a burst
 
 
 def test_the_board_process_prints_the_device_phases_on_its_update_line(broker, tmp_path):

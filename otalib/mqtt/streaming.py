@@ -17,8 +17,10 @@ changes two hooks (paho internals, listed in :mod:`otalib.mqtt.paho_compat`):
   acknowledgement paho would have sent.
 
 - ``_create_socket_connection``: with ``rcvbuf``, the socket's receive buffer (SO_RCVBUF) is set
-  before it connects, to the device's TCP window: a board that reads slowly (a device timing
-  model, :mod:`otalib.board.sim.timing`) then holds the sender back as a device's stack does.
+  before it connects, to the device's TCP window, and its MSS (TCP_MAXSEG) to ``tcp_mss``: a board
+  that reads slowly (a device timing model, :mod:`otalib.board.sim.timing`) then holds the sender
+  back as a device's stack does (on loopback, without the MSS, the sender's 64 KiB segments grow its
+  send buffer enough to take a whole update at once).
 
 A connection lost mid-message calls ``message_abort`` (from :meth:`StreamingClient.abort_stream`,
 which the owner calls in ``on_disconnect``), as the device drops its stream.
@@ -26,6 +28,7 @@ which the owner calls in ``on_disconnect``), as the device drops its stream.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import Protocol
@@ -154,6 +157,8 @@ class StreamingClient(mqtt.Client):
             sock = socket.socket(family, kind, proto)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)  # before connect: the window
+                with contextlib.suppress(OSError, AttributeError):  # the MSS the device's stack advertises
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, self.tcp_mss)
                 sock.settimeout(timeout)
                 sock.connect(address)
                 return sock
