@@ -198,3 +198,19 @@ def test_a_killed_fleet_stops_everything_and_keeps_partial_results(tmp_path):
 def test_an_unknown_board_for_the_pty_is_refused():
     with pytest.raises(LabError, match="no board 'nope'"):
         FleetSession(FleetSpec.from_dict({"name": "x", "groups": [{"count": 1}]}), pty_board="nope")
+
+
+def test_boards_the_broker_refuses_name_the_limit():
+    from otalib.broker.mosquitto import MosquittoBroker
+    from otalib.errors import BrokerError
+
+    notes: list[str] = []
+    spec = {"name": "full", "timeout_s": 20, "update": {"size": "8KiB"}, "groups": [{"count": 12}]}
+    with MosquittoBroker(max_connections=5, log_types=("error", "warning")) as small:
+        session = FleetSession(FleetSpec.from_dict(spec), broker=small.url, on_status=notes.append)
+        with pytest.raises(BrokerError):  # the full broker refuses the publisher too
+            session.run()
+    boards = session.result.boards
+    never = int(boards["t_connected"].isna().sum())
+    assert 0 < never < 12 and session.result.meta["status"] == "incomplete"
+    assert any(f"{never} boards never connected" in n and "max_connections" in n for n in notes), notes

@@ -25,7 +25,7 @@ from otalib.firmware.demo import make_demo_image
 from otalib.fleet.board import BoardSettings
 from otalib.fleet.capacity import Estimate, check_capacity, estimate
 from otalib.fleet.results import FleetResult, assemble
-from otalib.fleet.shard import SUBSCRIBE_TIMEOUT, ShardResult, ShardSpec, raise_nofile_limit, run_shard
+from otalib.fleet.shard import ShardResult, ShardSpec, raise_nofile_limit, run_shard, subscribe_timeout
 from otalib.fleet.spec import FleetSpec, GroupSpec
 from otalib.formats.ota import timestamp_now
 from otalib.keys import DeviceKeys, LabKey, load_key
@@ -274,18 +274,19 @@ class FleetSession:
             try:
                 self.on_status(f"powering on {self.spec.count} boards in {len(shards)} shard(s)")
                 executor.start(shards)
-                if not executor.wait_ready(SUBSCRIBE_TIMEOUT + MARGIN_S):
+                if not executor.wait_ready(subscribe_timeout(self.spec.count) + MARGIN_S):
                     raise LabError("the fleet's boards did not subscribe in time")
                 self.on_status("every board subscribed: publishing")
                 t_publish, deploys = self._publish(broker_url)
                 self.on_status("published: waiting for the boards")
-                results = executor.gather(self.spec.timeout_s + SUBSCRIBE_TIMEOUT + MARGIN_S)
+                results = executor.gather(self.spec.timeout_s + MARGIN_S)
             except BaseException:
                 interrupted = True
                 executor.stop()
                 with contextlib.suppress(BaseException):
                     results = executor.gather(MARGIN_S)
                 self.result = assemble(self, results, t_publish, deploys, broker_info, complete=False)
+                self._report_unconnected(broker_info)
                 if out is not None:
                     write_result(out, self.result)
                 raise
@@ -306,9 +307,11 @@ class FleetSession:
             return
         import resource
 
-        limits = [f"this process's open files (RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)[0]})"]
-        if broker.get("max_connections"):
-            limits.insert(0, f"the broker's max_connections ({broker['max_connections']})")
+        known = f" {broker['max_connections']}" if broker.get("max_connections") else ""
+        limits = [
+            f"the broker's connection limit (max_connections{known})",
+            f"open files (RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)[0]} here)",
+        ]
         reason = never["detail"].dropna().iloc[0] if never["detail"].notna().any() else "no connection"
         self.on_status(f"{len(never)} boards never connected ({reason}): limits: {', '.join(limits)}")
 

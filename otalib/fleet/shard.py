@@ -24,8 +24,8 @@ from otalib.net.faults import FaultPlan, trial_rng
 
 #: Boards powered on per second (the broker's listen backlog stays short).
 CONNECT_RATE = 400.0
-#: Most seconds the boards of a shard may take to subscribe.
-SUBSCRIBE_TIMEOUT = 60.0
+#: Most seconds the boards of a shard may take to subscribe (plus a second per CONNECT_RATE boards).
+SUBSCRIBE_TIMEOUT = 10.0
 #: Seconds between two samples of the shard's connections and bytes.
 SAMPLE_S = 0.25
 #: Seconds between two looks at the stop request.
@@ -99,6 +99,11 @@ def fault_plan(fault: str, board: str, seed: int, payload_bytes: int, horizon_s:
     return FaultPlan(), None
 
 
+def subscribe_timeout(boards: int) -> float:
+    """Seconds ``boards`` boards may take to power on and subscribe."""
+    return SUBSCRIBE_TIMEOUT + boards / CONNECT_RATE
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident memory."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -165,7 +170,8 @@ def run_shard(spec: ShardSpec, control: ShardControl) -> ShardResult:
             loop.call_later(i / CONNECT_RATE, board.power_on)
         sample()
         poll_stop()
-        loop.run(lambda: all(b.subscribed or b.done for b in boards), time.monotonic() + SUBSCRIBE_TIMEOUT)
+        deadline = time.monotonic() + subscribe_timeout(len(boards))
+        loop.run(lambda: all(b.subscribed or b.done for b in boards), deadline)
         if not stop["asked"]:
             t_ready = time.time()
             control.ready()
