@@ -200,3 +200,18 @@ def test_a_campaign_takes_timing_as_a_parameter_and_a_grid_axis():
     with pytest.raises(LabError, match="timing") as info:
         CampaignSpec.from_dict({"name": "t", "grid": {"timing": ["esp9000"]}}).trials()
     assert "\n" not in str(info.value)
+
+
+def test_a_trial_draws_its_timing_from_the_campaign_seed_and_its_id():
+    from otalib.lab.schema import TrialConfig
+    from otalib.lab.trial import Bench, Trial
+
+    def draw(seed: int, **params) -> float:
+        with Bench(seed=seed) as bench:
+            return float(Trial(bench, TrialConfig(timing="esp8266", **params))._timing_rng().random())
+
+    assert draw(1) == draw(1)
+    assert draw(1) != draw(2)  # the campaign's seed
+    assert draw(1) != draw(1, repeat=1)  # the trial id
+    fault = "drops:rate=0.1,seed=9"
+    assert draw(1, fault=fault) == draw(2, fault=fault)  # a rate fault's own seed wins, as for its draws

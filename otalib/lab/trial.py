@@ -157,6 +157,7 @@ class Bench:
         board_client_id: str = BOARD_CLIENT_ID,
         power: PowerHook | None = None,
         reset: BoardReset | str = BoardReset.RTS,
+        seed: int = 0,
     ) -> None:
         """``key``/``firmware``: the key the board's firmware embeds and the firmware to publish
         (:mod:`otalib.lab.inputs`; default a fresh key and otalab's demo images, which a real board
@@ -180,6 +181,8 @@ class Bench:
         self.power = power
         #: how a real board starts each trial from a known state (rts: EN pulsed by RTS; power: the hook)
         self.reset = BoardReset(reset)
+        #: the campaign's seed: the virtual boards' timing draws (with the trial id) when no rate fault has its own
+        self.seed = seed
         self._brokers: dict[tuple[str, bool], Broker] = {}
         self._log_watches: dict[tuple[str, bool], BrokerLogWatch] = {}
 
@@ -544,8 +547,8 @@ class Trial:
         return board
 
     def _timing_rng(self) -> Any:
-        """The board's timing draws: from the rate fault's seed (else 0) and the trial id, as the faults'."""
-        seed = self.fault.rate.seed if self.fault.rate is not None else 0
+        """The board's timing draws: from the rate fault's seed (else the bench's) and the trial id, as the faults'."""
+        seed = self.fault.rate.seed if self.fault.rate is not None else self.bench.seed
         return trial_rng(seed, f"timing:{self.config.trial_id}")
 
     def _until_subscribed(self, board: VirtualBoard, tracker: OutcomeTracker, timeout: float = 15.0) -> int:
@@ -889,6 +892,7 @@ def run_campaign_on_bench(
         allow_demo_image=inputs.allow_demo_image,
         power=PowerHook.from_spec(spec.power),
         reset=spec.board_reset,
+        seed=spec.seed or 0,
     )
     with bench:
         for backend, tls in sorted({(t.broker_backend or "auto", t.tls) for t in trials if not t.broker_url}):
