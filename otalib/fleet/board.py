@@ -454,8 +454,8 @@ class FleetBoard:
                 self._later(t, partial(self._timed_fault, t, kind, duration))
 
     def _timed_fault(self, t: float, kind: str, duration: float) -> None:
-        if self.done or self.stopped:
-            return
+        if self.done or self.stopped or (kind == "drop" and self._client is None):
+            return  # a drop while the board is offline cuts nothing
         self.fault_events.append(
             {"kind": kind, "t_s": t, "offset": self.bytes_received, "duration_s": duration if kind == "outage" else 0.0}
         )
