@@ -67,8 +67,9 @@ def rollout_curve(result: FleetResult, ax: Axes | None = None) -> Axes:
             t = time_to_fraction(rows["t_updated"], fraction)
             if not math.isnan(t):
                 ax.plot([t], [fraction], "o", color=color, markersize=4)
-                ax.annotate(f"{fraction:.0%}: {t:.1f} s", (t, fraction), textcoords="offset points", xytext=(5, -10 - 9 * i),
-                            fontsize=7, color=color)  # fmt: skip
+                label = f"{fraction:.0%}: {t:.1f} s"
+                offset = (5, -10 - 9 * i)  # groups' labels one below the other
+                ax.annotate(label, (t, fraction), textcoords="offset points", xytext=offset, fontsize=7, color=color)
     for fraction in MARKED:
         ax.axhline(fraction, color="0.85", linewidth=0.8, zorder=0)
     ax.set_ylim(0, 1.05)
