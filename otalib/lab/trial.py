@@ -853,11 +853,12 @@ def check_power_hook(board: str, power: PowerHook | None) -> None:
 
 
 def _device_time(results: list[Any]) -> dict[str, float]:
-    """The device time per phase of the trial's update: the last applied result's, else the last result's."""
-    timed = [r for r in results if getattr(r, "device_time", None)]
-    applied = [r for r in timed if r.outcome is Decision.APPLIED]
-    chosen = (applied or timed or [None])[-1]
-    return dict(chosen.device_time) if chosen is not None else {}
+    """The device time per phase the trial's messages took, summed (an attempt cut short counts too)."""
+    total: dict[str, float] = {}
+    for result in results:
+        for name, seconds in (getattr(result, "device_time", None) or {}).items():
+            total[name] = total.get(name, 0.0) + seconds
+    return total
 
 
 def _board_update(result: Any) -> str:
