@@ -1,4 +1,8 @@
-"""Console lines as a DataFrame and a chart of their events over time (for notebooks)."""
+"""Console lines as a DataFrame, a table of their events and a chart of them over time (for notebooks).
+
+The live view of a console (each line as it comes, and the update's progress) is
+:mod:`otalib.lab.live_console`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from otalib.board.protocol import ConsoleLine
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from pandas.io.formats.style import Styler
 
 
 def console_frame(lines: Sequence[ConsoleLine], *, events_only: bool = False) -> pd.DataFrame:
@@ -36,7 +41,19 @@ def plot_console_events(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
         times = events.loc[events["event"] == name, "t"]
         ax.scatter(times, [row] * len(times), marker="|", s=200)
     ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("seconds since the first line")
-    ax.set_title("console events")
+    ax.set_xlabel("s since the first line")
+    ax.set_title("console events over time")
     ax.grid(axis="x", alpha=0.3)
     return ax
+
+
+def event_table(lines: Sequence[ConsoleLine]) -> Styler:
+    """The console's events as a table for a notebook: ``t`` (s), event, and each whole line, left-aligned in
+    a monospace font (a plain DataFrame would cut long lines and right-align them)."""
+    frame = console_frame(lines, events_only=True)
+    columns = [c for c in ("t", "event", "line") if c in frame.columns]
+    frame = frame[columns].rename(columns={"t": "t (s)"})
+    styler = frame.style.format({"t (s)": "{:.3f}"}).hide(axis="index")
+    styler = styler.set_properties(subset=["line"], **{"text-align": "left", "font-family": "monospace"})
+    styler = styler.set_properties(subset=["line"], **{"white-space": "pre-wrap"})
+    return styler.set_table_styles([{"selector": "th", "props": [("text-align", "left")]}])

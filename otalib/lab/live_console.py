@@ -270,7 +270,7 @@ class NotebookConsole(LiveConsole):
             "flex-direction:column-reverse;border:1px solid #d0d0d0;border-radius:3px;background:#fbfbfb;"
             'padding:2px 6px"><div style="font-family:monospace;font-size:12px;line-height:1.35;'
             'white-space:pre-wrap;word-break:break-all;text-align:left">{lines}</div></div>'
-        ).format(h=BOX_LINES * 1.35, lines="".join(self._html_lines) or "<div>(no console line yet)</div>")
+        ).format(h=f"{BOX_LINES * 1.35:.1f}", lines="".join(self._html_lines) or "<div>(no console line yet)</div>")
         return f'<div class="otalab-live" style="text-align:left">{progress_html(self)}{box}</div>'
 
     def to_text(self, tail: int = 20) -> str:

@@ -42,6 +42,7 @@ class UpdateProgress:
     outcome: Outcome | None = None
     restarted: bool = False
     segments: int = 0
+    first_segment: int = 0
 
     @classmethod
     def for_package(cls, payload: int, topic: str) -> UpdateProgress:
@@ -57,7 +58,9 @@ class UpdateProgress:
             self.restarted = self.received > 0 or self.outcome is not None
             return False
         if line.event == "tcp_received":
-            self.received += int(line.fields.get("length", 0))
+            size = int(line.fields.get("length", 0))
+            self.first_segment = self.first_segment or size
+            self.received += size
             self.segments += 1
         elif line.event == "ota_write":
             self.written = int(line.fields.get("total", 0))
@@ -84,11 +87,12 @@ class UpdateProgress:
 
     @property
     def rate_KBps(self) -> float | None:
-        """Mean receive rate in KB/s (1 KB = 1000 B) between the first and the last counted segment (from the
-        third segment on: the first ones come in a burst, from the buffers along the way)."""
+        """Mean receive rate in KB/s (1 KB = 1000 B): the bytes after the first segment over the time from it
+        to the last one (from the third segment on: the first ones come in a burst, from the buffers along
+        the way)."""
         if self.segments < RATE_SEGMENTS or self.first_t is None or self.last_t is None or self.last_t <= self.first_t:
             return None
-        return min(self.received, self.packet) / (self.last_t - self.first_t) / KB
+        return (min(self.received, self.packet) - self.first_segment) / (self.last_t - self.first_t) / KB
 
     def describe(self) -> str:
         """One line: ``45% received (236.0 / 512.0 KiB), 48.1 KB/s, 230.0 KiB written``."""
