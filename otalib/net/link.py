@@ -507,7 +507,9 @@ class LinkProxy:
             up_r, up_w = await asyncio.wait_for(
                 asyncio.open_connection(self.upstream_host, self.upstream_port), CONNECT_TIMEOUT
             )
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
+            # cancelled: the proxy stops while this board connects (Python 3.11's start_server callback
+            # would log the CancelledError of a handler task as an unhandled exception)
             self._close(conn, rst=True)
             return
         conn.up_w = up_w
