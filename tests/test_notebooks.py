@@ -23,6 +23,7 @@ SMALL: dict[str, dict[str, object]] = {
     "08_fleet.ipynb": {"BOARDS_WIFI": 20, "BOARDS_DSL": 10, "SIZE": "16KiB", "TIMEOUT_S": 10},
     # the exercises' solutions (kept apart from the notebooks), run in CI too
     "solutions/01_solutions.ipynb": {"IMAGE_SIZE": 16 * 1024},
+    "solutions/02_solutions.ipynb": {"SIZE": 32 * 1024},
     "solutions/05_solutions.ipynb": {},
     "solutions/06_solutions.ipynb": {"LOOP_WATCH_S": 3},
 }
@@ -50,6 +51,11 @@ def test_notebook_runs(name, tmp_path):
     where = str((NOTEBOOKS / name).parent)  # a notebook's relative paths start from its folder
     client = NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": where}})
     client.execute()  # raises CellExecutionError (with the cell's traceback) when a cell fails
+    if name == "02_publish_and_watch.ipynb":  # the live console's final state is in the saved output
+        html = [o["data"]["text/html"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                if "otalab-live" in o.get("data", {}).get("text/html", "")]  # fmt: skip
+        assert len(html) == 1 and "Update slot rom1" in html[0] and "Currently running rom1" in html[0]
+        assert 'data-fraction="1.0000"' in html[0] and 'data-outcome="updated"' in html[0]
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "every notebook draws at least one chart"
     for cell in (c for c in nb.cells if "hardware" in c.metadata.get("tags", [])):
