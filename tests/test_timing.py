@@ -215,3 +215,23 @@ def test_a_trial_draws_its_timing_from_the_campaign_seed_and_its_id():
     assert draw(1) != draw(1, repeat=1)  # the trial id
     fault = "drops:rate=0.1,seed=9"
     assert draw(1, fault=fault) == draw(2, fault=fault)  # a rate fault's own seed wins, as for its draws
+
+
+def test_a_trial_row_sums_the_device_time_of_its_messages():
+    from otalib.board.sim.device import UpdateResult
+    from otalib.lab.trial import _device_time
+    from otalib.vocabulary import Decision
+
+    cut = UpdateResult(Decision.ABANDONED, 6, receive_s=0.5, erase_s=1.0, write_s=0.25, verify_s=0.125)
+    applied = UpdateResult(Decision.APPLIED, 6, erase_s=2.0, write_s=0.5, verify_s=0.25, switch_s=0.05, reboot_s=0.3)
+    instant = UpdateResult(Decision.SKIPPED, 6)
+    total = _device_time([cut, instant, applied])
+    assert total == {
+        "receive_s": 0.5,
+        "erase_s": 3.0,
+        "write_s": 0.75,
+        "verify_s": 0.375,
+        "switch_s": 0.05,
+        "reboot_s": 0.3,
+    }
+    assert _device_time([instant]) == {}

@@ -152,3 +152,28 @@ def test_a_bad_timing_is_one_line_and_a_failure(tmp_path, args, env, needle):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
     assert not list(tmp_path.iterdir())  # nothing made
+
+
+def test_a_dropped_link_costs_the_device_an_mqtt_connect(broker, tmp_path):
+    from otalib.board.sim.timing import TimingModel
+
+    url = parse_url(broker.url)
+    with LinkProxy(url.host, url.port, LinkProfile(None, 0.0, "plain")) as proxy:
+        build, wiring = split_build({"keys": DeviceKeys(KEY.verify_key)}, app_id="tdrop")
+        board = VirtualBoard(
+            tmp_path / "f.bin", broker.url, build, timing="esp8266", timing_seed=4, link=proxy.address, **wiring
+        )
+        try:
+            board.start()
+            assert board.suback.wait(WAIT)
+            proxy.cut_all()
+            deadline = time.monotonic() + WAIT
+            while proxy.stats["connections"] < 2:
+                assert time.monotonic() < deadline, "the board did not connect again"
+                time.sleep(0.02)
+        finally:
+            board.stop()
+        first, second = proxy.stats["per_connection"][:2]
+    connect_s = TimingModel("esp8266", 4).mqtt_connect()  # the board's first MQTT connect draw: this one
+    # paho waits its 0.2 s reconnect delay; the device adds its connect (the first boot is not timed)
+    assert second["opened_t"] - first["closed_t"] >= 0.2 + connect_s - 0.01

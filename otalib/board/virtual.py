@@ -377,6 +377,9 @@ class VirtualBoard(BufferedConsole):
             self.connected.clear()
             self.suback.clear()
             c.abort_stream()
+            model = self.device.timing
+            if model is not None and self._client is c:  # the link dropped (not a restart): connect again
+                self._pacer.spend(model.mqtt_connect())  # TCP, CONNECT and SUBSCRIBE in device time
 
         def on_connect_fail(_c, _u) -> None:
             self.last_error = "cannot connect to the broker"

@@ -45,6 +45,12 @@ import click
 @click.option(
     "--allow-demo-image", is_flag=True, help="Publish otalab's demo images (no application code) to a real board too."
 )
+@click.option(
+    "--parallel",
+    type=int,
+    metavar="K",
+    help="Trials at once, each on its own virtual board and topic (overrides the spec's parallel:; default 1).",
+)
 def campaign_cmd(
     config: Path,
     out_dir: Path,
@@ -54,6 +60,7 @@ def campaign_cmd(
     roms: tuple[str, ...],
     patch: int | None,
     allow_demo_image: bool,
+    parallel: int | None,
 ) -> None:
     """Run the campaign CONFIG (YAML/JSON grid × repeats) into a run directory.
 
@@ -71,6 +78,7 @@ def campaign_cmd(
         "roms": [_absolute_rom(rom) for rom in roms],
         "patch": patch,
         "allow_demo_image": allow_demo_image,
+        "parallel": parallel,
     }
     spec = CampaignSpec.load(config, overrides=overrides)
     aside = check_run_dir(spec, out_dir, resume=not new)  # before any broker starts

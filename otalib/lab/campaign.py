@@ -20,8 +20,13 @@ A spec (YAML, JSON or a dict)::
                                     # (power-loss trials on a real board need it)
     board_reset: rts                # a real board's fresh start per trial: rts (RTS -> EN), power, none
     seed: 7                         # faults at rates (drops:rate=0.1, ...) without their own seed= take it
+    parallel: 2                     # trials run at once (virtual boards; default 1); not part of the
+                                    # spec's identity: a run resumes with any parallel
 
-The trial itself is a pluggable callable ``TrialConfig -> TrialResult``.
+The trial itself is a pluggable callable ``TrialConfig -> TrialResult``. With ``parallel: K``
+(or ``run_campaign(parallel=K)``, ``otalab campaign --parallel K``) K trials run at once in threads
+(:class:`~otalib.lab.trial.Bench` gives each its own board, topic and MQTT client id on the shared
+broker); each finished trial is stored as it ends, so the run holds the same rows as a serial one.
 
 A run directory belongs to one spec: its ``metadata.json`` keeps the spec and its
 SHA-256 (:meth:`CampaignSpec.sha256`), a resumed run must have the same spec, and
@@ -38,9 +43,12 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,7 +90,9 @@ def known_links() -> dict[str, dict[str, float]]:
 PARAMETERS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name not in ("campaign", "repeat"))
 
 _SPEC_KEYS = ("name", "grid", "repeats", "fixed", "links", "build_timestamp", "key", "roms", "firmware")
-_SPEC_KEYS += ("allow_demo_image", "power", "board_reset", "seed")
+_SPEC_KEYS += ("allow_demo_image", "power", "board_reset", "seed", "parallel")
+#: Spec keys that say how a campaign runs, not what it measures: left out of its SHA-256 (resume with any).
+_EXECUTION_KEYS = ("parallel",)
 #: What the campaign's inputs (key, firmware) add to a spec when given (``None``/False: not stored).
 _INPUT_KEYS = ("key", "roms", "firmware", "allow_demo_image")
 #: Most trials one campaign may have (at a second or more each, this is more than a day).
@@ -90,6 +100,25 @@ MAX_TRIALS = 100_000
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]i?[bB]?|[bB])?\s*$")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "ki": 1024, "kib": 1024, "kb": 1024, "m": 1 << 20, "mi": 1 << 20}
 _SIZE_UNITS |= {"mib": 1 << 20, "mb": 1 << 20}
+
+
+def max_parallel() -> int:
+    """Most trials one campaign runs at once on this machine: 8 per CPU core, at most 64 (a trial mostly
+    waits on its board and link; each holds a board, a link proxy and their threads)."""
+    return min(64, 8 * (os.cpu_count() or 1))
+
+
+def check_parallel(value: Any, what: str = "'parallel'") -> int:
+    """``value`` as a number of trials to run at once; :class:`LabError` (one line) unless 1..:func:`max_parallel`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise LabError(f"{what} must be an integer >= 1 (trials at once), got {value!r}")
+    limit = max_parallel()
+    if value > limit:
+        raise LabError(
+            f"{what} {value} is more than this machine's limit of {limit} trials at once "
+            f"(8 per CPU core, {os.cpu_count() or 1} cores, at most 64)"
+        )
+    return value
 
 
 def parse_size(value: Any) -> int:
@@ -134,6 +163,7 @@ class CampaignSpec:
     power: str | dict[str, Any] | None = None  # a real board's power hook (serial_board.PowerHook.from_spec)
     board_reset: str = "rts"  # a real board's fresh start per trial (serial_board.BoardReset)
     seed: int | None = None  # the seed of rate faults without their own (otalib.net.faults)
+    parallel: int = 1  # trials run at once (not part of the spec's identity, see _EXECUTION_KEYS)
 
     def __post_init__(self) -> None:
         self._check()
@@ -173,6 +203,7 @@ class CampaignSpec:
                 power=data.get("power"),
                 board_reset=data.get("board_reset", "rts"),
                 seed=data.get("seed"),
+                parallel=data.get("parallel", 1),
             )
         except LabError as exc:
             raise LabError(f"{source}: {exc}") from None
@@ -225,6 +256,8 @@ class CampaignSpec:
             spec["board_reset"] = self.board_reset
         if self.seed is not None:
             spec["seed"] = self.seed
+        if self.parallel != 1:
+            spec["parallel"] = self.parallel
         return clean(spec)
 
     def resolve_path(self, text: str) -> Path:
@@ -272,6 +305,7 @@ class CampaignSpec:
                 raise LabError(f"links: the profile name {name!r} must be a string")
             if not isinstance(profile, dict) or set(profile) - {"rate_Bps", "latency_ms"}:
                 raise LabError(f"links.{name} must be a mapping with rate_Bps and/or latency_ms")
+        check_parallel(self.parallel)
         self._check_inputs()
         self._check_real_board_control()
         count = self.count_trials()
@@ -358,10 +392,14 @@ class CampaignSpec:
             raise LabError(f"'board_reset' must be one of {', '.join(r.value for r in BoardReset)}")
         if self.board_reset == BoardReset.POWER.value and hook is None:
             raise LabError("'board_reset: power' needs a 'power' hook")
+        boards = self.grid.get("board", [self.fixed.get("board", "virtual")])
+        real = sorted({str(b) for b in boards if b != "virtual"})
+        if real and self.parallel > 1:
+            raise LabError(
+                f"parallel {self.parallel} needs virtual boards: the real board {real[0]} runs one trial at a time"
+            )
         if hook is None:
-            boards = self.grid.get("board", [self.fixed.get("board", "virtual")])
             faults = self.grid.get("fault", [self.fixed.get("fault", "none")])
-            real = sorted({str(b) for b in boards if b != "virtual"})
             if real and any(str(f or "none").partition("@")[0] == "power-loss" for f in faults):
                 from otalib.lab.trial import check_power_hook
 
@@ -432,7 +470,9 @@ class CampaignSpec:
 
 
 def spec_sha256(spec: dict[str, Any]) -> str:
-    """SHA-256 of a spec as plain data (:meth:`CampaignSpec.to_dict`, or as read back from metadata.json)."""
+    """SHA-256 of a spec as plain data (:meth:`CampaignSpec.to_dict`, or as read back from metadata.json),
+    without the keys that only say how it runs (:data:`_EXECUTION_KEYS`)."""
+    spec = {k: v for k, v in spec.items() if k not in _EXECUTION_KEYS}
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str, allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -525,6 +565,8 @@ def run_campaign(
     progress: bool = True,
     resume: bool = True,
     metadata: dict[str, Any] | None = None,
+    parallel: int | None = None,
+    stop: threading.Event | None = None,
 ) -> pd.DataFrame:
     """Run every trial of ``spec`` not yet done in ``out_dir``; return all trials of the run.
 
@@ -538,8 +580,17 @@ def run_campaign(
     the campaign after recording the status; the finished trials stay on disk. An otalab
     error before the first trial of a new run finished (a trial the spec describes cannot
     run) removes what this call wrote: its metadata.json and the folders it created.
+
+    ``parallel`` (default the spec's): trials at once, in threads calling ``runner``; the trials
+    start in the spec's order and each is stored as it finishes. When the campaign stops early
+    (Ctrl-C, a trial's error) no new trial starts, ``stop`` (cleared first) is set so a runner
+    watching it ends its running trial at once (:class:`~otalib.lab.trial.Bench` does), and the
+    trials that finish meanwhile are kept.
     """
     out_dir = Path(out_dir)
+    workers = check_parallel(spec.parallel if parallel is None else parallel, "parallel")
+    stop = stop if stop is not None else threading.Event()
+    stop.clear()
     configs = spec.trials()
     aside = check_run_dir(spec, out_dir, resume=resume)
     if aside is not None:
@@ -555,6 +606,7 @@ def run_campaign(
     todo = [c for c in configs if c.trial_id not in done]
 
     session: dict[str, Any] = {"started_at": utc_now(), "finished_at": None, "status": "running", "trials_run": 0}
+    session["parallel"] = workers
     sessions = [*previous.get("sessions", []), session]
     meta = collect_metadata(metadata)
     meta.update(
@@ -579,22 +631,31 @@ def run_campaign(
     from tqdm.auto import tqdm
 
     bar = None
+
+    def keep(result: TrialResult) -> None:
+        store.write_fault_events(out_dir, result.config.trial_id, result.events)  # before the trial marks it done
+        store.write_trial(out_dir, result.to_row())
+        session["trials_run"] += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(result.outcome.text, refresh=False)
+
     try:
         save("running")
         bar = tqdm(
             total=len(configs), initial=len(configs) - len(todo), desc=spec.name, unit="trial", disable=not progress
         )
-        for config in todo:
-            result = _run_one(runner, config)
-            store.write_fault_events(out_dir, config.trial_id, result.events)  # before the trial marks it done
-            store.write_trial(out_dir, result.to_row())
-            session["trials_run"] += 1
-            bar.update(1)
-            bar.set_postfix_str(result.outcome.text, refresh=False)
+        if workers == 1 or len(todo) <= 1:
+            for config in todo:
+                keep(_run_one(runner, config))
+        else:
+            _run_parallel(runner, todo, workers, keep, stop)
     except KeyboardInterrupt:
+        stop.set()
         _stopped(save, "interrupted")
         raise
     except BaseException as exc:
+        stop.set()
         if isinstance(exc, OtaLabError) and fresh and not store.done_trial_ids(out_dir):
             _remove_created(out_dir, created)  # e.g. a trial the spec describes cannot be run: no run to keep
             raise
@@ -612,6 +673,56 @@ def _stopped(save: Callable[[str], None], status: str) -> None:
     """Record why a campaign stopped (a failure to record it does not hide the reason)."""
     with contextlib.suppress(OtaLabError):
         save(status)
+
+
+def _run_parallel(
+    runner: TrialRunner,
+    todo: list[TrialConfig],
+    workers: int,
+    keep: Callable[[TrialResult], None],
+    stop: threading.Event,
+) -> None:
+    """Run ``todo`` with up to ``workers`` trials at once, in order of start; ``keep`` each result as it
+    comes (in this thread). The first error (or Ctrl-C) stops new starts and sets ``stop``; the running
+    trials are waited for (a runner watching ``stop`` ends them at once), the ones that finished are
+    kept, and the error is raised."""
+    pending = enumerate(todo)
+    running: dict[Future[TrialResult], int] = {}  # a running trial -> its place in todo
+    workers = min(workers, len(todo))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trial")
+
+    def start_next() -> None:
+        index, config = next(pending, (-1, None))
+        if config is not None and not stop.is_set():
+            running[pool.submit(_run_one, runner, config)] = index
+
+    try:
+        for _ in range(workers):
+            start_next()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=running.__getitem__):
+                del running[future]
+                keep(future.result())  # a trial's error stops the campaign
+                start_next()
+    except BaseException:
+        stop.set()
+        _finish_running(running, keep)
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _finish_running(running: dict[Future[TrialResult], int], keep: Callable[[TrialResult], None]) -> None:
+    """After a stop: wait for the trials still running, keep those that finished (their errors are the
+    stop's consequence). A second Ctrl-C leaves them to end on their own."""
+    while running:
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            del running[future]
+            if future.exception() is None:
+                with contextlib.suppress(OtaLabError):
+                    keep(future.result())
 
 
 def _run_one(runner: TrialRunner, config: TrialConfig) -> TrialResult:

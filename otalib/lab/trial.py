@@ -16,6 +16,13 @@ optionally ``@F`` with F the fraction of the payload where it strikes (default 0
 ``corrupt@0.9``; or a fault at a rate (:mod:`otalib.net.faults`): ``drops:rate=R``,
 ``outages:every=S,for=D``, ``power:p=P``, ``bitflips:ber=B`` (``,seed=N`` optional), drawn from a
 generator made of the seed and the trial id (:func:`~otalib.net.faults.trial_rng`).
+
+Trials at once (a campaign's ``parallel``): :meth:`Bench.run` may be called from several threads.
+Each running trial takes a *lane*: lane 0 is the trial as it runs alone (the config's app id, the
+board's client id ``sming``); lane N gives the board another app id of the same length
+(:func:`lane_app_id`: ``test`` -> ``tesu``), so an update topic no other running trial uses (retained
+messages never cross) and the same bytes on the wire, and the client id ``sming_pN`` (the broker-log
+evidence is keyed on it). The rows do not show the lane.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -76,6 +84,44 @@ BOOT_S = 1.0
 BOARD_CLIENT_ID = "sming"
 #: Seconds the trial waits for the broker to show a real board's subscription before publishing.
 READY_S = 15.0
+#: Seconds the broker's log may lag behind the board's console (its reader polls; Mosquitto writes in bursts).
+LOG_LAG_S = 3.0
+
+
+class TrialStopped(LabError):
+    """The campaign stopped (Ctrl-C, another trial's error) while this trial ran; its result is not kept."""
+
+
+#: The characters of an app id (:func:`~otalib.firmware.image.check_app_id`), in the order lanes count in.
+_APP_ID_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_.-"
+
+
+def lane_app_id(app_id: str, lane: int) -> str:
+    """The app id of lane ``lane`` of trials at once: ``app_id`` itself in lane 0, else ``app_id`` with its
+    last characters counted ``lane`` steps on in :data:`_APP_ID_CHARS` (``test`` -> ``tesu``, ``tesv``, ...).
+    Of the same length, so the update topic and every downstream byte offset match the serial run's."""
+    base = len(_APP_ID_CHARS)
+    width = 1
+    while base**width <= lane:
+        width += 1
+    if lane and (width > len(app_id) or any(c not in _APP_ID_CHARS for c in app_id[-width:])):
+        raise LabError(f"app id {app_id!r} is too short for {lane + 1} trials at once: give a longer one")
+    if lane == 0:
+        return app_id
+    value = 0
+    for char in app_id[-width:]:
+        value = value * base + _APP_ID_CHARS.index(char)
+    value = (value + lane) % base**width
+    digits = []
+    for _ in range(width):
+        value, digit = divmod(value, base)
+        digits.append(_APP_ID_CHARS[digit])
+    return app_id[:-width] + "".join(reversed(digits))
+
+
+def lane_client_id(client_id: str, lane: int) -> str:
+    """The board's MQTT client id in lane ``lane``: ``client_id`` in lane 0, else ``client_id_pN``."""
+    return client_id if lane == 0 else f"{client_id}_p{lane}"
 
 
 def quiet_window(package_bytes: int, rate_Bps: float, restart_s: float) -> float:
@@ -185,6 +231,10 @@ class Bench:
         self.seed = seed
         self._brokers: dict[tuple[str, bool], Broker] = {}
         self._log_watches: dict[tuple[str, bool], BrokerLogWatch] = {}
+        self._lock = threading.RLock()  # brokers, log watches and lanes, for trials at once
+        self._lanes: dict[int, str] = {}  # running trials: lane -> its update topic
+        #: set when the campaign stops: running trials end at their next look (:class:`TrialStopped`)
+        self.stop = threading.Event()
 
     def __enter__(self) -> Bench:
         return self
@@ -207,10 +257,11 @@ class Bench:
     def broker(self, backend: str, tls: bool) -> Broker:
         """A managed broker of ``backend`` (``auto``, ``mosquitto``, ``embedded``), started once."""
         key = (backend, tls)
-        if key not in self._brokers:
-            folder = self.workdir / f"broker-{backend}-{'tls' if tls else 'plain'}"
-            self._brokers[key] = start_broker(backend, tls=tls, workdir=folder)
-        return self._brokers[key]
+        with self._lock:
+            if key not in self._brokers:
+                folder = self.workdir / f"broker-{backend}-{'tls' if tls else 'plain'}"
+                self._brokers[key] = start_broker(backend, tls=tls, workdir=folder)
+            return self._brokers[key]
 
     def broker_log(self, backend: str, tls: bool) -> BrokerLogWatch | None:
         """A watch on the managed broker's log (Mosquitto), started once; None for the embedded broker."""
@@ -218,17 +269,37 @@ class Bench:
         broker = self.broker(backend, tls)
         if broker.backend != "mosquitto":
             return None
-        if key not in self._log_watches:
-            self._log_watches[key] = BrokerLogWatch(broker.log_path).start()
-        return self._log_watches[key]
+        with self._lock:
+            if key not in self._log_watches:
+                self._log_watches[key] = BrokerLogWatch(broker.log_path).start()
+            return self._log_watches[key]
 
     def describe(self) -> dict[str, Any]:
         """Broker backends and versions, for a run's metadata."""
         return {f"{b}{'+tls' if t else ''}": f"{br.backend} {br.version}" for (b, t), br in self._brokers.items()}
 
     def run(self, config: TrialConfig) -> TrialResult:
-        """Run one trial (the campaign runner)."""
-        return Trial(self, config).run()
+        """Run one trial (the campaign runner; thread-safe: each running trial has its own lane)."""
+        lane = self._take_lane(config)
+        try:
+            return Trial(self, config, lane=lane).run()
+        finally:
+            with self._lock:
+                del self._lanes[lane]
+
+    def _take_lane(self, config: TrialConfig) -> int:
+        """The lowest free lane whose update topic no running trial uses; a real board only alone, in lane 0."""
+        with self._lock:
+            if config.board != "virtual" and self._lanes:
+                raise LabError(f"the real board {config.board} runs one trial at a time")
+            lane = 0
+            while True:
+                if lane not in self._lanes:
+                    topic = topic_for(lane_app_id(config.app_id, lane), config.version)
+                    if topic not in self._lanes.values():
+                        self._lanes[lane] = topic
+                        return lane
+                lane += 1
 
 
 def run_trial(config: TrialConfig) -> TrialResult:
@@ -240,9 +311,12 @@ def run_trial(config: TrialConfig) -> TrialResult:
 class Trial:
     """One update attempt; see the module docstring."""
 
-    def __init__(self, bench: Bench, config: TrialConfig) -> None:
+    def __init__(self, bench: Bench, config: TrialConfig, *, lane: int = 0) -> None:
         self.bench = bench
         self.config = config
+        #: the app id and MQTT client id of this trial's board (the config's and the bench's in lane 0)
+        self.app_id = lane_app_id(config.app_id, lane)
+        self.client_id = lane_client_id(bench.board_client_id, lane)
         self.fault = FaultSpec.parse(config.fault)
         self.clock = _Clock()
         self.phases: dict[str, float | None] = {}
@@ -272,7 +346,7 @@ class Trial:
         build = DeviceBuild(
             firmware_timestamp=self.bench.build_timestamp,
             profile=cfg.device_profile,
-            app_id=cfg.app_id,
+            app_id=self.app_id,
             version=Version(version.major, version.minor, BOARD_PATCH),
             write_current_slot=False,
             layout=virtual_layout(self.bench.firmware),  # the slots of the firmware's ROMs
@@ -294,7 +368,8 @@ class Trial:
         if real:
             self._check_real_board()
         base_url, tls, backend = self._endpoint()
-        topic = topic_for(cfg.app_id, cfg.version)
+        self._check_stop()
+        topic = topic_for(self.app_id, cfg.version)
         deploy_url = base_url.rstrip("/") + "/" + topic
         version = Version.parse(cfg.version)
         new_patch = self._patch()
@@ -302,7 +377,7 @@ class Trial:
         watch = None if cfg.broker_url else self.bench.broker_log(cfg.broker_backend or "auto", cfg.tls)
         if watch is None:
             self.notes.append(f"no broker log ({backend} broker): readiness and delivery from the console only")
-        client = self.bench.board_client_id
+        client = self.client_id
         trial_mark = watch.mark if watch is not None else 0
         with contextlib.ExitStack() as stack:
             deploy(None, deploy_url, tls=tls, clear=True, timeout=10)  # no firmware left by an earlier trial
@@ -331,7 +406,7 @@ class Trial:
                 update = self.bench.firmware.update(cfg.mode, self.bench.key, patch=new_patch)
             else:
                 image = make_demo_image(
-                    "esp8266", cfg.app_id, f"{version.major}.{version.minor}.{new_patch}", size=cfg.size
+                    "esp8266", self.app_id, f"{version.major}.{version.minor}.{new_patch}", size=cfg.size
                 )
                 update = make_update(
                     image,
@@ -374,7 +449,7 @@ class Trial:
         if t_first is None and outcome.kind is OutcomeKind.UPDATED:
             self.notes.append("no OTA lines on the console (debug level < 3)")
         if watch is not None:
-            self._broker_flags(watch, trial_mark, client, topic, len(update.package))
+            self._broker_flags(watch, trial_mark, publish_mark, client, topic, len(update.package))
         if t_first is not None and start is not None and t_first < start:
             self._flag(TrialFlag.EARLY_FIRST_BYTE)
         if TrialFlag.FOREIGN_PACKAGE in self.flags:
@@ -471,6 +546,10 @@ class Trial:
         rate = self.bench.board_rate_Bps if math.isnan(self.config.rate_Bps) else self.config.rate_Bps
         return quiet_window(package_bytes, rate, self.bench.restart_delay + BOOT_S)
 
+    def _check_stop(self) -> None:
+        if self.bench.stop.is_set():
+            raise TrialStopped(f"trial {self.config.trial_id} stopped with its campaign")
+
     def _flag(self, flag: TrialFlag) -> None:
         if flag not in self.flags:
             self.flags.append(flag)
@@ -487,11 +566,19 @@ class Trial:
         if seen is None:
             self.notes.append(f"the broker's log shows no subscription of {client!r} to {topic} within {timeout:g}s")
 
-    def _broker_flags(self, watch: BrokerLogWatch, mark: int, client: str, topic: str, size: int) -> None:
-        """Flags from the broker's log: this package not delivered, another package's retained copy sent."""
+    def _broker_flags(
+        self, watch: BrokerLogWatch, mark: int, publish_mark: int, client: str, topic: str, size: int
+    ) -> None:
+        """Flags from the broker's log: this package not delivered, another package's retained copy sent.
+        A board can decide (e.g. reject a corrupt file) before the log's reader has the delivery's line:
+        it is waited for (:data:`LOG_LAG_S`) before the trial says the package was not delivered."""
         self.evidence.add("broker")
         if "t_broker_sent" not in self.phases:
-            self._flag(TrialFlag.NOT_DELIVERED)
+            sent = watch.wait_for(lambda e: _is_delivery(e, client, topic, size), LOG_LAG_S, after=publish_mark)
+            if sent is None:
+                self._flag(TrialFlag.NOT_DELIVERED)
+            else:
+                self.phases["t_broker_sent"] = self.clock.of_wall(sent.t)
         deliveries = [e for e in watch.events(mark) if _is_delivery(e, client, topic, None) and e.size]
         ours = [e for e in deliveries if e.size == size]
         if any(e.size != size and e.retained for e in deliveries) or len(ours) > 1:
@@ -541,6 +628,7 @@ class Trial:
             name=f"trial-{cfg.trial_id}",
             timing=cfg.timing,
             timing_seed=self._timing_rng(),
+            client_id=self.client_id,
         )
         stack.callback(board.stop)
         board.start()
@@ -642,6 +730,7 @@ class Trial:
 
         def side_channels() -> Outcome | None:
             nonlocal power_cut, seen
+            self._check_stop()
             if proxy is not None and self.fault.rate is not None:
                 self._timed_faults(proxy, handover)
             if handover is not None:
@@ -853,11 +942,12 @@ def check_power_hook(board: str, power: PowerHook | None) -> None:
 
 
 def _device_time(results: list[Any]) -> dict[str, float]:
-    """The device time per phase of the trial's update: the last applied result's, else the last result's."""
-    timed = [r for r in results if getattr(r, "device_time", None)]
-    applied = [r for r in timed if r.outcome is Decision.APPLIED]
-    chosen = (applied or timed or [None])[-1]
-    return dict(chosen.device_time) if chosen is not None else {}
+    """The device time per phase the trial's messages took, summed (an attempt cut short counts too)."""
+    total: dict[str, float] = {}
+    for result in results:
+        for name, seconds in (getattr(result, "device_time", None) or {}).items():
+            total[name] = total.get(name, 0.0) + seconds
+    return total
 
 
 def _board_update(result: Any) -> str:
@@ -867,7 +957,13 @@ def _board_update(result: Any) -> str:
 
 
 def run_campaign_on_bench(
-    spec, out_dir: str | Path, *, progress: bool = True, resume: bool = True, config: LabConfig | None = None
+    spec,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    resume: bool = True,
+    config: LabConfig | None = None,
+    parallel: int | None = None,
 ):
     """Run a :class:`~otalib.lab.campaign.CampaignSpec` on one shared :class:`Bench`.
 
@@ -875,6 +971,7 @@ def run_campaign_on_bench(
     ``config``: the lab configuration for ``OTA_KEY``), then the managed brokers the grid needs are
     started, so the run's metadata names their backends and versions; it also records the device
     profiles, the key's fingerprint and the firmware's patch, hashes and build timestamp.
+    ``parallel``: trials at once (default the spec's ``parallel``).
     """
     from otalib.lab.campaign import run_campaign
     from otalib.lab.metadata import inputs_metadata
@@ -905,4 +1002,13 @@ def run_campaign_on_bench(
             "restart_delay_s": bench.restart_delay,
             "firmware_build_timestamp": bench.build_timestamp,
         }
-        return run_campaign(spec, Path(out_dir), bench.run, progress=progress, resume=resume, metadata=metadata)
+        return run_campaign(
+            spec,
+            Path(out_dir),
+            bench.run,
+            progress=progress,
+            resume=resume,
+            metadata=metadata,
+            parallel=parallel,
+            stop=bench.stop,
+        )
