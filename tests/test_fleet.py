@@ -214,3 +214,22 @@ def test_boards_the_broker_refuses_name_the_limit():
     never = int(boards["t_connected"].isna().sum())
     assert 0 < never < 12 and session.result.meta["status"] == "incomplete"
     assert any(f"{never} boards never connected" in n and "max_connections" in n for n in notes), notes
+
+
+def test_a_timed_group_takes_the_device_time_of_its_chip(broker):
+    spec = {
+        "name": "timed",
+        "timeout_s": 60,
+        "update": {"size": "48KiB", "mode": "signed", "patch": 2},
+        "groups": [{"name": "slowchip", "count": 6, "timing": "esp8266"}, {"name": "instant", "count": 3}],
+    }
+    _, result = run(spec, broker=broker.url)
+    boards = result.boards.set_index("board")
+    assert (boards["outcome"] == "updated").all()
+    timed, instant = boards[boards["group"] == "slowchip"], boards[boards["group"] == "instant"]
+    busy = timed[["erase_s", "write_s", "verify_s", "switch_s"]].sum(axis=1)
+    assert (busy > 0.05).all() and timed[["reboot_s", "reconnect_s"]].notna().all().all()
+    # the device's time was taken in real time: the decision comes no sooner than the work it did
+    assert (timed["t_decided"] - timed["t_first_byte"] >= 0.9 * busy).all()
+    assert (timed["t_updated"] - timed["t_decided"] >= timed["reboot_s"]).all()
+    assert instant[["erase_s", "write_s", "verify_s"]].isna().all().all()

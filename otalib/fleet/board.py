@@ -12,6 +12,11 @@ The link is modelled where the board reads: a downstream rate (reads paced by a 
 bucket, so the TCP window closes as on a slow link), drops (the connection is cut),
 outages (reads stall), and the payload faults (bit flips, a power loss at a byte).
 Rate faults' times count from the board's first byte of the update (seconds of transfer).
+
+With a timing profile the device takes a device's time (:mod:`otalib.board.sim.timing`): its
+:class:`LoopPacer` banks the time the device spends instead of sleeping, and the board reads its
+socket (or connects, after a reboot) only once that time has passed; its socket's receive buffer
+is the chip's TCP window, so the broker sees a device-speed receiver.
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ from otalib.board.serial_board import LineSplitter
 from otalib.board.sim.build import DeviceBuild
 from otalib.board.sim.device import Device, UpdateResult
 from otalib.board.sim.sming_console import RST_POWER_ON, ConsolePlatform, SmingConsole
+from otalib.board.sim.timing import TimingModel
 from otalib.board.virtual import CLIENT_ID, prepare_flash
 from otalib.fleet.flash import MemoryFlash, SectorPool
 from otalib.fleet.loop import FleetLoop, Timer
 from otalib.mqtt import paho_compat
 from otalib.mqtt.streaming import ESP_TCP_MSS, StreamingClient
-from otalib.net.faults import FaultPlan
+from otalib.net.faults import FaultPlan, trial_rng
 from otalib.vocabulary import Decision, DeviceState, Outcome, OutcomeKind
 
 #: Console bytes a board keeps in memory (the newest).
@@ -86,6 +92,24 @@ class BoardSettings:
     tcp_mss: int = ESP_TCP_MSS
     keepalive: int = 60
     banners: ConsolePlatform = ConsolePlatform.HOST
+
+
+class LoopPacer:
+    """Spends device time without blocking the fleet's loop: a deadline the board waits for."""
+
+    def __init__(self) -> None:
+        self.due = 0.0
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def spend(self, seconds: float) -> None:
+        if seconds > 0:
+            self.due = max(self.due, time.monotonic()) + seconds
+
+    def wait(self) -> float:
+        """Seconds until the device's time has caught up (0: now)."""
+        return max(0.0, self.due - time.monotonic())
 
 
 class BoardConsole:
@@ -252,7 +276,18 @@ class FleetBoard:
             name, build, initial_image=settings.initial_image, flash_factory=partial(MemoryFlash, pool=pool)
         )
         sming = SmingConsole(self.console.write, settings.debug_level, platform=settings.banners)
-        self.device = Device(self.flash, build, debug_level=settings.debug_level, console=sming, flash_file_name=name)
+        timed = settings.timing != "none"
+        self.timing = TimingModel(settings.timing, trial_rng(settings.seed, name)) if timed else None
+        self.pacer = LoopPacer()
+        self.device = Device(
+            self.flash,
+            build,
+            debug_level=settings.debug_level,
+            console=sming,
+            flash_file_name=name,
+            timing=self.timing,
+            pacer=self.pacer,
+        )
         self.timeline: list[tuple[float, BoardEvent, str]] = []
         self.fault_events: list[dict[str, Any]] = []
         self.updates: list[UpdateResult] = []
@@ -285,6 +320,12 @@ class FleetBoard:
         if self.on_change is not None:
             self.on_change(self, event)
 
+    def device_time(self) -> dict[str, float]:
+        """Device time per phase of the update that was applied (else the last one); empty without a model."""
+        applied = [u for u in self.updates if u.outcome is Decision.APPLIED]
+        last = applied[-1] if applied else (self.updates[-1] if self.updates else None)
+        return dict(getattr(last, "device_time", {}) or {}) if last is not None else {}
+
     @property
     def done(self) -> bool:
         """The board has its final outcome."""
@@ -304,8 +345,8 @@ class FleetBoard:
         if not boot.booted:
             self._finish(Outcome(OutcomeKind.BRICKED), str(boot.reason))
             return
-        self.device.connecting(self.host, self.port)
-        self._connect()
+        self.device.connecting(self.host, self.port)  # after a reboot: Wi-Fi and MQTT connect in device time
+        self._after_device_time(self._connect)
 
     def stop(self) -> None:
         """Power off: drop the connection, cancel timers, flush the console."""
@@ -317,6 +358,14 @@ class FleetBoard:
         self._drop_connection()
         self.console.close()
         self.flash.close()
+
+    def _after_device_time(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn`` once the device time spent so far has passed (at once without a timing model)."""
+        wait = self.pacer.wait()
+        if wait > 0:
+            self._later(wait, fn)
+        else:
+            fn()
 
     def _later(self, delay: float, fn: Callable[[], Any]) -> None:
         self._timers = [t for t in self._timers if not t.cancelled and t.when > time.monotonic()]
@@ -334,6 +383,7 @@ class FleetBoard:
             stream_sink=_Sink(self),
             tcp_mss=self.settings.tcp_mss,
             on_segment=self.device.segment_received,
+            rcvbuf=self.timing.chip.tcp_window if self.timing is not None else None,
             board=self,
         )
         if self.credentials is not None:
@@ -415,6 +465,10 @@ class FleetBoard:
         now = time.monotonic()
         if now < self._stalled_until:
             self._pause(self._stalled_until - now)
+            return 0
+        busy = self.pacer.due - now
+        if busy > 0:  # the device is still erasing, writing or verifying
+            self._pause(busy)
             return 0
         if self._rate is None:
             return 1 << 30
@@ -501,7 +555,10 @@ class FleetBoard:
         reconnect: the retained update would come again)."""
         self._drop_connection()
         self._note(BoardEvent.RESTART)
-        boot = self.device.restart()
+        boot = self.device.restart()  # with a timing model: the reboot's device time is banked
+        self._after_device_time(partial(self._rebooted, boot))
+
+    def _rebooted(self, boot: Any) -> None:
         self._note(BoardEvent.BOOT, f"slot {boot.slot}" if boot.booted else str(boot.reason))
         if not boot.booted:
             self._finish(Outcome(OutcomeKind.BRICKED), str(boot.reason))

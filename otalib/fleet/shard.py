@@ -212,6 +212,7 @@ def _board_row(board: FleetBoard, shard: int, complete: bool) -> dict[str, Any]:
     else:  # stopped before the end: unknown
         outcome, error = None, None
     detail = board.detail or (board.last_error or "")
+    phases = board.device_time()
     done = _first(board, BoardEvent.DONE)
     return {
         "board": board.name,
@@ -231,5 +232,5 @@ def _board_row(board: FleetBoard, shard: int, complete: bool) -> dict[str, Any]:
         "deliveries": board.deliveries,
         "bytes_received": board.bytes_received,
         "fault_events": len(board.fault_events),
-        **{phase: math.nan for phase in DEVICE_PHASES},
+        **{phase: float(phases.get(phase, math.nan)) for phase in DEVICE_PHASES},
     }
