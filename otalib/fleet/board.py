@@ -541,6 +541,11 @@ class FleetBoard:
         self._later(POWER_OFF_S, self.power_on)
 
     def _decided(self, result: UpdateResult) -> None:
+        """The device's decision on a message, once the device time it took (the final check, the switch)
+        has passed."""
+        self._after_device_time(partial(self._decision, result))
+
+    def _decision(self, result: UpdateResult) -> None:
         self.updates.append(result)
         self._note(BoardEvent.DECIDED, result.outcome.value)
         if result.outcome is Decision.APPLIED:
