@@ -348,6 +348,21 @@ def test_facet_one_panel_per_link_with_one_legend():
     assert all(ax.get_legend() is None for ax in axes)
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["updated", "bricked"]
+    assert not axes[0].get_shared_y_axes().joined(*axes)  # each panel labels its own conditions
+
+
+def test_facet_shares_a_y_range_that_holds_every_panel():
+    spec = small_spec(
+        grid={"size": ["16KiB", "64KiB"], "link": ["fast", "slow"]},
+        fixed={"timeout_s": 5},
+        links={"fast": {"rate_Bps": 100_000}, "slow": {"rate_Bps": 2_000}},
+    )
+    df = synthetic_frame(spec)
+    fig = facet(plot_time_vs_size, df)
+    fast, slow = fig.get_axes()
+    assert fast.get_shared_y_axes().joined(fast, slow)
+    slowest = (df["t_new_version"] - df["t_publish_start"]).max()  # 64 KiB at 2 KB/s, drawn second
+    assert slow.get_ylim()[1] >= slowest and fast.get_ylim() == slow.get_ylim()
 
 
 def test_time_cdf_one_step_line_per_size_and_mode():

@@ -24,6 +24,7 @@ SMALL: dict[str, dict[str, object]] = {
     # the exercises' solutions (kept apart from the notebooks), run in CI too
     "solutions/01_solutions.ipynb": {"IMAGE_SIZE": 16 * 1024},
     "solutions/02_solutions.ipynb": {"SIZE": 32 * 1024},
+    "solutions/03_solutions.ipynb": {"SIZES": ["16KiB", "32KiB"]},
     "solutions/05_solutions.ipynb": {},
     "solutions/06_solutions.ipynb": {"LOOP_WATCH_S": 3},
 }

@@ -347,25 +347,39 @@ def facet(
     by: str = "link",
     fig: Figure | None = None,
     panel_size: tuple[float, float] = (6.0, 4.5),
+    sharey: bool | None = None,
     **kwargs: Any,
 ) -> Figure:
-    """One panel per value of ``by`` (default: per link), each drawn by ``chart``, sharing the y axis.
+    """One panel per value of ``by`` (default: per link), each drawn by ``chart``.
 
+    The panels share the y axis (its range covers every panel's data), except for
+    :func:`plot_outcomes`, whose rows are each panel's own conditions (``sharey`` overrides).
     The chart's title becomes the figure's; each panel is titled ``by: value``. Returns the figure
     (a new :class:`~matplotlib.figure.Figure`, not pyplot's, unless ``fig`` is given).
     """
     values = sorted(str(v) for v in df[by].unique()) if by in df and len(df) else [""]
+    share = chart is not plot_outcomes if sharey is None else sharey
     if fig is None:
         fig = Figure(figsize=(panel_size[0] * len(values) + 2.5, panel_size[1]), layout="constrained")
-    axes = fig.subplots(1, len(values), sharey=True, squeeze=False)[0]
+    axes = fig.subplots(1, len(values), sharey=share, squeeze=False)[0]
     title = ""
     for ax, value in zip(axes, values, strict=True):
         chart(df[df[by].astype(str) == value] if value else df, ax=ax, **kwargs)
         title = title or ax.get_title()
         ax.set_title(f"{by}: {value}" if value else "")
+    if share:
+        _cover_every_panel(axes)
     _one_legend(fig, axes)
     fig.suptitle(title)
     return fig
+
+
+def _cover_every_panel(axes: Any) -> None:
+    """A shared y range that holds every panel's data (a chart's ``set_ylim`` froze the first panel's)."""
+    tops = [ax.dataLim.y1 for ax in axes if ax.has_data() and np.isfinite(ax.dataLim.y1)]
+    low, high = axes[0].get_ylim()
+    if tops and max(tops) > high:
+        axes[0].set_ylim(low, max(tops) + 0.05 * (max(tops) - low))
 
 
 def _one_legend(fig: Figure, axes: Any) -> None:

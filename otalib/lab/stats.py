@@ -9,14 +9,9 @@ import numpy as np
 import pandas as pd
 
 from otalib.errors import LabError, OtaLabError
-from otalib.lab.schema import TIMELINE_PHASES
+from otalib.lab.schema import DEVICE_PHASES, TIMELINE_PHASES
 from otalib.net.faults import RateFault, RateKind, is_rate_fault
 from otalib.vocabulary import OutcomeKind
-
-try:  # the device-time columns (the virtual board's timing model)
-    from otalib.lab.schema import DEVICE_PHASES
-except ImportError:  # pragma: no cover - before the timing model's schema landed
-    DEVICE_PHASES = ("receive_s", "erase_s", "write_s", "verify_s", "switch_s", "reboot_s", "reconnect_s")
 
 #: z for a two-sided 95% interval.
 Z95 = 1.959964
