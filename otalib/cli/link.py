@@ -11,7 +11,7 @@ import click
 
 from otalib.errors import UsageError
 from otalib.net.address import parse_hostport
-from otalib.net.faults import FaultPlan, RateFault, RateKind, trial_rng
+from otalib.net.faults import FaultPlan, RateFault, RateKind, connected_seconds, trial_rng
 from otalib.net.link import PROFILES, Fault, LinkProfile, LinkProxy
 
 #: Seconds of timed faults ``--at-rate`` draws; how often the foreground loop fires the due ones.
@@ -100,7 +100,8 @@ def build_profile(profile: str | None, rate: float | None, latency_ms: float | N
     "--at-rate",
     "at_rate",
     metavar="FAULT",
-    help="drops:rate=R or outages:every=S,for=D (,seed=N): disconnects / stalls at random times from the start",
+    help="drops:rate=R (per second of connection) or outages:every=S,for=D (,seed=N): disconnects / stalls at"
+    " random times",
 )
 def link_cmd(
     upstream: str,
@@ -142,7 +143,9 @@ def link_cmd(
             started = time.monotonic()
             try:
                 while not stop.wait(TICK_S):
-                    for t, kind, duration in plan.due(time.monotonic() - started, fired_timed):
+                    # drops: R per second of connection (no drop while nobody is connected); outages: of time
+                    clock = connected_seconds(proxy.stats, started) if plan.drops_s else time.monotonic() - started
+                    for t, kind, duration in plan.due(clock, fired_timed):
                         fired_timed += 1
                         if kind == "drop":
                             proxy.cut_all()

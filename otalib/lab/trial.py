@@ -55,7 +55,7 @@ from otalib.lab.schema import TrialConfig, TrialFlag, TrialResult
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.tls import TlsOptions
 from otalib.mqtt.url import parse_url
-from otalib.net.faults import FaultPlan, RateFault, RateKind, is_rate_fault, trial_rng
+from otalib.net.faults import FaultPlan, RateFault, RateKind, connected_seconds, is_rate_fault, trial_rng
 from otalib.net.link import Fault, LinkProfile, LinkProxy
 from otalib.procs import owned_tempdir
 from otalib.update import make_update
@@ -487,17 +487,24 @@ class Trial:
         return self.plan.link_faults()
 
     def _timed_faults(self, proxy: LinkProxy, handover: _Handover | None) -> None:
-        """Fire a rate fault's drops and outages that are due (times from the publish)."""
+        """Fire a rate fault's drops (due in seconds of connection from the publish) and outages (due in
+        seconds from the publish). A drop before the board had the whole package republishes it (the retry
+        the retained message gives); a later one only cuts the link."""
         start = self.phases.get("t_publish_start")
         if start is None:
             return
         now = self.clock.now() - start
+        stats = proxy.stats
+        clock = now
+        if self.fault.rate is not None and self.fault.rate.kind is RateKind.DROPS:
+            clock = connected_seconds(stats, self.clock.t0 + start)
         done = sum(1 for e in self.fault_events if e["kind"] in ("drop", "outage"))
-        for _t, kind, duration in self.plan.due(now, done):
-            offset = proxy.stats["bytes_down"]
+        for _t, kind, duration in self.plan.due(clock, done):
+            offset = stats["bytes_down"]
             if kind == "drop":
+                delivered = _package_delivered(stats, self._package_size)
                 proxy.cut_all()
-                if handover is not None:
+                if handover is not None and not delivered:
                     handover.republish()  # the board lost the message: it takes it again at its resubscription
             else:
                 proxy.stall(duration)
@@ -508,6 +515,10 @@ class Trial:
         if self.fault.rate is None:
             return 0
         start = self.phases.get("t_publish_start") or 0.0
+        opened = sorted(c["opened_t"] - self.clock.t0 - start for c in (link or {}).get("per_connection", []))
+        for event in self.fault_events:  # a drop's duration: until the board's next connection (its reconnect)
+            if event["kind"] == "drop":
+                event["duration_s"] = next((t - event["t_s"] for t in opened if t > event["t_s"]), math.nan)
         kind = {"corrupt": "bitflip", "stall": "power"}
         for name, offset, t in (link or {}).get("faults_fired", []):
             if name in kind:
@@ -907,6 +918,15 @@ class PackageFacts:
         if ev == "ota_write" and not self.ota:
             return "write-size", int(f["total"]) <= self.size
         return None
+
+
+def _package_delivered(stats: dict[str, Any], size: int) -> bool:
+    """Has the link forwarded a whole PUBLISH payload of ``size`` bytes to the board (on any connection)?"""
+    for conn in stats.get("per_connection", ()):
+        for (_start, _payload, length), (_first, last) in zip(conn["publishes"], conn["publish_times"], strict=False):
+            if length == size and last is not None:
+                return True
+    return False
 
 
 def _is_subscription(event: BrokerEvent, client: str, topic: str) -> bool:

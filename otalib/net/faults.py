@@ -2,7 +2,9 @@
 
 A rate fault is written ``KIND:NAME=VALUE[,NAME=VALUE]`` (``seed=N`` optional in every kind):
 
-- ``drops:rate=R``: disconnects as a Poisson process, R per second of transfer;
+- ``drops:rate=R``: disconnects as a Poisson process, R per second of connection: its clock
+  (:func:`connected_seconds`) runs from the publish while the board's connection is open, so no drop
+  falls while it reconnects (the process :mod:`otalib.lab.analytic` predicts);
 - ``outages:every=S,for=D``: link outages with exponential gaps (mean S s) and lengths (mean D s),
   stalling traffic (longer than the keepalive they become disconnects);
 - ``power:p=P``: with probability P, power is lost at a uniformly random byte of the payload;
@@ -17,6 +19,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,7 +59,8 @@ def is_rate_fault(text: str) -> bool:
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """One realisation: drop times and outages (s from the transfer's start), a power-loss byte, flipped bits."""
+    """One realisation: drop times (s of connection from the publish), outages (s from the publish), a
+    power-loss byte, flipped bits."""
 
     drops_s: tuple[float, ...] = ()
     outages_s: tuple[tuple[float, float], ...] = ()  # (start, duration)
@@ -186,6 +190,17 @@ def _geometric_positions(rng: np.random.Generator, ber: float, n_bits: int) -> l
             positions.append(int(step))
         pos = positions[-1]
     return positions
+
+
+def connected_seconds(stats: dict, since: float, now: float | None = None) -> float:
+    """Seconds the link's connections (a :attr:`~otalib.net.link.LinkProxy.stats`) were open between the
+    monotonic times ``since`` and ``now`` (default: now): the clock of ``drops:rate=R``."""
+    now = time.monotonic() if now is None else now
+    total = 0.0
+    for conn in stats.get("per_connection", ()):
+        end = conn["closed_t"] if conn["closed_t"] is not None else now
+        total += max(0.0, min(end, now) - max(conn["opened_t"], since))
+    return total
 
 
 def trial_rng(seed: int, trial_id: str) -> np.random.Generator:

@@ -1,0 +1,165 @@
+"""An analytic check: the mean completion time of a transfer without resume under Poisson drops.
+
+Sming's OTA-over-MQTT protocol has no resume: a disconnect loses the message, and the board takes
+it again, from its first byte, when it has reconnected and resubscribed (the retained message).
+
+**The process.** A transfer needs ``tau`` seconds of connection. Drops come as a Poisson process
+of rate ``lam`` per second of connection (``drops:rate=R``: its clock runs only while the board is
+connected, :func:`otalib.net.faults.connected_seconds`). A drop ends the attempt; reconnecting
+costs ``reconnect`` seconds (``D``) in which no drop falls; then the next attempt starts over.
+
+**The mean.** Let ``X ~ Exp(lam)`` be the connection time to the next drop. An attempt succeeds
+when ``X >= tau``, with probability ``p = exp(-lam*tau)``, so the number of failed attempts ``N``
+is geometric with ``E[N] = (1 - p)/p = exp(lam*tau) - 1``. A failed attempt costs
+``E[X | X < tau] + D``, where ``E[X | X < tau] = 1/lam - tau*p/(1 - p)`` (integrate
+``x lam e^{-lam x}`` over ``[0, tau)`` and divide by ``1 - p``); the successful one costs ``tau``.
+By Wald's identity (the failures' costs are i.i.d. and independent of ``N`` once conditioned on failing)::
+
+    E[T] = tau + E[N] * (E[X | X < tau] + D)
+         = tau + (e^{lam tau} - 1)/lam - tau + D (e^{lam tau} - 1)
+         = (1/lam + D) (e^{lam tau} - 1)
+
+which tends to ``tau`` as ``lam -> 0`` and grows as ``e^{lam tau}``: doubling the update size or the
+drop rate squares the number of attempts.
+
+**What a campaign measures** (:func:`compare_with_prediction`):
+
+- ``T``: per updated trial, ``t_last_byte - t_publish_start``: from the publish to the board's last
+  OTA byte of the attempt that got through (the console's clock);
+- ``tau``: the mean of the same span over the trials of the same size and mode without faults
+  (``fault: none``): the transfer itself, as the link and the board take it;
+- ``D``: the mean time from a drop to the board's next connection through the link (the fault side
+  table's ``duration_s`` of the drops). The MQTT CONNECT/SUBSCRIBE exchange after it counts as
+  connection time (drops can fall in it) but is in neither ``tau`` nor ``D``: a few ms on a LAN link.
+
+Trials that did not update (timed out after too many drops) have no ``T``: they are counted
+(``censored``), and a campaign should set ``timeout_s`` well above the predicted mean.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from otalib.errors import LabError
+from otalib.net.faults import RateFault, RateKind, is_rate_fault
+
+#: Bootstrap resamples of :func:`compare_with_prediction`.
+BOOTSTRAP = 2000
+
+
+def expected_completion_s(rate: float, tau: Any, reconnect: Any) -> Any:
+    """``E[T] = (1/rate + reconnect) (e^{rate tau} - 1)``: the mean time to complete a transfer of
+    ``tau`` s of connection under drops at ``rate`` per second of connection, each costing ``reconnect``
+    s (see the module docstring); ``tau`` for ``rate`` 0. ``tau`` and ``reconnect`` may be arrays."""
+    if rate < 0 or np.any(np.asarray(tau) < 0) or np.any(np.asarray(reconnect) < 0):
+        raise LabError(f"rate, tau and reconnect must be >= 0, got {rate}, {tau}, {reconnect}")
+    if rate == 0:
+        return tau
+    value = (1.0 / rate + np.asarray(reconnect, dtype=float)) * np.expm1(rate * np.asarray(tau, dtype=float))
+    return float(value) if np.ndim(value) == 0 else value
+
+
+def drop_rate(fault: str) -> float | None:
+    """The ``R`` of a ``drops:rate=R`` fault, 0 for ``none``, None for any other fault."""
+    if not fault or fault == "none":
+        return 0.0
+    if not is_rate_fault(fault):
+        return None
+    parsed = RateFault.parse(fault)
+    return parsed.params["rate"] if parsed.kind is RateKind.DROPS else None
+
+
+def compare_with_prediction(
+    trials: pd.DataFrame,
+    events: pd.DataFrame | None = None,
+    *,
+    tau: float | None = None,
+    reconnect: float | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per (size, mode, drop rate) of a campaign's ``trials`` (its ``fault_events`` in ``events``): the
+    measured mean completion time with its 95% t interval, the prediction of :func:`expected_completion_s`
+    from the measured ``tau`` and ``D`` (or the ones given), and the ratio measured/predicted with a 95%
+    bootstrap interval that also resamples the trials ``tau`` and ``D`` come from (``ratio_low``,
+    ``ratio_high``; ``holds``: 1 lies inside it). See the module docstring for what is measured."""
+    from otalib.lab.stats import mean_interval
+
+    if trials.empty:
+        raise LabError("no trials to compare")
+    df = trials.assign(drop_rate=trials["fault"].map(drop_rate))
+    df = df[df["drop_rate"].notna()].copy()
+    df["T"] = df["t_last_byte"] - df["t_publish_start"]
+    df = df[(df["outcome"] != "updated") | df["T"].notna()]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (size, mode), group in df.groupby(["size", "mode"], sort=True):
+        updated = group["outcome"] == "updated"
+        base = group.loc[(group["drop_rate"] == 0) & updated, "T"].to_numpy(dtype=float)
+        if tau is None and len(base) == 0:
+            raise LabError(f"no fault-free updated trials of {size} B {mode} to measure tau: add fault none")
+        for rate, at_rate in group[group["drop_rate"] > 0].groupby("drop_rate", sort=True):
+            times = at_rate.loc[at_rate["outcome"] == "updated", "T"].to_numpy(dtype=float)
+            gaps = np.array([reconnect]) if reconnect is not None else _reconnect_times(events, at_rate["trial_id"])
+            if len(gaps) == 0:
+                raise LabError(f"no drop with a reconnect at rate {rate:g}/s ({size} B {mode}) to measure D")
+            tau_s = float(tau) if tau is not None else float(base.mean())
+            predicted = expected_completion_s(rate, tau_s, float(gaps.mean()))
+            mean, low, high = mean_interval(times)
+            ratio_low, ratio_high = _bootstrap_ratio(times, base, gaps, rate, tau, rng)
+            rows.append(
+                {
+                    "size": size,
+                    "mode": mode,
+                    "drop_rate": rate,
+                    "n": len(times),
+                    "censored": len(at_rate) - len(times),
+                    "tau_s": tau_s,
+                    "reconnect_s": float(gaps.mean()),
+                    "measured_s": mean,
+                    "measured_low": low,
+                    "measured_high": high,
+                    "predicted_s": predicted,
+                    "ratio": mean / predicted,
+                    "ratio_low": ratio_low,
+                    "ratio_high": ratio_high,
+                }
+            )
+    result = pd.DataFrame(rows)
+    if not result.empty:
+        result["holds"] = (result["ratio_low"] <= 1.0) & (result["ratio_high"] >= 1.0)
+    return result
+
+
+def _reconnect_times(events: pd.DataFrame | None, trial_ids: pd.Series) -> np.ndarray:
+    """Every drop's time to the board's next connection (``duration_s``) in the trials ``trial_ids``."""
+    if events is None or events.empty:
+        return np.array([])
+    drops = events[(events["kind"] == "drop") & events["trial_id"].isin(set(trial_ids))]
+    values = drops["duration_s"].to_numpy(dtype=float)
+    return values[np.isfinite(values)]
+
+
+def _bootstrap_ratio(
+    times: np.ndarray,
+    base: np.ndarray,
+    gaps: np.ndarray,
+    rate: float,
+    tau: float | None,
+    rng: np.random.Generator,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of measured mean / predicted mean, resampling the trials, the fault-free
+    trials (tau, unless given) and the reconnect times (D)."""
+    if len(times) < 2:
+        return math.nan, math.nan
+    means = rng.choice(times, (BOOTSTRAP, len(times))).mean(axis=1)
+    taus = np.full(BOOTSTRAP, tau) if tau is not None else rng.choice(base, (BOOTSTRAP, len(base))).mean(axis=1)
+    gap = rng.choice(gaps, (BOOTSTRAP, len(gaps))).mean(axis=1)
+    ratios = means / expected_completion_s(rate, taus, gap)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return float(low), float(high)

@@ -1,0 +1,49 @@
+"""``drops:rate=R`` counts R per second of CONNECTION: no drop falls while the board reconnects."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from otalib.lab.schema import TrialConfig
+from otalib.lab.trial import Bench
+from otalib.net.faults import connected_seconds
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_connected_seconds_counts_only_open_connections_after_the_start():
+    stats = {
+        "per_connection": [
+            {"opened_t": 0.0, "closed_t": 12.0},  # open before the start: counts from 10
+            {"opened_t": 13.0, "closed_t": 14.5},
+            {"opened_t": 20.0, "closed_t": None},  # still open: counts to now
+        ]
+    }
+    assert connected_seconds(stats, 10.0, now=22.0) == pytest.approx(2.0 + 1.5 + 2.0)
+    assert connected_seconds(stats, 10.0, now=13.5) == pytest.approx(2.0 + 0.5)
+    assert connected_seconds({"per_connection": []}, 0.0, now=5.0) == 0.0
+
+
+def test_drops_wait_for_the_board_to_reconnect(tmp_path):
+    # a drop every half second of connection on a 3 s transfer: many drops, each after a reconnect
+    config = TrialConfig(
+        campaign="clock",
+        size=24 * 1024,
+        mode="signed",
+        rate_Bps=8000.0,
+        link="slow",
+        timeout_s=8.0,
+        broker_backend="mosquitto",
+        fault="drops:rate=2,seed=1",
+    )
+    with Bench() as bench:
+        result = bench.run(config)
+    drops = [e for e in result.events if e["kind"] == "drop"]
+    assert len(drops) >= 3 and result.connections >= len(drops)
+    for before, after in itertools.pairwise(drops):
+        assert before["duration_s"] > 0  # the time the board took to connect again
+        assert after["t_s"] >= before["t_s"] + before["duration_s"]  # not one drop while it was away
+    assert all(math.isfinite(d["duration_s"]) for d in drops[:-1])
