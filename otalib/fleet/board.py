@@ -56,6 +56,10 @@ CONSOLE_BYTES = 64 * 1024
 LOG_FLUSH_BYTES = 64 * 1024
 #: Seconds a board's power stays off after a power loss.
 POWER_OFF_S = 0.5
+#: How far behind the clock a board's device time may carry over (a late wake-up is made up).
+PACER_SLACK_S = 0.05
+#: A board keeps reading while its device is at most this far ahead of the clock (fewer wake-ups).
+READ_AHEAD_S = 0.02
 #: Reconnect back-off (first, most), as the virtual board's paho client.
 RECONNECT_S = (0.2, 2.0)
 
@@ -95,17 +99,22 @@ class BoardSettings:
 
 
 class LoopPacer:
-    """Spends device time without blocking the fleet's loop: a deadline the board waits for."""
+    """Spends device time without blocking the fleet's loop: a deadline the board waits for.
 
-    def __init__(self) -> None:
+    As :class:`~otalib.board.sim.timing.RealTimePacer`, the deadline carries over between calls up
+    to ``slack`` seconds behind the clock: a board the busy loop woke late catches up that much.
+    """
+
+    def __init__(self, slack: float = PACER_SLACK_S) -> None:
         self.due = 0.0
+        self.slack = slack
 
     def now(self) -> float:
         return time.monotonic()
 
     def spend(self, seconds: float) -> None:
         if seconds > 0:
-            self.due = max(self.due, time.monotonic()) + seconds
+            self.due = max(self.due, time.monotonic() - self.slack) + seconds
 
     def wait(self) -> float:
         """Seconds until the device's time has caught up (0: now)."""
@@ -467,7 +476,7 @@ class FleetBoard:
             self._pause(self._stalled_until - now)
             return 0
         busy = self.pacer.due - now
-        if busy > 0:  # the device is still erasing, writing or verifying
+        if busy > READ_AHEAD_S:  # the device is still erasing, writing or verifying
             self._pause(busy)
             return 0
         if self._rate is None:

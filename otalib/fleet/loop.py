@@ -41,13 +41,14 @@ class Timer:
 class _Watch:
     """The loop's view of one client: its socket and what to wait for."""
 
-    __slots__ = ("client", "paused", "sock", "want_write")
+    __slots__ = ("client", "paused", "registered", "sock", "want_write")
 
     def __init__(self, client: mqtt.Client) -> None:
         self.client = client
         self.sock: Any = None
         self.want_write = False
         self.paused = False
+        self.registered = 0  # the events the selector has for the socket (0: not registered)
 
     def events(self) -> int:
         return (0 if self.paused else selectors.EVENT_READ) | (selectors.EVENT_WRITE if self.want_write else 0)
@@ -77,14 +78,12 @@ class FleetLoop:
         self._watches[id(client)] = watch
 
         def on_open(_c: Any, _u: Any, sock: Any) -> None:
+            self._forget(watch)
             watch.sock, watch.want_write = sock, False
-            self._update(watch, register=True)
+            self._update(watch)
 
         def on_close(_c: Any, _u: Any, sock: Any) -> None:
-            if watch.sock is not None:
-                with contextlib.suppress(KeyError, ValueError, OSError):
-                    self._selector.unregister(watch.sock)
-            watch.sock = None
+            self._forget(watch)
 
         def on_write(_c: Any, _u: Any, _sock: Any) -> None:
             watch.want_write = True
@@ -101,10 +100,15 @@ class FleetLoop:
 
     def detach(self, client: mqtt.Client) -> None:
         watch = self._watches.pop(id(client), None)
-        if watch is not None and watch.sock is not None:
+        if watch is not None:
+            self._forget(watch)
+
+    def _forget(self, watch: _Watch) -> None:
+        """The socket is gone (or going): the selector drops it."""
+        if watch.sock is not None and watch.registered:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(watch.sock)
-            watch.sock = None
+        watch.sock, watch.registered = None, 0
 
     def pause_reading(self, client: mqtt.Client, paused: bool) -> None:
         """Stop (or resume) reading ``client``'s socket."""
@@ -113,25 +117,23 @@ class FleetLoop:
             watch.paused = paused
             self._update(watch)
 
-    def _update(self, watch: _Watch, register: bool = False) -> None:
+    def _update(self, watch: _Watch) -> None:
+        """Tell the selector what ``watch`` waits for now."""
         if watch.sock is None:
             return
         events = watch.events()
+        if events == watch.registered:
+            return
         try:
-            if register:
-                self._selector.register(watch.sock, events or selectors.EVENT_READ, watch)
-                if not events:
-                    self._selector.unregister(watch.sock)
-            elif events:
-                try:
-                    self._selector.modify(watch.sock, events, watch)
-                except KeyError:
-                    self._selector.register(watch.sock, events, watch)
+            if not events:
+                self._selector.unregister(watch.sock)
+            elif watch.registered:
+                self._selector.modify(watch.sock, events, watch)
             else:
-                with contextlib.suppress(KeyError):
-                    self._selector.unregister(watch.sock)
-        except (ValueError, OSError):  # the socket closed under us: paho notices on its next call
-            pass
+                self._selector.register(watch.sock, events, watch)
+            watch.registered = events
+        except (KeyError, ValueError, OSError):  # the socket closed under us: paho notices on its next call
+            watch.registered = 0
 
     @property
     def clients(self) -> int:
