@@ -1,4 +1,6 @@
-"""A real browser: JupyterLab on localhost, notebook 1 run in headless Chromium, its chart rendered.
+"""A real browser: JupyterLab on localhost, notebooks 1 and 2 run in headless Chromium, their charts
+rendered, and notebook 2's live console seen updating while the board takes the update and ending
+with it applied. Screenshots go to the test's temporary folder.
 
 Every run starts as on a fresh clone (JupyterLab's config, settings, workspaces and runtime
 files in the test's own folder), and the notebook is opened on a kernel started for it
@@ -27,7 +29,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 DATA = NOTEBOOKS.parent / "data"
 TOKEN = "otalab-browser-test"
-NOTEBOOK = "01_build_and_sign.ipynb"
+NOTEBOOKS_RUN = ("01_build_and_sign.ipynb", "02_publish_and_watch.ipynb")
 KERNEL = "python3"
 
 pytestmark = [
@@ -58,9 +60,10 @@ def api(url: str, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def start_kernel_session(url: str) -> str:
+def start_kernel_session(url: str, notebook: str) -> str:
     """A session for the notebook on an explicit kernel (the server starts it); the kernel's id."""
-    session = api(url, "sessions", {"path": NOTEBOOK, "name": NOTEBOOK, "type": "notebook", "kernel": {"name": KERNEL}})
+    body = {"path": notebook, "name": notebook, "type": "notebook", "kernel": {"name": KERNEL}}
+    session = api(url, "sessions", body)
     assert session["kernel"]["name"] == KERNEL, session
     return str(session["kernel"]["id"])
 
@@ -69,7 +72,8 @@ def start_kernel_session(url: str) -> str:
 def jupyterlab(tmp_path):
     root = tmp_path / "lab" / "notebooks"
     root.mkdir(parents=True)
-    shutil.copy(NOTEBOOKS / NOTEBOOK, root)
+    for notebook in NOTEBOOKS_RUN:
+        shutil.copy(NOTEBOOKS / notebook, root)
     # the notebook's relative paths (../data/...) resolve as in the repository; what it writes stays here
     shutil.copytree(DATA, root.parent / "data", ignore=shutil.ignore_patterns("notebooks"))
     state = tmp_path / "jupyter"  # nothing from earlier runs or the user's ~/.jupyter
@@ -78,6 +82,10 @@ def jupyterlab(tmp_path):
     tracker = state / "settings" / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True)
     (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    # no "official Jupyter news?" toast over the screenshots
+    notifications = state / "settings" / "@jupyterlab" / "apputils-extension"
+    notifications.mkdir(parents=True)
+    (notifications / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     env = {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(state / "config"),
@@ -162,12 +170,45 @@ def answer_dialog(driver) -> bool:
     return False
 
 
-def test_notebook_1_runs_in_jupyterlab_and_its_charts_render(jupyterlab):
+def all_cells_ran(driver) -> bool:
+    """True when every code cell shows an execution count (``[3]:``), none waiting or running."""
+    return bool(
+        driver.execute_script(
+            "const p = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];"
+            "return p.length > 0 && p.every(e => /^\\[\\d+\\]:$/.test(e.textContent.trim()));"
+        )
+    )
+
+
+def tracebacks(driver) -> list[str]:
+    """The text of error outputs (a cell that raised, or a traceback printed on stderr)."""
+    from selenium.webdriver.common.by import By
+
+    outputs = driver.find_elements(
+        By.CSS_SELECTOR,
+        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'],"
+        " .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']",
+    )
+    return [e.text for e in outputs if "Traceback" in e.text or "Error" in e.text]
+
+
+def live_console(driver) -> dict:
+    """Notebook 2's live console as the page shows it: progress attributes and the console's text."""
+    return dict(
+        driver.execute_script(
+            "const v = document.querySelector('.otalab-live');"
+            "if (!v) return {};"
+            "const p = v.querySelector('.otalab-progress');"
+            "return {fraction: parseFloat(p.dataset.fraction), outcome: p.dataset.outcome || null,"
+            " status: p.textContent, console: v.querySelector('.otalab-console').textContent};"
+        )
+    )
+
+
+@pytest.fixture
+def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -185,45 +226,88 @@ def test_notebook_1_runs_in_jupyterlab_and_its_charts_render(jupyterlab):
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    shot = os.environ.get("OTALAB_SCREENSHOT", "/tmp/otalab-browser.png")
     try:
-        kernel_id = start_kernel_session(jupyterlab)
-        driver.get(f"{jupyterlab}/lab/tree/{NOTEBOOK}?token={TOKEN}")
-        wait = WebDriverWait(driver, 90)
-        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
-        # the page is attached to the kernel started for it (not one of its own choosing) ...
-        wait.until(lambda d: api(jupyterlab, f"kernels/{kernel_id}").get("connections", 0) >= 1)
-        assert [s["kernel"]["id"] for s in api(jupyterlab, "sessions")] == [kernel_id]
-        # ... and shows it idle (the indicator also reads "idle" before any kernel is attached)
-        wait.until(lambda d: kernel_ready(d) or answer_dialog(d))
-        wait.until(
-            ec.element_to_be_clickable((By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"))
-        )
-        driver.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']").click()
-        run_all = "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"
-        item = wait.until(ec.element_to_be_clickable((By.XPATH, run_all)))
-        item.click()
-        # the first code cell runs (a kernel dialog would stop it: answer it)
-        wait.until(lambda d: answer_dialog(d) or first_prompt(d) not in ("", "[ ]:"))
-        # the last cell's output, then every chart (all cells stay attached: windowingMode none)
-        WebDriverWait(driver, 240).until(
-            lambda d: answer_dialog(d) or "VerificationFailed" in d.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
-        )
-        WebDriverWait(driver, 60).until(
-            lambda d: len(d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")) >= 2
-        )
-        sizes = driver.execute_script(
+        yield driver
+    finally:
+        driver.quit()
+
+
+def run_all(driver, url: str, notebook: str) -> None:
+    """Open ``notebook`` on a kernel started for it and press Run All once the page is attached and idle."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    kernel_id = start_kernel_session(url, notebook)
+    driver.get(f"{url}/lab/tree/{notebook}?token={TOKEN}")
+    wait = WebDriverWait(driver, 90)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
+    # the page is attached to the kernel started for it (not one of its own choosing) ...
+    wait.until(lambda d: api(url, f"kernels/{kernel_id}").get("connections", 0) >= 1)
+    assert [s["kernel"]["id"] for s in api(url, "sessions")] == [kernel_id]
+    # ... and shows it idle (the indicator also reads "idle" before any kernel is attached)
+    wait.until(lambda d: kernel_ready(d) or answer_dialog(d))
+    run_menu = "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"
+    wait.until(ec.element_to_be_clickable((By.XPATH, run_menu)))
+    driver.find_element(By.XPATH, run_menu).click()
+    run_all_item = "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"
+    wait.until(ec.element_to_be_clickable((By.XPATH, run_all_item))).click()
+    # the first code cell runs (a kernel dialog would stop it: answer it)
+    wait.until(lambda d: answer_dialog(d) or first_prompt(d) not in ("", "[ ]:"))
+
+
+def wait_until_done(driver, timeout: float = 240) -> None:
+    """Every cell ran, or fail at once with the first error output."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda d: answer_dialog(d) or bool(tracebacks(d)) or all_cells_ran(d))
+    assert not tracebacks(driver), tracebacks(driver)
+
+
+def chart_sizes(driver) -> list[list[int]]:
+    """Natural sizes of the charts (``img`` outputs) on the page."""
+    return list(
+        driver.execute_script(
             "return [...document.querySelectorAll('.jp-OutputArea-output img')]"
             ".map(i => [i.naturalWidth, i.naturalHeight]);"
         )
-        assert all(w > 100 and h > 100 for w, h in sizes), sizes
-        errors = driver.find_elements(
-            By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-        )
-        tracebacks = [e.text for e in errors if "Traceback" in e.text or "Error" in e.text]
-        assert not tracebacks, tracebacks
-        text = driver.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
-        assert "VerificationFailed" in text  # the last cell: a flipped byte is rejected
+    )
+
+
+def test_notebook_1_runs_in_jupyterlab_and_its_charts_render(jupyterlab, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    try:
+        run_all(browser, jupyterlab, "01_build_and_sign.ipynb")
+        wait_until_done(browser)
+        sizes = chart_sizes(browser)
+        assert len(sizes) >= 2 and all(w > 100 and h > 100 for w, h in sizes), sizes
+        text = browser.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
+        assert "VerificationFailed" in text  # the flipped byte's cell: the device rejects it
     finally:
-        driver.save_screenshot(shot)
-        driver.quit()
+        browser.save_screenshot(str(tmp_path / "01_build_and_sign.png"))
+
+
+def test_notebook_2_shows_the_update_live_in_jupyterlab(jupyterlab, browser, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        run_all(browser, jupyterlab, "02_publish_and_watch.ipynb")
+        # while the board takes the update: the console shows its lines, the bar part of the way
+        midway = WebDriverWait(browser, 120, poll_frequency=0.2).until(
+            lambda d: (lambda v: v if 0 < v.get("fraction", 0) < 1 else False)(live_console(d))
+        )
+        browser.execute_script("document.querySelector('.otalab-live').scrollIntoView({block: 'center'})")
+        browser.save_screenshot(str(tmp_path / "02_publish_and_watch-live.png"))
+        assert "Update slot rom1" in midway["console"] and "received:" in midway["console"]
+        assert midway["outcome"] is None and "Currently running rom1" not in midway["console"]
+        wait_until_done(browser)
+        final = live_console(browser)
+        assert final["fraction"] == 1.0 and final["outcome"] == "updated", final["status"]
+        assert "100% received" in final["status"] and "KB/s" in final["status"]
+        for line in ("Update slot rom1", "Switching was successful. Restarting...", "Currently running rom1"):
+            assert line in final["console"], line
+        sizes = chart_sizes(browser)
+        assert sizes and all(w > 100 and h > 100 for w, h in sizes), sizes
+    finally:
+        browser.save_screenshot(str(tmp_path / "02_publish_and_watch.png"))
