@@ -27,6 +27,7 @@ from otalib.lab.live_console import (
     NotebookConsole,
     TerminalConsole,
     event_kind,
+    live_view,
     printable,
 )
 from otalib.lab.progress import UpdateProgress
@@ -290,3 +291,9 @@ def test_a_link_profile_needs_the_virtual_board_and_a_known_name():
     assert link_profile("unlimited") is None and link_profile("wifi").rate_Bps == 50_000
     with pytest.raises(UsageError, match="needs the virtual board"):
         LabSession(board="/dev/ttyUSB0", broker_url="mqtt://127.0.0.1:1", link="wifi")
+
+
+def test_live_view_outside_a_notebook_is_a_terminal_console():
+    stream = io.StringIO()
+    view = live_view(UpdateProgress.for_package(A1_PACKAGE, TOPIC), stream)
+    assert isinstance(view, TerminalConsole) and view.stream is stream and not view.tty

@@ -4,7 +4,9 @@ Submodules: :mod:`schema` (the row of one trial), :mod:`trial` (one trial end to
 on a shared bench), :mod:`campaign` (grid and runner), :mod:`store` (run directory on
 disk), :mod:`metadata` (the run's snapshot), :mod:`stats`, :mod:`charts`
 (``DataFrame -> Axes``), :mod:`report`, and for notebooks :mod:`session` (a broker, a
-board and its console), :mod:`console_view` (console lines as a DataFrame) and
+board and its console), :mod:`console_view` (console lines as a DataFrame),
+:mod:`live_console` (a console watched live, with :mod:`progress`, the update's bytes),
+:mod:`transfer` (the publisher's and the board's side of one update on one clock) and
 :mod:`security` (try an action, record whether it was refused), :mod:`hardware` (a real-board
 cell skips without a port). Names are imported
 lazily, so ``import otalib.lab.schema`` does not load matplotlib.

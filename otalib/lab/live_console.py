@@ -10,7 +10,7 @@ One model (:class:`LiveConsole`: the lines, the progress, the outcome), two view
   redrawn on the last line when the stream is a terminal; plain text (no control
   characters) otherwise, with a progress line at every tenth of the transfer.
 
-Feed a view with :meth:`LiveConsole.add` (or give it to
+:func:`live_view` picks the view for where the code runs. Feed a view with :meth:`LiveConsole.add` (or give it to
 :meth:`~otalib.lab.session.LabSession.watch` / ``follow``), :meth:`LiveConsole.decided` and
 :meth:`LiveConsole.close`; :meth:`LiveConsole.tick` renders what is pending when the console
 is quiet.
@@ -301,6 +301,23 @@ def _ipython_publisher() -> Callable[[dict[str, str], bool], None]:
             handle.update(bundle, raw=True)
 
     return publish
+
+
+def in_notebook() -> bool:
+    """Does this code run in a Jupyter kernel (where display handles reach a notebook)?"""
+    if "IPython" not in sys.modules:  # not loaded: no kernel
+        return False
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+def live_view(progress: UpdateProgress | None = None, stream: TextIO | None = None) -> LiveConsole:
+    """A :class:`NotebookConsole` in a Jupyter kernel, else a :class:`TerminalConsole` on ``stream`` (stdout)."""
+    if in_notebook():
+        return NotebookConsole(progress)
+    return TerminalConsole(progress, stream)
 
 
 # -- terminals -----------------------------------------------------------------------------------------------------
