@@ -227,13 +227,14 @@ def test_terminal_console_is_plain_text_when_not_a_terminal():
     assert rows.index(progress[0]) < rows.index(next(r for r in rows if "Switching was successful" in r))
 
 
-def test_terminal_console_on_a_terminal_colours_events_and_redraws_the_bar_in_place():
+def test_terminal_console_on_a_terminal_colours_events_and_redraws_the_bar_in_place(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     out = run_terminal(True, recorded("A1.log"), A1_PACKAGE)
     assert f"\x1b[{ANSI_STYLES[EventKind.UPDATE]}m10724 Update slot rom1 [0x00108000..0x00155914)\x1b[0m" in out
     assert f"\x1b[{ANSI_STYLES[EventKind.SUCCESS]}m" in out
     assert "\r\x1b[K" in out  # the bar is cleared before a line, then drawn again under it
     last = out.rstrip("\n").rsplit("\n", 1)[-1]
-    assert last.endswith("[########################] 100% received (310.4 / 310.4 KiB), 68.2 KB/s; outcome: updated")
+    assert last.endswith("[####################] 100% received (310.4 / 310.4 KiB), 68.2 KB/s; outcome: updated")
     assert out.endswith("\n")
 
 
@@ -297,3 +298,11 @@ def test_live_view_outside_a_notebook_is_a_terminal_console():
     stream = io.StringIO()
     view = live_view(UpdateProgress.for_package(A1_PACKAGE, TOPIC), stream)
     assert isinstance(view, TerminalConsole) and view.stream is stream and not view.tty
+
+
+def test_terminal_console_cuts_its_bar_to_the_terminal_width(monkeypatch):
+    """A bar wider than the terminal would wrap, and "clear the line" would leave its first part behind."""
+    monkeypatch.setenv("COLUMNS", "60")
+    out = run_terminal(True, recorded("A1.log"), A1_PACKAGE)
+    bars = [piece.rsplit("\n", 1)[-1] for piece in out.split("\r\x1b[K")[:-1]]  # the last line, when cleared
+    assert len(bars) > 400 and all(bar.startswith("[") and len(bar) <= 59 for bar in bars), max(bars, key=len)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import html
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -322,7 +323,7 @@ def live_view(progress: UpdateProgress | None = None, stream: TextIO | None = No
 
 # -- terminals -----------------------------------------------------------------------------------------------------
 
-BAR_WIDTH = 24
+BAR_WIDTH = 20
 
 
 class TerminalConsole(LiveConsole):
@@ -379,9 +380,10 @@ class TerminalConsole(LiveConsole):
             self._bar_shown = False
 
     def _show_bar(self) -> None:
-        """The progress bar on the last line, without a newline (the next line clears it)."""
+        """The progress bar on the last line, without a newline (the next line clears it), cut to the
+        terminal's width: a wrapped line could not be cleared."""
         if self.progress is not None:
-            self.stream.write(self.bar())
+            self.stream.write(self.bar()[: max(20, shutil.get_terminal_size().columns - 1)])
             self._bar_shown = True
 
     def _plain_progress(self) -> None:
