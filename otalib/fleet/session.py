@@ -27,7 +27,8 @@ from otalib.fleet.capacity import Estimate, check_capacity, estimate
 from otalib.fleet.results import FleetResult, assemble
 from otalib.fleet.shard import ShardResult, ShardSpec, raise_nofile_limit, run_shard, subscribe_timeout
 from otalib.fleet.spec import FleetSpec, GroupSpec
-from otalib.formats.ota import timestamp_now
+from otalib.formats.ota import Rom, build_ota, timestamp_now
+from otalib.formats.package import pack
 from otalib.keys import DeviceKeys, LabKey, load_key
 from otalib.update import Update, make_update
 
@@ -185,19 +186,33 @@ class FleetSession:
         return load_key(path)
 
     def _packages(self) -> dict[str, Package]:
+        """One package per topic; groups of different chips on one topic get one ROM each in it (the
+        device takes the ROM whose address matches its slot, as Sming's multi-ROM files work)."""
         update = self.spec.update
         stamp = timestamp_now()
         packages = {}
         for topic, groups in self.spec.topics().items():
-            group = groups[0]
-            version = f"{group.version.major}.{group.version.minor}.{update.patch}"
-            image = make_demo_image(group.chip, group.app_id, version, size=update.size)
-            packages[topic] = Package(
-                topic,
-                make_update(
-                    image, update.mode, patch=update.patch, key=self.key, timestamp=stamp, build=self._build(group)
-                ),
-            )
+            roms: list[Rom] = []
+            for group in groups:
+                address = self._build(group).rom_address
+                if any(rom.address == address for rom in roms):
+                    continue
+                version = f"{group.version.major}.{group.version.minor}.{update.patch}"
+                roms.append(Rom(address, make_demo_image(group.chip, group.app_id, version, size=update.size)))
+            if len(roms) == 1:
+                made = make_update(
+                    roms[0].data,
+                    update.mode,
+                    patch=update.patch,
+                    key=self.key,
+                    timestamp=stamp,
+                    address=roms[0].address,
+                )
+            else:
+                mode = update.mode
+                ota = build_ota(roms, self.key, signed=mode.signed, encrypted=mode.encrypted, timestamp=stamp)
+                made = Update(mode, update.patch, True, pack(ota, update.patch), ota, stamp)
+            packages[topic] = Package(topic, made)
         return packages
 
     def _build(self, group: GroupSpec) -> DeviceBuild:

@@ -16,7 +16,8 @@ modes; default the update's), ``key`` (``same``: the update's key, ``other``: a 
 not sign it), ``profile`` (``sming-6.1``/``reference``), ``debug_level`` and ``tcp_mss`` (the
 largest TCP segment the device's stack hands over: 1460 on an ESP8266; larger ones coalesce the
 device's work per segment, for big fleets). Groups on one
-topic (app id and major.minor) get one package; groups on different topics get one each.
+topic (app id and major.minor) get one package (with one ROM per chip when their chips differ:
+each device takes the ROM whose address matches its slot); groups on different topics get one each.
 """
 
 from __future__ import annotations
@@ -224,10 +225,10 @@ def _parse(data: Any, base_dir: Path | None) -> FleetSpec:
     spec = FleetSpec(name, groups, update, seed, float(timeout), broker, base_dir)
     for topic, on_topic in spec.topics().items():
         chips = {g.chip for g in on_topic}
-        if len(chips) > 1:
+        if len(chips) > 1 and update.mode is UpdateMode.STANDARD:  # a raw image has no ROM per chip
             raise LabError(
-                f"groups {', '.join(g.name for g in on_topic)} share topic {topic} but differ in chip:"
-                " give them different app ids"
+                f"groups {', '.join(g.name for g in on_topic)} share topic {topic} but differ in chip, and a"
+                " standard-mode package is one raw image: give them different app ids"
             )
     return spec
 
