@@ -29,15 +29,17 @@ from otalib.board.sim.build import DeviceBuild
 from otalib.broker import Broker, BrokerUser, start_broker
 from otalib.errors import BoardError, UsageError
 from otalib.formats.version import Version, topic_for
+from otalib.lab.link_faults import LinkFaults
 from otalib.lab.live_console import LiveConsole
 from otalib.lab.progress import UpdateProgress
+from otalib.lab.trial import FaultSpec
 from otalib.mqtt.publish import DeployRecord, deploy
 from otalib.mqtt.tls import TlsOptions
 from otalib.mqtt.url import parse_url
 from otalib.net.link import PROFILES, LinkProfile, LinkProxy
 from otalib.procs import owned_tempdir
 from otalib.update import Update
-from otalib.vocabulary import Outcome, TimingProfile
+from otalib.vocabulary import Outcome, OutcomeKind, TimingProfile
 
 #: The version of a session's board unless the build or the configuration names one.
 SESSION_VERSION = Version(4, 3, 1)
@@ -71,6 +73,12 @@ class LabSession:
     (virtual board only): the board reaches its broker through a link proxy with this
     profile (:func:`link_profile`; :attr:`link` is the proxy).
 
+    ``fault`` (virtual board only): a campaign spec's fault string (``cut@0.5``, ``power-loss@0.3``,
+    ``drops:rate=0.5``, ``outages:every=5,for=1``, ``power:p=0.5``, ``bitflips:ber=1e-5``) on the link
+    proxy (one with ``link``'s profile, else unlimited), striking each deployed package; a rate fault
+    without its own ``seed=`` takes ``seed`` (else 0), and each deployment draws anew from the seed and its
+    number (:class:`~otalib.lab.link_faults.LinkFaults`; what fired: :attr:`faults`'s ``events``).
+
     ``timing``: the virtual board's device timing (``esp8266``, ``esp8266-160``, ``esp32``, ``none``;
     default: the configuration's ``TIMING``, else ``none``), see :mod:`otalib.board.sim.timing`.
     """
@@ -92,6 +100,8 @@ class LabSession:
         baud: int = 115200,
         link: str | LinkProfile | None = None,
         timing: TimingProfile | str | None = None,
+        fault: str = "none",
+        seed: int | None = None,
         **board_options: Any,
     ) -> None:
         if timing is None:  # checked before anything starts
@@ -113,6 +123,12 @@ class LabSession:
         profile = link_profile(link)
         if profile is not None and board != "virtual":
             raise UsageError("a link profile needs the virtual board (a real board connects to its own broker)")
+        self.faults: LinkFaults | None = None
+        if (fault or "none") != "none":
+            FaultSpec.parse(fault)  # one line on a bad fault, before anything starts
+            if board != "virtual":
+                raise UsageError("a fault needs the virtual board (it acts through the link proxy)")
+            profile = profile or LinkProfile(name="unlimited")
         self.deploy_tls = deploy_tls or TlsOptions()
         if not broker_url:
             self.broker = self._stack.enter_context(
@@ -146,6 +162,8 @@ class LabSession:
             )
             self._stack.callback(self.board.stop)
             port = self.board.console_path
+            if (fault or "none") != "none" and self.link is not None:
+                self.faults = self._stack.enter_context(LinkFaults(self.link, self.board, fault, seed))
         else:
             port = board
         #: the serial monitor on the board's console port (the only way the session reads the board)
@@ -196,6 +214,8 @@ class LabSession:
         self.tracker.rearm()
         if not clear:
             self.tracker.published(time.time())
+        if self.faults is not None and isinstance(package, (bytes, bytearray)) and not clear:
+            self.faults.arm(len(package))  # the fault strikes this package (a rate fault: a new draw)
         record = deploy(package, self.deploy_url, tls=options.pop("tls", self.deploy_tls), clear=clear, **options)
         if not clear:
             self.last_deploy = record
@@ -222,8 +242,17 @@ class LabSession:
             start=self._cursor,
             poll_s=0.1,
             on_tick=None if view is None else lambda: view.tick(),
+            on_outcome=self._past_power_cut,
         )
         return self._console_lines(follow, view)
+
+    def _past_power_cut(self, outcome: Outcome, line: ConsoleLine | None) -> bool:
+        """The reboot after a fault's power cut is not the update's outcome: the retained update comes again."""
+        if outcome.kind is OutcomeKind.RESTARTED and line is not None and self.faults and self.faults.take_power_cut():
+            self.tracker.rearm()
+            self.tracker.published(line.t)
+            return False
+        return True
 
     def watch(
         self, timeout: float = 30.0, *, quiet: float | None = None, view: LiveConsole | None = None
