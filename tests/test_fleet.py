@@ -145,13 +145,37 @@ def test_bad_specs_are_one_line_naming_the_problem(tmp_path):
 
 
 def test_more_boards_than_the_machine_holds_is_refused_with_the_estimate(tmp_path):
+    import resource
+
+    def few_files() -> None:  # this child may open 4,096 files, whatever the machine allows
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+
     spec = tmp_path / "huge.yaml"
-    spec.write_text("name: huge\ngroups:\n  - {count: 100000}\n")
+    spec.write_text("name: huge\ngroups:\n  - {count: 20000}\n")
     out = tmp_path / "out"
-    done = run_otalab("fleet", str(spec), "-o", str(out), cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "otalib", "fleet", str(spec), "-o", str(out)],
+        cwd=tmp_path,
+        env=otalab_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=few_files,
+    )
     assert done.returncode != 0
-    assert "too many boards" in done.stderr and "MiB of memory" in done.stderr and "file descriptors" in done.stderr
+    assert "too many boards" in done.stderr and "RLIMIT_NOFILE" in done.stderr and "4096" in done.stderr
+    assert "MiB of memory" in done.stderr and "20064 file descriptors" in done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_a_fleet_larger_than_the_memory_is_refused(monkeypatch):
+    from otalib.fleet import capacity
+
+    monkeypatch.setattr(capacity, "available_memory", lambda: 512 * 2**20)
+    need = capacity.estimate(5000, 64 * 1024)
+    with pytest.raises(LabError, match=r"too many boards for this machine: 5000 boards need about \d+ MiB.*512 MiB"):
+        capacity.check_capacity(need)
+    capacity.check_capacity(capacity.estimate(10, 64 * 1024))  # a small one fits
 
 
 def test_a_killed_fleet_stops_everything_and_keeps_partial_results(tmp_path):

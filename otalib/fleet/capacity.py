@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from otalib.errors import LabError
 
 #: Resident memory of one board with its device, client and console buffer (measured: bench_fleet).
-BOARD_BYTES = 400 * 1024
+BOARD_BYTES = 192 * 1024
 #: A process's own memory before any board (Python, numpy, pandas, paho).
 BASE_BYTES = 150 * 1024 * 1024
 #: File descriptors a process needs besides its boards' sockets.

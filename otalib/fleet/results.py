@@ -157,12 +157,17 @@ def _parquet(df: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def write_started(out: Path, session: FleetSession) -> None:
-    """Make the folder and mark it ``running`` (a fleet killed outright leaves it so: incomplete)."""
+def check_out_dir(out: Path) -> None:
+    """A fleet writes into a new (or empty) folder."""
     if out.exists() and not out.is_dir():
         raise LabError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         raise LabError(f"{out} is not empty: choose a new folder for the fleet's results")
+
+
+def write_started(out: Path, session: FleetSession) -> None:
+    """Make the folder and mark it ``running`` (a fleet killed outright leaves it so: incomplete)."""
+    check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     write_metadata(out, collect_metadata({"kind": "fleet", "status": "running", "spec": session.spec.to_dict()}))
 

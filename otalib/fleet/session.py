@@ -264,21 +264,23 @@ class FleetSession:
     # -- running --
     def run(self, out_dir: str | Path | None = None) -> FleetResult:
         """Run the fleet; with ``out_dir``, write its results there (also when interrupted)."""
-        from otalib.fleet.results import write_result, write_started
+        from otalib.fleet.results import check_out_dir, write_result, write_started
 
         out = Path(out_dir) if out_dir is not None else None
         check_capacity(self.estimate, managed_broker=self.broker_url is None)
+        if out is not None:
+            check_out_dir(out)
         raise_nofile_limit()
         console_dir = None
-        if out is not None:
-            write_started(out, self)
-            if self.console_logs:
-                console_dir = out / "consoles"
-                console_dir.mkdir(exist_ok=True)
         with contextlib.ExitStack() as stack:
             broker_url, broker_info = self._broker(stack)
-            self._clear(broker_url)
+            self._clear(broker_url, strict=True)  # the broker answers (else its error, before anything starts)
             stack.callback(self._clear, broker_url)
+            if out is not None:
+                write_started(out, self)
+                if self.console_logs:
+                    console_dir = out / "consoles"
+                    console_dir.mkdir(exist_ok=True)
             executor = self._executor = self._make_executor()
             stack.callback(executor.close)
             shards = self._shards(broker_url, console_dir)
@@ -328,7 +330,7 @@ class FleetSession:
             f"open files (RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)[0]} here)",
         ]
         reason = never["detail"].dropna().iloc[0] if never["detail"].notna().any() else "no connection"
-        self.on_status(f"{len(never)} boards never connected ({reason}): limits: {', '.join(limits)}")
+        self.on_status(f"{len(never)} boards never connected ({reason}); limits to check: {', '.join(limits)}")
 
     def stop(self) -> None:
         """Ask a running fleet to stop (from another thread); its partial result is kept."""
@@ -369,9 +371,14 @@ class FleetSession:
         first = records[0]
         return first["t_start"] + first["publish_start"], records
 
-    def _clear(self, broker_url: str) -> None:
+    def _clear(self, broker_url: str, strict: bool = False) -> None:
+        """Clear the retained update of every topic (``strict``: a broker's error is raised)."""
         from otalib.mqtt.publish import deploy
 
         for topic in self.packages:
-            with contextlib.suppress(Exception):  # best effort: an unreachable broker keeps nothing of ours
+            try:
                 deploy(None, f"{broker_url.rstrip('/')}/{topic}", clear=True, timeout=10)
+            except Exception:
+                if strict:
+                    raise
+                # else best effort: an unreachable broker keeps nothing of ours
