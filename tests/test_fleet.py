@@ -258,3 +258,34 @@ def test_a_timed_group_takes_the_device_time_of_its_chip(broker):
     assert (timed["t_decided"] - timed["t_first_byte"] >= 0.9 * busy).all()
     assert (timed["t_updated"] - timed["t_decided"] >= timed["reboot_s"]).all()
     assert instant[["erase_s", "write_s", "verify_s"]].isna().all().all()
+
+
+def test_one_boards_console_on_a_pty(broker):
+    import os
+    import select
+    import threading
+
+    spec = {"name": "pty", "timeout_s": 30, "update": {"size": "8KiB"}, "groups": [{"count": 3}]}
+    paths: list[str] = []
+    ready = threading.Event()
+
+    def status(text: str) -> None:
+        if text.startswith("console of g1-0001: "):
+            paths.append(text.split(": ", 1)[1])
+            ready.set()
+
+    session = FleetSession(FleetSpec.from_dict(spec), broker=broker.url, pty_board="g1-0001", on_status=status)
+    runner = threading.Thread(target=session.run)
+    runner.start()
+    assert ready.wait(30), "no pty announced"
+    fd = os.open(paths[0], os.O_RDONLY | os.O_NOCTTY)
+    seen = b""
+    try:
+        while b"Switching" not in seen and runner.is_alive():  # what a monitor reads: the update applied
+            if select.select([fd], [], [], 1.0)[0]:
+                seen += os.read(fd, 65536)
+    finally:
+        os.close(fd)
+        runner.join(60)
+    assert b"Switching" in seen
+    assert session.result is not None and set(session.result.boards["outcome"]) == {"updated"}

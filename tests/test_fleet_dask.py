@@ -37,3 +37,17 @@ def test_two_dask_workers_give_the_same_results_as_one_process(broker):
     assert set(right.query("group == 'ok'")["outcome"]) == {"updated"}
     assert set(right.query("group != 'ok'")["outcome"]) == {"rejected"}
     assert (sharded.load.groupby("shard")["connected"].max() == 50).all()
+
+
+def test_an_existing_cluster_by_its_scheduler_address(broker):
+    from distributed import LocalCluster
+
+    spec = FleetSpec.from_dict({"name": "remote", "update": {"size": "8KiB"}, "groups": [{"count": 6}]})
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        notes: list[str] = []
+        session = FleetSession(spec, broker=broker.url, scheduler=cluster.scheduler_address, on_status=notes.append)
+        result = session.run()
+        assert len(cluster.scheduler.workers) == 1  # the cluster outlives the fleet: not ours to close
+    assert result.complete and (result.boards["outcome"] == "updated").all()
+    assert result.meta["scheduler"] == cluster.scheduler_address
+    assert any(n.startswith("Dask dashboard: http") for n in notes)

@@ -64,6 +64,8 @@ class DaskShards:
             self.close()
             raise LabError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
         self.dashboard_link: str | None = self.client.dashboard_link
+        #: tasks that can run at once (the workers' threads): a fleet has no more shards than this
+        self.slots = max(1, sum(self.client.nthreads().values()))
         self._futures: list[Any] = []
         self._shards: list[ShardSpec] = []
 

@@ -80,7 +80,7 @@ def assemble(
     complete: bool,
 ) -> FleetResult:
     """One :class:`FleetResult` from the shards' rows (times made relative to the publish)."""
-    complete = complete and all(s.complete for s in shards) and len(shards) == session.shard_count
+    complete = complete and all(s.complete for s in shards) and len(shards) == (session._shard_total or len(shards))
     t0 = (
         t_publish
         if t_publish is not None

@@ -171,11 +171,16 @@ class FleetSession:
         )
         self.result: FleetResult | None = None
         self._executor: Any = None
+        self._shard_total: int | None = None
 
     # -- preparing --
     @property
     def shard_count(self) -> int:
-        return max(1, self.workers) if self.scheduler is None else max(1, self.workers or 2)
+        """Shards: one per worker (all run at once: each waits for the others' boards to subscribe)."""
+        slots = getattr(getattr(self, "_executor", None), "slots", None)
+        if slots:
+            return min(slots, self.workers) if self.workers else slots
+        return max(1, self.workers)
 
     def _key(self) -> LabKey:
         if self.spec.update.key is None:
@@ -244,6 +249,7 @@ class FleetSession:
         settings = self._settings()
         boards = [(f"{g.name}-{i:04d}", g.name) for g in self.spec.groups for i in range(g.count)]
         count = min(self.shard_count, len(boards))
+        self._shard_total = count
         payload = {g.name: self.packages[g.topic].size for g in self.spec.groups}
         return [
             ShardSpec(
