@@ -51,3 +51,33 @@ def test_an_existing_cluster_by_its_scheduler_address(broker):
     assert result.complete and (result.boards["outcome"] == "updated").all()
     assert result.meta["scheduler"] == cluster.scheduler_address
     assert any(n.startswith("Dask dashboard: http") for n in notes)
+
+
+def test_a_stopped_dask_fleet_keeps_every_shards_partial_rows(broker):
+    import threading
+
+    spec = FleetSpec.from_dict(
+        {"name": "stop", "timeout_s": 120, "update": {"size": "256KiB"}, "groups": [{"count": 8, "link": "slow"}]}
+    )
+    published = threading.Event()
+    session = FleetSession(
+        spec, broker=broker.url, workers=2, on_status=lambda t: t.startswith("published") and published.set()
+    )
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            session.run()
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    assert published.wait(60)
+    session.stop()
+    runner.join(90)
+    assert not runner.is_alive() and not errors
+    result = session.result
+    assert result is not None and result.meta["status"] == "incomplete"
+    assert len(result.boards) == 8 and set(result.boards["shard"]) == {0, 1}
+    assert result.boards["outcome"].isna().all() and (result.boards["bytes_received"] > 0).all()
