@@ -241,7 +241,7 @@ class NotebookConsole(LiveConsole):
     ``publish(bundle, first)`` replaces the display for tests or other front ends
     (``first`` is True for the first render, which creates the output). ``html_rate``: most
     bytes of HTML per second sent while the console grows (renders further apart as it gets
-    long: each render sends the whole view); None: no limit.
+    long: each render sends the whole view; a 1 MiB update prints about 150 KB of HTML); None: no limit.
     """
 
     def __init__(
@@ -249,7 +249,7 @@ class NotebookConsole(LiveConsole):
         progress: UpdateProgress | None = None,
         *,
         min_interval: float = 0.25,
-        html_rate: float | None = 1_000_000,
+        html_rate: float | None = 400_000,
         publish: Callable[[dict[str, str], bool], None] | None = None,
         **kwargs: Any,
     ) -> None:
