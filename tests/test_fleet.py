@@ -289,3 +289,17 @@ def test_one_boards_console_on_a_pty(broker):
         runner.join(60)
     assert b"Switching" in seen
     assert session.result is not None and set(session.result.boards["outcome"]) == {"updated"}
+
+
+def test_console_logs_on_request(broker, tmp_path):
+    spec = {"name": "logs", "timeout_s": 30, "update": {"size": "8KiB"}, "groups": [{"count": 3}]}
+    out = tmp_path / "fleet"
+    session = FleetSession(FleetSpec.from_dict(spec), broker=broker.url, console_logs=True, keep_consoles=("g1-0002",))
+    result = session.run(out)
+    logs = sorted(p.name for p in (out / "consoles").iterdir())
+    assert logs == ["g1-0000.log", "g1-0001.log", "g1-0002.log"]
+    for log in (out / "consoles").iterdir():
+        text = log.read_bytes().decode()
+        assert "Switching" in text and text.count("Currently running rom") == 2  # the boot, then the new slot
+    assert result.consoles["g1-0002"].endswith((out / "consoles" / "g1-0002.log").read_bytes().decode()[-200:])
+    assert load_fleet(out).meta["status"] == "complete"
