@@ -185,6 +185,13 @@ def test_a_killed_fleet_stops_everything_and_keeps_partial_results(tmp_path):
         "groups:\n  - {count: 6, link: slow}\n  - {name: quick, count: 4, chip: esp32, app_id: q}\n"
     )
     out = tmp_path / "out"
+
+    def low_soft_limit() -> None:  # otalab starts with a soft open-file limit below its hard one
+        import resource
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "otalib", "fleet", str(spec), "-o", str(out)],
         cwd=tmp_path,
@@ -192,6 +199,7 @@ def test_a_killed_fleet_stops_everything_and_keeps_partial_results(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=low_soft_limit,
     )
     try:
         assert proc.stderr is not None
@@ -202,7 +210,10 @@ def test_a_killed_fleet_stops_everything_and_keeps_partial_results(tmp_path):
                 break
         assert any(line.startswith("published") for line in seen), seen
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert any("mosquitto" in c.name() for c in children)
+        brokers = [c for c in children if "mosquitto" in c.name()]
+        assert brokers
+        soft, hard = brokers[0].rlimit(psutil.RLIMIT_NOFILE)  # raised to the hard limit for the broker
+        assert soft == hard > 256
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
