@@ -2,9 +2,11 @@
 
 Submodules: :mod:`schema` (the row of one trial), :mod:`trial` (one trial end to end
 on a shared bench), :mod:`campaign` (grid and runner), :mod:`store` (run directory on
-disk), :mod:`metadata` (the run's snapshot), :mod:`stats`, :mod:`charts`
+disk), :mod:`metadata` (the run's snapshot), :mod:`analytic` (the no-resume formula under Poisson
+drops against a campaign's means), :mod:`stats`, :mod:`charts`
 (``DataFrame -> Axes``), :mod:`report`, and for notebooks :mod:`session` (a broker, a
-board and its console), :mod:`console_view` (console lines as a DataFrame),
+board and its console; its fault strings through :mod:`link_faults`), :mod:`console_view`
+(console lines as a DataFrame),
 :mod:`live_console` (a console watched live, with :mod:`progress`, the update's bytes),
 :mod:`transfer` (the publisher's and the board's side of one update on one clock) and
 :mod:`security` (try an action, record whether it was refused), :mod:`hardware` (a real-board
@@ -26,6 +28,8 @@ _EXPORTS = {
     "CampaignSpec": "campaign",
     "TrialRunner": "campaign",
     "run_campaign": "campaign",
+    "expected_completion_s": "analytic",
+    "compare_with_prediction": "analytic",
     "load_run": "store",
     "collect_metadata": "metadata",
     "wilson_interval": "stats",

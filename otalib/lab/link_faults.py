@@ -102,6 +102,8 @@ class LinkFaults:
             else:
                 self.proxy.stall(duration)
             self.events.append({"kind": kind, "t_s": now, "offset": offset, "duration_s": duration})
+            if kind == "drop":
+                break  # the next drop falls on the next connection (two due at once: this tick came late)
         fired = stats["faults_fired"][self._fired_mark :]
         if self.spec.kind in _POWER_KINDS and not self._power_cut and any(k == "stall" for k, _o, _t in fired):
             self._power_cut = self._cut_untaken = True  # before the reboot can show on the console

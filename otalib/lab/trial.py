@@ -509,6 +509,8 @@ class Trial:
             else:
                 proxy.stall(duration)
             self.fault_events.append({"kind": kind, "t_s": now, "offset": offset, "duration_s": duration})
+            if kind == "drop":
+                break  # the next drop falls on the next connection (two due at once: this tick came late)
 
     def _events(self, link: dict[str, Any] | None) -> int:
         """Complete the fault events with the link's fired faults and the power cuts; their count."""
