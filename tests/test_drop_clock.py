@@ -13,6 +13,9 @@ from otalib.net.faults import connected_seconds
 
 pytestmark = pytest.mark.timeout(120)
 
+#: The virtual board's least wait before it reconnects (paho's reconnect_delay_set(0.2, 2)).
+RECONNECT_DELAY_S = 0.2
+
 
 def test_connected_seconds_counts_only_open_connections_after_the_start():
     stats = {
@@ -44,6 +47,6 @@ def test_drops_wait_for_the_board_to_reconnect(tmp_path):
     drops = [e for e in result.events if e["kind"] == "drop"]
     assert len(drops) >= 3 and result.connections >= len(drops)
     for before, after in itertools.pairwise(drops):
-        assert before["duration_s"] > 0  # the time the board took to connect again
-        assert after["t_s"] >= before["t_s"] + before["duration_s"]  # not one drop while it was away
+        assert before["duration_s"] > RECONNECT_DELAY_S  # until the package flowed again on a new connection
+        assert after["t_s"] - before["t_s"] > RECONNECT_DELAY_S * 0.75  # not one drop while the board was away
     assert all(math.isfinite(d["duration_s"]) for d in drops[:-1])

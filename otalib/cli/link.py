@@ -148,7 +148,7 @@ def link_cmd(
                     for t, kind, duration in plan.due(clock, fired_timed):
                         fired_timed += 1
                         if kind == "drop":
-                            proxy.cut_all()
+                            proxy.cut_all(abort=True)
                         else:
                             proxy.stall(duration)
                         click.echo(f"link: {kind} at {t:.2f}s" + (f" for {duration:.2f}s" if duration else ""))

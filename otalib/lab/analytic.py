@@ -28,9 +28,11 @@ drop rate squares the number of attempts.
   OTA byte of the attempt that got through (the console's clock);
 - ``tau``: the mean of the same span over the trials of the same size and mode without faults
   (``fault: none``): the transfer itself, as the link and the board take it;
-- ``D``: the mean time from a drop to the board's next connection through the link (the fault side
-  table's ``duration_s`` of the drops). The MQTT CONNECT/SUBSCRIBE exchange after it counts as
-  connection time (drops can fall in it) but is in neither ``tau`` nor ``D``: a few ms on a LAN link.
+- ``D``: the mean time from a drop to the package's first byte on the board's next connection (the
+  fault side table's ``duration_s`` of the drops): the reconnect, the MQTT CONNECT/SUBSCRIBE exchange
+  and the broker's resend. That exchange is connection time, so a drop can fall in it, which the
+  formula does not count: it under-predicts by about a factor ``e^{lam H}`` of the failures' cost, for
+  an exchange of ``H`` s (a few ms on a LAN link, ~0.1 s on the esp8266 timing model).
 
 Trials that did not update (timed out after too many drops) have no ``T``: they are counted
 (``censored``), and a campaign should set ``timeout_s`` well above the predicted mean.
@@ -135,7 +137,7 @@ def compare_with_prediction(
 
 
 def _reconnect_times(events: pd.DataFrame | None, trial_ids: pd.Series) -> np.ndarray:
-    """Every drop's time to the board's next connection (``duration_s``) in the trials ``trial_ids``."""
+    """Every drop's cost (``duration_s``: until the package flows again) in the trials ``trial_ids``."""
     if events is None or events.empty:
         return np.array([])
     drops = events[(events["kind"] == "drop") & events["trial_id"].isin(set(trial_ids))]

@@ -98,7 +98,7 @@ class LinkFaults:
             self._timed_done += 1
             offset = stats["bytes_down"]
             if kind == "drop":
-                self.proxy.cut_all()  # the retained message comes again at the board's resubscription
+                self.proxy.cut_all(abort=True)  # the retained message comes again at the board's resubscription
             else:
                 self.proxy.stall(duration)
             self.events.append({"kind": kind, "t_s": now, "offset": offset, "duration_s": duration})

@@ -40,7 +40,7 @@ EVENT_COLUMNS: dict[str, str] = {
     "kind": "str",  # drop, outage, bitflip, power
     "t_s": "float64",  # seconds from the publish
     "offset": "int64",  # downstream byte offset on the link
-    "duration_s": "float64",  # an outage's length; a drop's time to the board's next connection; else 0
+    "duration_s": "float64",  # an outage's length; a drop's cost: until the package flows again; else 0
 }
 
 

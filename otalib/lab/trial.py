@@ -327,6 +327,8 @@ class Trial:
         self.facts: PackageFacts | None = None
         self.plan = FaultPlan()  # a rate fault's realisation (drawn when the package is known)
         self.fault_events: list[dict[str, Any]] = []  # what fired: kind, t_s, offset (the side table)
+        self._updates_before = 0  # the virtual board's update results before this trial's publish
+        self._package_size = 0
 
     # -- set-up --
     def _endpoint(self) -> tuple[str, TlsOptions, str]:
@@ -425,7 +427,7 @@ class Trial:
                 for fault in self._link_faults(len(update.package)):
                     proxy.set_fault(fault, live=True)
 
-            updates_before = len(getattr(board, "updates", ()))
+            updates_before = self._updates_before = len(getattr(board, "updates", ()))
             publish_mark = watch.mark if watch is not None else 0
             self._package_size = len(update.package)
             tracker.published(time.time())
@@ -486,10 +488,10 @@ class Trial:
         self.notes.append(f"fault seed={rate.seed}")
         return self.plan.link_faults()
 
-    def _timed_faults(self, proxy: LinkProxy, handover: _Handover | None) -> None:
+    def _timed_faults(self, proxy: LinkProxy, handover: _Handover | None, board: Board) -> None:
         """Fire a rate fault's drops (due in seconds of connection from the publish) and outages (due in
-        seconds from the publish). A drop before the board had the whole package republishes it (the retry
-        the retained message gives); a later one only cuts the link."""
+        seconds from the publish). A drop resets the link (what it still held is lost); before the board
+        took the whole package it republishes it (the retry the retained message gives)."""
         start = self.phases.get("t_publish_start")
         if start is None:
             return
@@ -502,8 +504,8 @@ class Trial:
         for _t, kind, duration in self.plan.due(clock, done):
             offset = stats["bytes_down"]
             if kind == "drop":
-                delivered = _package_delivered(stats, self._package_size)
-                proxy.cut_all()
+                delivered = _has_package(board, self._updates_before)
+                proxy.cut_all(abort=True)  # what the link still held is lost with the connection
                 if handover is not None and not delivered:
                     handover.republish()  # the board lost the message: it takes it again at its resubscription
             else:
@@ -517,10 +519,10 @@ class Trial:
         if self.fault.rate is None:
             return 0
         start = self.phases.get("t_publish_start") or 0.0
-        opened = sorted(c["opened_t"] - self.clock.t0 - start for c in (link or {}).get("per_connection", []))
-        for event in self.fault_events:  # a drop's duration: until the board's next connection (its reconnect)
+        resumed = sorted(_retry_starts(link or {}, self._package_size, self.clock.t0 + start))
+        for event in self.fault_events:  # a drop's cost: until the package flows again on the next connection
             if event["kind"] == "drop":
-                event["duration_s"] = next((t - event["t_s"] for t in opened if t > event["t_s"]), math.nan)
+                event["duration_s"] = next((t - event["t_s"] for t in resumed if t > event["t_s"]), math.nan)
         kind = {"corrupt": "bitflip", "stall": "power"}
         for name, offset, t in (link or {}).get("faults_fired", []):
             if name in kind:
@@ -745,7 +747,7 @@ class Trial:
             nonlocal power_cut, seen
             self._check_stop()
             if proxy is not None and self.fault.rate is not None:
-                self._timed_faults(proxy, handover)
+                self._timed_faults(proxy, handover, board)
             if handover is not None:
                 if self.fault.kind in ("cut", *power_kinds) and proxy is not None and proxy.stats["faults_fired"]:
                     handover.republish_once()  # the board lost the message: it takes it again at its resubscription
@@ -922,13 +924,22 @@ class PackageFacts:
         return None
 
 
-def _package_delivered(stats: dict[str, Any], size: int) -> bool:
-    """Has the link forwarded a whole PUBLISH payload of ``size`` bytes to the board (on any connection)?"""
+def _has_package(board: Board, before: int) -> bool:
+    """Has the (virtual) board taken a whole message since its first ``before`` results (not abandoned)?"""
+    results = getattr(board, "updates", ())[before:]
+    return any(r.outcome not in (Decision.ABANDONED, Decision.IGNORED) for r in results)
+
+
+def _retry_starts(stats: dict[str, Any], size: int, since: float) -> list[float]:
+    """Seconds after the monotonic ``since`` at which the package's first byte reached the board on each
+    connection (a connection that never got it: when it opened)."""
+    starts = []
     for conn in stats.get("per_connection", ()):
-        for (_start, _payload, length), (_first, last) in zip(conn["publishes"], conn["publish_times"], strict=False):
-            if length == size and last is not None:
-                return True
-    return False
+        firsts = [times[0] for (_s, _p, length), times in zip(conn["publishes"], conn["publish_times"], strict=False)]
+        sizes = [length for _s, _p, length in conn["publishes"]]
+        first = next((t for t, n in zip(firsts, sizes, strict=False) if n == size and t is not None), None)
+        starts.append((first if first is not None else conn["opened_t"]) - since)
+    return starts
 
 
 def _is_subscription(event: BrokerEvent, client: str, topic: str) -> bool:

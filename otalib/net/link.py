@@ -443,14 +443,15 @@ class LinkProxy:
 
         self._call(apply)
 
-    def cut_all(self) -> None:
-        """Cut every open connection now (board side closed after the bytes already sent, broker side reset)."""
+    def cut_all(self, *, abort: bool = False) -> None:
+        """Cut every open connection now: the broker side reset; the board side closed after the bytes already
+        sent, or with ``abort`` reset too, losing what the link still held (a radio link that drops)."""
 
         def apply() -> None:
             for conn in list(self._conns):
                 if not conn.closed:
                     self._fire(conn, "cut", conn.bytes_down)
-                    self._close(conn, rst=True, board_rst=False)
+                    self._close(conn, rst=True, board_rst=abort)
 
         self._call(apply)
 
