@@ -50,3 +50,22 @@ def test_drops_wait_for_the_board_to_reconnect(tmp_path):
         assert before["duration_s"] > RECONNECT_DELAY_S  # until the package flowed again on a new connection
         assert after["t_s"] - before["t_s"] > RECONNECT_DELAY_S * 0.75  # not one drop while the board was away
     assert all(math.isfinite(d["duration_s"]) for d in drops[:-1])
+
+
+def test_a_drop_loses_what_the_link_held_for_a_slow_device():
+    # the esp8266 model reads at flash speed, so an unlimited link holds much of the package when the
+    # drop at 0.87 s of connection (seed 5) comes: the board must not finish the message from it
+    config = TrialConfig(
+        campaign="clock",
+        size=64 * 1024,
+        mode="signed",
+        timing="esp8266",
+        timeout_s=30.0,
+        broker_backend="mosquitto",
+        fault="drops:rate=0.5,seed=5",
+    )
+    with Bench() as bench:
+        result = bench.run(config)
+    assert result.events[0]["kind"] == "drop" and result.events[0]["t_s"] == pytest.approx(0.87, abs=0.3)
+    assert result.outcome.text == "updated"
+    assert result.board_updates.split(";")[0].startswith("abandoned") and "applied@6" in result.board_updates
