@@ -162,7 +162,7 @@ def test_a_failing_trial_stops_the_running_ones_through_the_stop_event(tmp_path)
     runner = Interrupting(3, LabError("board vanished"), stop)
     with pytest.raises(LabError, match="board vanished"):
         run_campaign(spec, run, runner, progress=False, parallel=3, stop=stop)
-    assert stop.is_set() and runner.stopped  # the trials beside it were told to stop, and stopped
+    assert runner.stopped and not stop.is_set()  # the trials beside it were told to stop, stopped; cleared
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["status"] == "failed: LabError: board vanished"
     assert not set(runner.stopped) & store.done_trial_ids(run)  # a stopped trial is not kept
@@ -249,3 +249,4 @@ def test_a_failing_trial_stops_a_running_real_one(bench, tmp_path):
         run_campaign(spec, tmp_path / "run", runner, progress=False, parallel=2, stop=bench.stop)
     assert isinstance(outcomes[slow.trial_id], TrialStopped)
     assert store.done_trial_ids(tmp_path / "run") == set()
+    assert not bench.stop.is_set() and bench.run(fast).outcome.text == "updated"  # the bench runs trials again

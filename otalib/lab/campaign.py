@@ -584,8 +584,8 @@ def run_campaign(
     ``parallel`` (default the spec's): trials at once, in threads calling ``runner``; the trials
     start in the spec's order and each is stored as it finishes. When the campaign stops early
     (Ctrl-C, a trial's error) no new trial starts, ``stop`` (cleared first) is set so a runner
-    watching it ends its running trial at once (:class:`~otalib.lab.trial.Bench` does), and the
-    trials that finish meanwhile are kept.
+    watching it ends its running trial at once (:class:`~otalib.lab.trial.Bench` does), the
+    trials that finish meanwhile are kept, and ``stop`` is cleared again once they have ended.
     """
     out_dir = Path(out_dir)
     workers = check_parallel(spec.parallel if parallel is None else parallel, "parallel")
@@ -662,6 +662,7 @@ def run_campaign(
         _stopped(save, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
         raise
     finally:
+        stop.clear()  # the trials it stopped have ended: the runner (a shared Bench) runs trials again
         if bar is not None:
             bar.close()
     df = store.consolidate(out_dir)
