@@ -94,7 +94,12 @@ class MemoryFlash(FlashImage):
         return bytes(out)
 
     def write(self, addr: int, data: bytes | memoryview) -> None:
-        self._check(addr, len(data))
+        n = len(data)
+        index, offset = divmod(addr, SECTOR)
+        if index == self._hot_index and offset + n <= SECTOR and self._hot is not None:  # the common case
+            self._hot[offset : offset + n] = data
+            return
+        self._check(addr, n)
         view = memoryview(data)
         while len(view):
             index, offset = divmod(addr, SECTOR)
