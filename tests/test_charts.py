@@ -25,6 +25,7 @@ from otalib.lab.charts import (
     annotate_updates,
     facet,
     outcome_counts,
+    plot_completion_check,
     plot_device_phases,
     plot_failure_probability,
     plot_outcomes,
@@ -312,6 +313,39 @@ def test_time_vs_fault_rate_means_with_intervals():
             for f in ("none", "drops:rate=0.1", "drops:rate=0.5")
         ]
         assert list(line.get_ydata()) == pytest.approx(expected)
+
+
+def no_resume(rate: float, tau: float, reconnect: float) -> float:
+    return tau if rate == 0 else (1 / rate + reconnect) * math.expm1(rate * tau)
+
+
+def test_completion_check_draws_the_curve_through_tau_and_the_measured_means():
+    check = pd.DataFrame(
+        {
+            "size": [65536, 65536],
+            "mode": ["signed", "signed"],
+            "drop_rate": [0.5, 1.0],
+            "tau_s": [2.0, 2.0],
+            "reconnect_s": [1.0, 1.4],
+            "measured_s": [5.0, 12.0],
+            "measured_low": [4.0, 10.0],
+            "measured_high": [6.5, 13.0],
+        }
+    )
+    ax = plot_completion_check(check, ax=new_ax(), predict=no_resume)
+    assert ax.get_xlabel() == "drop rate λ (disconnects per s)" and ax.get_ylabel() == "publish → last byte (s)"
+    curve = next(line for line in ax.lines if line.get_label().endswith("D = 1.20 s)"))
+    x, y = np.asarray(curve.get_xdata()), np.asarray(curve.get_ydata())
+    assert x[0] == 0 and y[0] == pytest.approx(2.0)  # λ → 0: the transfer alone
+    assert y == pytest.approx([no_resume(r, 2.0, 1.2) for r in x])
+    (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert list(bars.lines[0].get_ydata()) == [5.0, 12.0]
+    segments = sorted(tuple(np.round(s[:, 1], 3)) for s in bars.lines[2][0].get_segments())
+    assert segments == [(4.0, 6.5), (10.0, 13.0)]  # the 95% intervals as given
+    assert legend_labels(ax) == [
+        "signed, 64 KiB: predicted (τ = 2.00 s, D = 1.20 s)",
+        "signed, 64 KiB: measured mean, 95% CI",
+    ]
 
 
 def with_device_time(df: pd.DataFrame) -> pd.DataFrame:

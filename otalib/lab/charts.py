@@ -22,6 +22,7 @@ from otalib.errors import LabError
 from otalib.lab.outcome_charts import (  # re-exported
     failure_table,
     outcome_counts,
+    plot_completion_check,
     plot_failure_probability,
     plot_outcomes,
     plot_time_vs_fault_rate,
@@ -419,6 +420,7 @@ __all__ = [
     "format_size",
     "mode_color",
     "outcome_counts",
+    "plot_completion_check",
     "plot_device_phases",
     "plot_failure_probability",
     "plot_outcomes",

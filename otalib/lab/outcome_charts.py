@@ -8,6 +8,7 @@ as separate curves, each with its 95% Wilson band.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 
 from otalib.errors import LabError
 from otalib.lab.palette import (
+    format_size,
     link_marker,
     mode_color,
     new_axes,
@@ -229,6 +231,49 @@ def plot_time_vs_fault_rate(df: pd.DataFrame, ax: Axes | None = None, *, kind: s
     return ax
 
 
+def plot_completion_check(
+    check: pd.DataFrame,
+    ax: Axes | None = None,
+    *,
+    predict: Callable[[float, float, float], float] | None = None,
+) -> Axes:
+    """Measured mean completion times under drops against the no-resume curve ``(1/λ + D)(e^{λτ} − 1)``.
+
+    ``check`` is a comparison table as :func:`otalib.lab.analytic.compare_with_prediction` makes it
+    (per size, mode and drop rate: ``tau_s``, ``reconnect_s``, ``measured_s`` with ``measured_low`` /
+    ``measured_high``, ``predicted_s``). Per size × mode: the measured means with their 95% t
+    intervals (points) and the curve for that ``tau`` and the mean ``D`` (line), from λ = 0 (``τ``).
+    ``predict(λ, τ, D)`` defaults to the lab's formula.
+    """
+    ax = new_axes(ax)
+    ax.set_xlabel(RATE_LABELS["drops"])
+    ax.set_ylabel("publish → last byte (s)")
+    ax.set_title("mean transfer time under drops: measured vs (1/λ + D)(e^{λτ} − 1)")
+    if check.empty:
+        return no_data(ax, "comparison rows")
+    if predict is None:
+        from otalib.lab.analytic import expected_completion_s as predict
+    for (size, mode), group in check.groupby(["size", "mode"], sort=True):
+        color = mode_color(str(mode))
+        tau, reconnect = float(group["tau_s"].iloc[0]), float(group["reconnect_s"].mean())
+        rates = np.linspace(0.0, float(group["drop_rate"].max()) * 1.1, 60)
+        curve = [predict(float(r), tau, reconnect) for r in rates]
+        name = f"{mode}, {format_size(size)}"
+        ax.plot(rates, curve, color=color, label=f"{name}: predicted (τ = {tau:.2f} s, D = {reconnect:.2f} s)")
+        mean = group["measured_s"].to_numpy(float)
+        low = np.nan_to_num(mean - group["measured_low"].to_numpy(float), nan=0.0)
+        high = np.nan_to_num(group["measured_high"].to_numpy(float) - mean, nan=0.0)
+        ax.errorbar(
+            group["drop_rate"], mean, yerr=np.vstack([low, high]), fmt="o", color=color, capsize=3,
+            label=f"{name}: measured mean, 95% CI",
+        )  # fmt: skip
+        ax.plot([0.0], [tau], marker="s", color=color, linestyle="none", label="_nolegend_")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize="small")
+    return ax
+
+
 def rate_kinds(df: pd.DataFrame) -> list[str]:
     """The rate-fault kinds present in ``df`` (``drops``, ``power``…), sorted."""
     kinds = fault_rates(df)["fault_kind"] if len(df) else pd.Series(dtype=str)
@@ -238,6 +283,7 @@ def rate_kinds(df: pd.DataFrame) -> list[str]:
 __all__ = [
     "failure_table",
     "outcome_counts",
+    "plot_completion_check",
     "plot_failure_probability",
     "plot_outcomes",
     "plot_time_vs_fault_rate",
