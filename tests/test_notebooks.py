@@ -16,7 +16,13 @@ SMALL: dict[str, dict[str, object]] = {
     "01_build_and_sign.ipynb": {"IMAGE_SIZE": 16 * 1024},
     "02_publish_and_watch.ipynb": {"IMAGE_SIZE": 32 * 1024, "WATCH_S": 20},
     "03_timing.ipynb": {"SIZES": ["32KiB", "128KiB"], "LINKS": ["unlimited", "dsl"], "MODES": ["signed"], "REPEATS": 1},
-    "04_failures.ipynb": {"SIZE": "32KiB", "FAULTS": ["none", "corrupt"], "REPEATS": 1},
+    "04_failures.ipynb": {
+        "SIZE": "16KiB",
+        "FAULTS": ["none", "corrupt"],
+        "DROP_RATES": [1.0],
+        "POWER_P": [],
+        "REPEATS": 2,
+    },
     "05_security.ipynb": {},
     "06_device_quirks.ipynb": {"LOOP_WATCH_S": 3},
     "07_real_board.ipynb": {"PORT": None},  # no board in CI: every hardware cell skips
@@ -25,6 +31,7 @@ SMALL: dict[str, dict[str, object]] = {
     "solutions/01_solutions.ipynb": {"IMAGE_SIZE": 16 * 1024},
     "solutions/02_solutions.ipynb": {"SIZE": 32 * 1024},
     "solutions/03_solutions.ipynb": {"SIZES": ["16KiB", "32KiB"]},
+    "solutions/04_solutions.ipynb": {},
     "solutions/05_solutions.ipynb": {},
     "solutions/06_solutions.ipynb": {"LOOP_WATCH_S": 3},
 }
