@@ -278,6 +278,16 @@ def rate_frame() -> pd.DataFrame:
     return df
 
 
+def test_outcome_rows_name_rate_faults_without_their_seed():
+    df = rate_frame().assign(fault=lambda d: d["fault"].str.replace("drops:rate=0.1", "drops:rate=0.1,seed=7"))
+    half = df[df["fault"] == "drops:rate=0.5"]
+    df = pd.concat([df, half.assign(fault="drops:rate=10"), half.assign(fault="drops:rate=5")])
+    rows = [t.get_text() for t in plot_outcomes(df, ax=new_ax()).get_yticklabels()]
+    assert rows[:4] == ["none · standard", "none · signed", "drops:rate=0.1 · standard", "drops:rate=0.1 · signed"]
+    rates = ("0.5", "5", "10")  # by rate, not as text ("10" < "5")
+    assert rows[4:] == [f"drops:rate={r} · {m}" for r in rates for m in ("standard", "signed")]
+
+
 def test_failure_probability_per_mode_with_wilson_bands():
     df = rate_frame()
     ax = plot_failure_probability(df, ax=new_ax())

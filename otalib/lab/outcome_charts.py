@@ -8,6 +8,8 @@ as separate curves, each with its 95% Wilson band.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -25,15 +27,25 @@ from otalib.lab.palette import (
     sorted_modes,
     sorted_outcomes,
 )
-from otalib.lab.stats import RATE_LABELS, failed, fault_rates, mean_interval, time_to_new_version, wilson_interval
+from otalib.lab.stats import (
+    RATE_LABELS,
+    failed,
+    fault_rate,
+    fault_rates,
+    mean_interval,
+    time_to_new_version,
+    wilson_interval,
+)
 from otalib.vocabulary import OutcomeKind
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 
-def _fault_order(fault: str) -> tuple[bool, str]:
-    return (fault != "none", fault)  # the no-fault baseline first
+def _fault_order(fault: str) -> tuple[bool, str, float, str]:
+    """The no-fault baseline first, then by kind and, within a rate fault, by rate (0.5 before 10)."""
+    kind, rate = fault_rate(fault)
+    return (fault != "none", kind, rate if math.isfinite(rate) else 0.0, fault)
 
 
 def outcome_counts(df: pd.DataFrame, by: tuple[str, ...] = ("fault", "mode")) -> pd.DataFrame:
@@ -59,8 +71,9 @@ def outcome_counts(df: pd.DataFrame, by: tuple[str, ...] = ("fault", "mode")) ->
 
 
 def _group_label(key: object) -> str:
+    """``drops:rate=0.5 · signed``: a condition's values (a rate fault without its seed: every trial has one)."""
     parts = key if isinstance(key, tuple) else (key,)
-    return " · ".join(str(p) for p in parts)
+    return " · ".join(re.sub(r",seed=\d+", "", str(p)) for p in parts)
 
 
 def plot_outcomes(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[str, ...] = ("fault", "mode")) -> Axes:
