@@ -261,12 +261,14 @@ def plot_completion_check(
     ax = new_axes(ax)
     ax.set_xlabel(RATE_LABELS["drops"])
     ax.set_ylabel("publish → last byte (s)")
-    ax.set_title("mean transfer time under drops: measured vs (1/λ + D)(e^{λτ} − 1)")
+    ax.set_title("mean transfer time under drops: measured vs (1/λ + D)(e^(λτ) − 1)")
     if check.empty:
         return no_data(ax, "comparison rows")
     if predict is None:
         from otalib.lab.analytic import expected_completion_s as predict
-    for (size, mode), group in check.groupby(["size", "mode"], sort=True):
+    order = sorted_modes(check["mode"])
+    groups = sorted(check.groupby(["size", "mode"]), key=lambda item: (item[0][0], order.index(str(item[0][1]))))
+    for (size, mode), group in groups:
         color = mode_color(str(mode))
         tau, reconnect = float(group["tau_s"].iloc[0]), float(group["reconnect_s"].mean())
         rates = np.linspace(0.0, float(group["drop_rate"].max()) * 1.1, 60)
