@@ -23,9 +23,11 @@ from otalib.lab import store
 from otalib.lab.campaign import run_campaign
 from otalib.lab.charts import (
     annotate_updates,
+    device_phase_table,
     facet,
     outcome_counts,
     plot_completion_check,
+    plot_device_phase,
     plot_device_phases,
     plot_failure_probability,
     plot_outcomes,
@@ -380,6 +382,22 @@ def test_device_phases_stack_device_seconds_per_size_and_mode():
     assert texts(plot_device_phases(old, ax=new_ax()))[0].startswith("no device-time phases")
     nan = old.assign(receive_s=np.nan)
     assert texts(plot_device_phases(nan, ax=new_ax()))[0].startswith("no device-time phases")
+
+
+def test_device_phase_bars_per_size_and_mode():
+    df = with_device_time(synthetic_frame())
+    ax = plot_device_phase(df, ax=new_ax())
+    assert ax.get_ylabel() == "verify (device seconds per update)" and ax.get_xlabel() == "image size"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16 KiB", "64 KiB"]
+    assert legend_labels(ax) == ["standard", "signed"]
+    heights = [[p.get_height() for p in c.patches] for c in ax.containers]
+    assert heights == [[0.125, 0.5], [0.125, 0.5]]  # 0.5 s per 64 KiB in with_device_time
+    assert device_phase_table(df, "erase_s").loc["64 KiB", "signed"] == pytest.approx(2.0)
+    old = synthetic_frame()  # no device time: a message, no error
+    assert device_phase_table(old).empty
+    assert texts(plot_device_phase(old, ax=new_ax()))[0].startswith("no device-time verify phase")
+    with pytest.raises(LabError, match="unknown device phase"):
+        device_phase_table(df, "t_end")
 
 
 def test_facet_one_panel_per_link_with_one_legend():

@@ -341,6 +341,39 @@ def annotate_updates(ax: Axes, frame: pd.DataFrame, *, event: str = "switch_ok",
     return len(times)
 
 
+def device_phase_table(df: pd.DataFrame, phase: str = "verify_s") -> pd.DataFrame:
+    """Mean device seconds of one phase (a :data:`DEVICE_PHASES` column) per size (rows, ``64 KiB``) and
+    mode (columns, in chart order), over updated trials that measured it; empty when none did."""
+    if phase not in DEVICE_PHASES:
+        raise LabError(f"unknown device phase {phase!r}: one of {', '.join(DEVICE_PHASES)}")
+    if phase not in device_phase_columns(df):
+        return pd.DataFrame()
+    done = df[(df["outcome"] == OutcomeKind.UPDATED) & np.isfinite(df[phase].to_numpy(float))]
+    table = done.pivot_table(index="size", columns="mode", values=phase, aggfunc="mean")
+    table = table[sorted_modes(table.columns)]
+    table.index = [format_size(size) for size in table.index]
+    return table
+
+
+def plot_device_phase(df: pd.DataFrame, ax: Axes | None = None, *, phase: str = "verify_s") -> Axes:
+    """One device-time phase (default ``verify_s``: what checking a package costs) per size, a bar per mode."""
+    ax = new_axes(ax)
+    label = DEVICE_PHASE_LABELS.get(phase, phase)
+    ax.set_xlabel("image size")
+    ax.set_ylabel(f"{label} (device seconds per update)")
+    ax.set_title(f"device time to {label}, per image size and mode (updated trials)")
+    table = device_phase_table(df, phase)
+    if table.empty:
+        return no_data(ax, f"device-time {label} phase (run with a timing model, e.g. timing: esp8266)")
+    width = 0.8 / len(table.columns)
+    x = np.arange(len(table))
+    for j, mode in enumerate(table.columns):
+        ax.bar(x - 0.4 + width * (j + 0.5), table[mode].to_numpy(float), width, color=mode_color(mode), label=mode)
+    ax.set_xticks(x, list(table.index))
+    ax.legend(fontsize="small", title="mode")
+    return ax
+
+
 def facet(
     chart: Callable[..., Axes],
     df: pd.DataFrame,
@@ -414,6 +447,7 @@ def _is_outcome(text: str) -> bool:
 __all__ = [
     "DEVICE_PHASES",
     "annotate_updates",
+    "device_phase_table",
     "facet",
     "failure_table",
     "format_rate",
@@ -421,6 +455,7 @@ __all__ = [
     "mode_color",
     "outcome_counts",
     "plot_completion_check",
+    "plot_device_phase",
     "plot_device_phases",
     "plot_failure_probability",
     "plot_outcomes",
