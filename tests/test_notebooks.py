@@ -26,7 +26,7 @@ SMALL: dict[str, dict[str, object]] = {
     "05_security.ipynb": {},
     "06_device_quirks.ipynb": {"LOOP_WATCH_S": 3},
     "07_real_board.ipynb": {"PORT": None},  # no board in CI: every hardware cell skips
-    "08_fleet.ipynb": {"BOARDS_WIFI": 20, "BOARDS_DSL": 10, "SIZE": "16KiB", "TIMEOUT_S": 10},
+    "08_fleet.ipynb": {"BOARDS_WIFI": 20, "BOARDS_DSL": 10, "SIZE": "16KiB", "TIMEOUT_S": 10, "COMPARE_BOARDS": 10},
     # the exercises' solutions (kept apart from the notebooks), run in CI too
     "solutions/01_solutions.ipynb": {"IMAGE_SIZE": 16 * 1024},
     "solutions/02_solutions.ipynb": {"SIZE": 32 * 1024},

@@ -50,6 +50,12 @@ class FleetResult:
     def complete(self) -> bool:
         return self.meta.get("status") == "complete"
 
+    @classmethod
+    def concat(cls, results: list[FleetResult]) -> FleetResult:
+        """Several fleets' frames as one (to chart them side by side; group names should differ)."""
+        frames = [[getattr(r, name) for r in results] for name in ("boards", "timeline", "load", "fault_events")]
+        return cls(*(pd.concat(f, ignore_index=True) for f in frames), meta={"fleets": [r.meta for r in results]})
+
     def outcomes(self) -> pd.DataFrame:
         """Boards per group and outcome."""
         return self.boards.groupby(["group", "outcome"], dropna=False).size().unstack(fill_value=0)
