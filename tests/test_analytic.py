@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from otalib.errors import LabError
-from otalib.lab.analytic import compare_with_prediction, drop_rate, expected_completion_s
+from otalib.lab.analytic import compare_with_prediction, drop_rate, expected_completion_s, replay_completion_s
 
 
 def simulate_no_resume(rate: float, tau: float, reconnect: float, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -98,3 +98,14 @@ def test_the_check_needs_its_baseline():
         compare_with_prediction(trials, events.iloc[0:0])
     timed_out = trials.assign(outcome=np.where(trials["trial_id"] == "0.5-0", "timeout", trials["outcome"]))
     assert compare_with_prediction(timed_out, events)["censored"].tolist() == [1]
+
+
+def test_a_replayed_realisation_follows_the_process():
+    # fails at 0.5 s (+0.2), again 0.2 s into the retry (+0.2), then 1 s without a drop: 0.5+0.2+0.2+0.2+1
+    assert replay_completion_s([0.5, 0.7, 5.0], 1.0, 0.2) == pytest.approx(2.1)
+    assert replay_completion_s([0.5, 0.7, 5.0], 1.0, [0.3, 0.1, 9.0]) == pytest.approx(0.5 + 0.3 + 0.2 + 0.1 + 1.0)
+    assert replay_completion_s([], 1.5, 0.2) == 1.5
+    rng = np.random.default_rng(3)
+    replays = [replay_completion_s(np.cumsum(rng.exponential(2.0, 40)), 1.5, 0.3) for _ in range(20_000)]
+    standard_error = np.std(replays, ddof=1) / math.sqrt(len(replays))
+    assert abs(np.mean(replays) - expected_completion_s(0.5, 1.5, 0.3)) < 4 * standard_error

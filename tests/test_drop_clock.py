@@ -7,6 +7,9 @@ import math
 
 import pytest
 
+from otalib.lab import store
+from otalib.lab.analytic import replay_completion_s, trial_drops
+from otalib.lab.campaign import CampaignSpec, run_campaign
 from otalib.lab.schema import TrialConfig
 from otalib.lab.trial import Bench
 from otalib.net.faults import connected_seconds
@@ -69,3 +72,29 @@ def test_a_drop_loses_what_the_link_held_for_a_slow_device():
     assert result.events[0]["kind"] == "drop" and result.events[0]["t_s"] == pytest.approx(0.87, abs=0.3)
     assert result.outcome.text == "updated"
     assert result.board_updates.split(";")[0].startswith("abandoned") and "applied@6" in result.board_updates
+
+
+def test_each_trial_takes_the_time_the_process_gives_its_own_drops(tmp_path):
+    """The trial is the no-resume process: its time to the last byte is what its drawn drop schedule,
+    replayed with the transfer time and its drops' measured costs, gives (sampling noise apart)."""
+    spec = CampaignSpec.from_dict(
+        {
+            "name": "replay",
+            "repeats": 2,
+            "seed": 1,  # draws drops at 1.58 and 1.92 s (of connection) into one 1.7 s transfer, more into the other
+            "fixed": {"size": "16KiB", "mode": "signed", "broker_backend": "mosquitto", "timeout_s": 60},
+            "grid": {"fault": ["none", "drops:rate=0.6"], "rate_Bps": [10_000.0]},
+        }
+    )
+    with Bench() as bench:
+        df = run_campaign(spec, tmp_path / "run", bench.run, progress=False, parallel=2, stop=bench.stop)
+    events = store.read_fault_events(tmp_path / "run")
+    df["T"] = df["t_last_byte"] - df["t_publish_start"]
+    tau = df.loc[df["fault"] == "none", "T"].mean()
+    dropped = df[df["fault"] != "none"]
+    assert (dropped["outcome"] == "updated").all() and dropped["fault_events"].sum() >= 4
+    for _, trial in dropped.iterrows():
+        drops = trial_drops(trial["fault"], trial["trial_id"], 60.0)
+        costs = events.loc[(events["trial_id"] == trial["trial_id"]) & (events["kind"] == "drop"), "duration_s"]
+        replayed = replay_completion_s(drops, tau, list(costs))
+        assert trial["T"] == pytest.approx(replayed, abs=0.4)

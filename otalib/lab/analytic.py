@@ -41,13 +41,14 @@ Trials that did not update (timed out after too many drops) have no ``T``: they 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from otalib.errors import LabError
-from otalib.net.faults import RateFault, RateKind, is_rate_fault
+from otalib.net.faults import RateFault, RateKind, is_rate_fault, trial_rng
 
 #: Bootstrap resamples of :func:`compare_with_prediction`.
 BOOTSTRAP = 2000
@@ -63,6 +64,27 @@ def expected_completion_s(rate: float, tau: Any, reconnect: Any) -> Any:
         return tau
     value = (1.0 / rate + np.asarray(reconnect, dtype=float)) * np.expm1(rate * np.asarray(tau, dtype=float))
     return float(value) if np.ndim(value) == 0 else value
+
+
+def replay_completion_s(drops_s: Sequence[float], tau: float, reconnect: float | Sequence[float]) -> float:
+    """The completion time the no-resume process gives for ONE realisation: drops at ``drops_s`` (seconds
+    of connection, increasing), each costing ``reconnect`` s (one value, or one per drop). A trial's own
+    schedule (:func:`trial_drops`) replayed so shows the model's error apart from the sampling noise."""
+    costs = [reconnect] * len(drops_s) if isinstance(reconnect, (int, float)) else list(reconnect)
+    elapsed = exposure = 0.0
+    for index, drop in enumerate(drops_s):
+        if drop - exposure >= tau:
+            break
+        cost = costs[index] if index < len(costs) and math.isfinite(costs[index]) else float(np.nanmean(costs))
+        elapsed += drop - exposure + cost
+        exposure = drop
+    return elapsed + tau
+
+
+def trial_drops(fault: str, trial_id: str, horizon_s: float) -> tuple[float, ...]:
+    """The drop times (s of connection) a trial of ``drops:rate=R,seed=N`` drew (its seed and trial id)."""
+    rate = RateFault.parse(fault)
+    return rate.draw(trial_rng(rate.seed, trial_id), 1, horizon_s).drops_s
 
 
 def drop_rate(fault: str) -> float | None:
