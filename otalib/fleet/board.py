@@ -9,7 +9,8 @@ flash lives in memory (:mod:`otalib.fleet.flash`) and its console goes to a boun
 (:class:`BoardConsole`; a log file or a pty on request).
 
 The link is modelled where the board reads: a downstream rate (reads paced by a token
-bucket, so the TCP window closes as on a slow link), drops (the connection is cut),
+bucket, so the TCP window closes as on a slow link; a link profile's latency is not modelled
+here, its rate is), drops (the connection is cut),
 outages (reads stall), and the payload faults (bit flips, a power loss at a byte).
 Rate faults' times count from the board's first byte of the update (seconds of transfer).
 
