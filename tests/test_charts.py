@@ -508,6 +508,34 @@ def test_annotate_updates_marks_each_install():
     assert texts(ax) == ["install 1", *map(str, range(2, 9))]  # legible when the loop is fast
 
 
+UNITS = ("(s", "(KiB)", "KB/s", "(per s", "(disconnects per s)", "per update", "seconds")
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda ax: plot_timeline(updated_row(), ax=ax),
+        lambda ax: plot_time_vs_size(synthetic_frame(), ax=ax),
+        lambda ax: plot_time_cdf(synthetic_frame(), ax=ax),
+        lambda ax: plot_outcomes(synthetic_frame(), ax=ax),
+        lambda ax: plot_failure_probability(rate_frame(), ax=ax),
+        lambda ax: plot_time_vs_fault_rate(rate_frame(), ax=ax),
+        lambda ax: plot_device_phases(with_device_time(synthetic_frame()), ax=ax),
+        lambda ax: plot_device_phase(with_device_time(synthetic_frame()), ax=ax),
+        lambda ax: plot_phase_breakdown(synthetic_frame(), ax=ax),
+    ],
+    ids=["timeline", "time_vs_size", "cdf", "outcomes", "failure_p", "time_vs_rate", "device", "phase", "lab_clock"],
+)
+def test_every_chart_has_a_title_and_units(draw):
+    ax = draw(new_ax())
+    assert ax.get_title().strip()
+    labels = [label for label in (ax.get_xlabel(), ax.get_ylabel()) if label]
+    assert labels
+    unitless = ("trials", "image size", "fraction of updated trials")  # a count, categories, a fraction
+    measured = [label for label in labels if label not in unitless]
+    assert all(any(unit in label for unit in UNITS) for label in measured), labels
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
