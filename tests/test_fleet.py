@@ -314,3 +314,20 @@ def test_console_logs_on_request(broker, tmp_path):
         assert "Switching" in text and text.count("Currently running rom") == 2  # the boot, then the new slot
     assert result.consoles["g1-0002"].endswith((out / "consoles" / "g1-0002.log").read_bytes().decode()[-200:])
     assert load_fleet(out).meta["status"] == "complete"
+
+
+def test_the_publish_works_when_the_fleet_holds_more_than_1024_files(broker):
+    import os
+
+    from otalib.fleet.shard import raise_nofile_limit
+
+    raise_nofile_limit()
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # as a fleet of a thousand boards' sockets
+    try:
+        assert max(held) > 1024
+        spec = {"name": "fds", "timeout_s": 30, "update": {"size": "8KiB"}, "groups": [{"count": 2}]}
+        _, result = run(spec, broker=broker.url)
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert set(result.boards["outcome"]) == {"updated"}

@@ -12,6 +12,8 @@ kill), it keeps what the shards have and marks the result incomplete.
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -123,6 +125,58 @@ class InProcessShards:
 
     def close(self) -> None:
         self.stop()
+
+
+#: A new socket's descriptor above this may be one paho's select() loop cannot take (FD_SETSIZE 1024).
+SELECT_SAFE_FD = 1000
+
+
+def _lowest_free_fd() -> int:
+    fd = os.open(os.devnull, os.O_RDONLY)  # the kernel hands out the lowest free descriptor
+    os.close(fd)
+    return fd
+
+
+def _deploy(package: bytes | None, url: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Publish ``package`` retained at QoS 2 (None: clear it); the deploy record as a dict.
+
+    paho's network loop uses select(), which takes no descriptor above 1023, and a fleet's process
+    holds one per board: when this process's low descriptors are taken, ``otalab deploy`` runs in a
+    process of its own."""
+    if _lowest_free_fd() < SELECT_SAFE_FD:
+        from otalib.mqtt.publish import deploy
+
+        return deploy(package, url, clear=package is None, timeout=timeout).to_dict()
+    with tempfile.TemporaryDirectory(prefix="otalab-fleet-") as tmp:
+        path = None
+        if package is not None:
+            path = Path(tmp) / "package.sdp"
+            path.write_bytes(package)
+        return _deploy_in_child(path, url, timeout)
+
+
+def _deploy_in_child(package: Path | None, url: str, timeout: float = 120.0) -> dict[str, Any]:
+    """``otalab deploy --json PACKAGE URL`` (``--clear`` without a package) in a child process: its record,
+    or its one-line error."""
+    import json
+    import subprocess
+    import sys
+
+    from otalib import procs
+    from otalib.errors import PublishError
+
+    root = str(Path(__file__).resolve().parents[2])  # this otalib, wherever the caller runs
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    what = [str(package)] if package is not None else ["--clear"]
+    argv = [sys.executable, "-m", "otalib", "deploy", "--json", "--timeout", str(timeout), *what, url]
+    try:
+        done = procs.run(argv, capture_output=True, text=True, timeout=timeout + 30, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise PublishError(f"publishing to {url} took more than {timeout + 30:g} s") from None
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise PublishError(lines[-1].removeprefix("otalab: error: ") if lines else f"otalab deploy failed ({url})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 class FleetSession:
@@ -368,22 +422,19 @@ class FleetSession:
         }
 
     def _publish(self, broker_url: str) -> tuple[float, list[dict[str, Any]]]:
-        from otalib.mqtt.publish import deploy
-
+        """Each package, retained at QoS 2; the first PUBLISH's wall-clock time and the deploy records."""
         records = []
         for topic, package in self.packages.items():
-            record = deploy(package.update.package, f"{broker_url.rstrip('/')}/{topic}", timeout=120)
-            records.append({"topic": topic, **record.to_dict()})
+            record = _deploy(package.update.package, f"{broker_url.rstrip('/')}/{topic}")
+            records.append({"topic": topic, **record})
         first = records[0]
         return first["t_start"] + first["publish_start"], records
 
     def _clear(self, broker_url: str, strict: bool = False) -> None:
         """Clear the retained update of every topic (``strict``: a broker's error is raised)."""
-        from otalib.mqtt.publish import deploy
-
         for topic in self.packages:
             try:
-                deploy(None, f"{broker_url.rstrip('/')}/{topic}", clear=True, timeout=10)
+                _deploy(None, f"{broker_url.rstrip('/')}/{topic}", timeout=10)
             except Exception:
                 if strict:
                     raise
