@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import selectors
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ import paho.mqtt.client as mqtt
 
 #: Seconds between two ``loop_misc`` rounds (keepalive pings).
 MISC_INTERVAL = 1.0
+#: Seconds between two looks at a run's end condition.
+UNTIL_INTERVAL = 0.02
 
 
 @dataclass(order=True)
@@ -141,11 +144,16 @@ class FleetLoop:
 
     # -- running --
     def run(self, until: Callable[[], bool], deadline: float | None = None) -> bool:
-        """Serve sockets and timers until ``until()`` is true (True) or ``deadline`` passes (False)."""
+        """Serve sockets and timers until ``until()`` is true (True) or ``deadline`` passes (False).
+
+        ``until`` is asked at most every :data:`UNTIL_INTERVAL` seconds (it may look at every board)."""
+        next_until = 0.0
         while not self.stopped:
-            if until():
-                return True
             now = time.monotonic()
+            if now >= next_until:
+                next_until = now + UNTIL_INTERVAL
+                if until():
+                    return True
             if deadline is not None and now >= deadline:
                 return False
             self._run_timers(now)
@@ -154,9 +162,10 @@ class FleetLoop:
                 for watch in list(self._watches.values()):
                     if watch.sock is not None:
                         watch.client.loop_misc()
-            wait = min(self._next_misc, deadline if deadline is not None else math_inf()) - time.monotonic()
+            wake = min(self._next_misc, next_until, math.inf if deadline is None else deadline)
             if self._timers:
-                wait = min(wait, self._timers[0].when - time.monotonic())
+                wake = min(wake, self._timers[0].when)
+            wait = wake - time.monotonic()
             wait = max(0.0, min(wait, 0.1))
             if not self._selector.get_map():
                 time.sleep(wait)
@@ -166,7 +175,7 @@ class FleetLoop:
                 if mask & selectors.EVENT_WRITE and watch.sock is not None:
                     watch.client.loop_write()
                 if mask & selectors.EVENT_READ and watch.sock is not None and not watch.paused:
-                    watch.client.loop_read(10)
+                    watch.client.loop_read()
         return False
 
     def _run_timers(self, now: float) -> None:
@@ -179,7 +188,3 @@ class FleetLoop:
         for watch in list(self._watches.values()):
             self.detach(watch.client)
         self._selector.close()
-
-
-def math_inf() -> float:
-    return float("inf")
