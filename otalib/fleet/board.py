@@ -287,7 +287,8 @@ class FleetBoard:
         )
         sming = SmingConsole(self.console.write, settings.debug_level, platform=settings.banners)
         timed = settings.timing != "none"
-        self.timing = TimingModel(settings.timing, trial_rng(settings.seed, name)) if timed else None
+        # its own stream (the fault plan draws from the board's name alone: the two must not correlate)
+        self.timing = TimingModel(settings.timing, trial_rng(settings.seed, f"{name}:timing")) if timed else None
         self.pacer = LoopPacer()
         self.device = Device(
             self.flash,
