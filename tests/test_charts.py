@@ -371,13 +371,19 @@ def test_device_phases_stack_device_seconds_per_size_and_mode():
     df = with_device_time(synthetic_frame())
     ax = plot_device_phases(df, ax=new_ax())
     assert ax.get_title() == "where the time goes on the device"
-    assert ax.get_xlabel() == "mean device seconds per update (updated trials)"
+    assert ax.get_xlabel() == "mean device seconds per update (updated trials without a fault)"
     assert legend_labels(ax) == ["receive", "erase", "write", "verify", "switch", "reboot"]  # reconnect: all NaN
     rows = [t.get_text() for t in ax.get_yticklabels()]
     assert rows == ["16 KiB / standard", "16 KiB / signed", "64 KiB / standard", "64 KiB / signed"]
     erase = ax.containers[1].patches
     assert [p.get_width() for p in erase] == pytest.approx([0.5, 0.5, 2.0, 2.0])
     assert [p.get_x() for p in erase] == pytest.approx([0.25, 0.25, 1.0, 1.0])  # on top of receive
+    faulted = with_device_time(rate_frame())
+    faulted.loc[faulted["fault"] != "none", "reboot_s"] = 100.0  # retries: not a clean update's phases
+    ax = plot_device_phases(faulted, ax=new_ax())
+    assert ax.get_xlabel() == "mean device seconds per update (updated trials without a fault)"
+    reboot = ax.containers[5].patches
+    assert [p.get_width() for p in reboot] == pytest.approx([1.5, 1.5])
     old = synthetic_frame()  # a run made before the timing model: no columns
     assert texts(plot_device_phases(old, ax=new_ax()))[0].startswith("no device-time phases")
     nan = old.assign(receive_s=np.nan)

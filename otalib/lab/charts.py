@@ -280,10 +280,14 @@ def device_phase_means(df: pd.DataFrame, by: tuple[str, ...] = ("size", "mode"))
     """Mean device seconds per phase (columns :data:`DEVICE_PHASES`) of updated trials, per group.
 
     Only trials whose device-time columns were measured count; columns a run lacks are absent.
-    ``link`` and ``timing`` join the grouping when they vary.
+    Trials without a fault only, when the run has any (a fault adds reboots and retries: the
+    phases of an update are what a clean one spends). ``link`` and ``timing`` join the grouping
+    when they vary.
     """
     columns = device_phase_columns(df)
     done = df[(df["outcome"] == OutcomeKind.UPDATED)] if columns else df.iloc[:0]
+    if "fault" in done and (done["fault"].astype(str) == "none").any():
+        done = done[done["fault"].astype(str) == "none"]
     if columns:
         done = done[np.isfinite(done[columns].to_numpy(float)).any(axis=1)]
     keys = [*by, *(c for c in ("link", "timing") if c in done and c not in by and done[c].nunique() > 1)]
@@ -308,7 +312,8 @@ def plot_device_phases(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[st
     a run without them (timing ``none``, a real board, an old run) gets a "no data" panel.
     """
     ax = new_axes(ax)
-    ax.set_xlabel("mean device seconds per update (updated trials)")
+    clean = "fault" in df and ((df["fault"].astype(str) == "none") & (df["outcome"] == OutcomeKind.UPDATED)).any()
+    ax.set_xlabel(f"mean device seconds per update (updated trials{' without a fault' if clean else ''})")
     ax.set_title("where the time goes on the device")
     means = device_phase_means(df, by)
     if means.empty:
