@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from otalib.errors import UsageError
 from otalib.formats.ota import OtaDecoder, Rom, Verified, build_ota, iter_chunks
 from otalib.formats.package import PackageParser, PatchRead, check_package, pack, unpack
 from otalib.formats.version import decode_patch, device_patch, encode_patch
@@ -180,3 +181,22 @@ def test_decoder_selects_the_rom_by_the_low_20_bits(demo_key):
         decoder.end_of_input()
         assert any(isinstance(e, Verified) for e in events)
         assert decoder.selected_rom == selected
+
+
+def test_payload_taken_past_the_version_counts_as_fed_payload():
+    """A device hands payload on itself once the version is accepted (no event per chunk); the count matches."""
+    data = encode_patch(300, True) + bytes(range(200))
+    fed, taken = PackageParser(5, True, "reference"), PackageParser(5, True, "reference")
+    with pytest.raises(UsageError, match="not read"):
+        taken.take_payload(10)
+    fed.feed(data[:50]), fed.feed(data[50:])
+    events = taken.feed(data[:50])
+    assert isinstance(events[0], PatchRead) and taken.streaming_payload
+    taken.take_payload(len(data) - 50)
+    assert taken.end_of_input() == fed.end_of_input()
+    assert not taken.streaming_payload  # ended
+    skipped = PackageParser(400, True, "reference")
+    skipped.feed(data[:10])
+    assert not skipped.streaming_payload  # a rejected version streams nothing
+    with pytest.raises(UsageError):
+        skipped.take_payload(10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from board_helpers import deliver, firmware, make_device, make_flash, signed_package, standard_package
 
@@ -235,3 +236,22 @@ def test_a_trial_row_sums_the_device_time_of_its_messages():
         "reboot_s": 0.3,
     }
     assert _device_time([instant]) == {}
+
+
+def test_block_draws_give_exactly_the_values_of_one_draw_per_call():
+    """The model draws spreads in blocks; each total is bit-identical to drawing ``count`` values per call."""
+
+    def reference(twin: TimingModel, name: str, count: int) -> float:
+        if count <= 0:
+            return 0.0
+        fig = twin.chip[name]
+        assert fig.max is not None
+        spread = twin._rngs[name].beta(1.0, twin.chip.beta, size=count)  # the same stream, one call at a time
+        return float(count * fig.typical + (fig.max - fig.typical) * spread.sum())
+
+    counts = np.random.default_rng(1).choice([0, 1, 2, 5, 6, 7, 8, 9, 16, 700], size=3000)
+    for seed in range(3):
+        model, twin = TimingModel("esp8266", seed), TimingModel("esp8266", seed)
+        for i, count in enumerate(counts):
+            name = ("sector_erase_s", "page_program_s")[i % 2]
+            assert model.draw(name, int(count)) == reference(twin, name, int(count))

@@ -426,9 +426,16 @@ class OtaDecoder:
     def _feed_plain(self, data: bytes | memoryview) -> None:
         # Hot path: ROM data is passed on as ``bytes`` without an extra copy when a whole
         # chunk belongs to one ROM (the usual case); headers are staged in a small buffer.
-        if isinstance(data, memoryview):
+        if data.__class__ is not bytes:
             data = bytes(data)
-        offset, size = 0, len(data)
+        size = len(data)
+        if 0 < size < self._need and self._state is _ROM_DATA:  # the hot path: inside one ROM's content
+            self._need -= size
+            self.plain_bytes += size
+            self._verifier.update(data)  # type: ignore[union-attr]  # set with the header, before any ROM
+            self._rom_data(data)
+            return
+        offset = 0
         while offset < size:
             state = self._state
             if state is _COMPLETE:
@@ -501,10 +508,9 @@ class OtaDecoder:
 
     def _rom_data(self, data: bytes) -> None:
         rom = self._rom
-        assert rom is not None
         if self._rom_hash is not None:
             self._rom_hash.update(data)
-        self._events.append(RomData(rom.index, self._rom_offset, data, rom.selected))
+        self._events.append(RomData(rom.index, self._rom_offset, data, rom.selected))  # type: ignore[union-attr]
         self._rom_offset += len(data)
 
     def _rom_end(self) -> None:

@@ -179,6 +179,19 @@ class PackageParser:
             self._offset += len(view)
         return events
 
+    @property
+    def streaming_payload(self) -> bool:
+        """The version was read and accepted: every further byte is payload (see :meth:`take_payload`)."""
+        read = self._read
+        return read is not None and read.accepted and not self._ended
+
+    def take_payload(self, size: int) -> None:
+        """Count ``size`` payload bytes the caller hands on itself instead of :meth:`feed` (which would
+        report them as one :class:`PayloadData`); only while :attr:`streaming_payload`."""
+        if not self.streaming_payload:
+            raise UsageError("no payload to take: the patch version is not read or not accepted")
+        self._offset += size
+
     def end_of_input(self) -> PackageEnd:
         """The message is complete."""
         self._ended = True

@@ -82,25 +82,31 @@ class _PublishStream:
     def __iadd__(self, data: bytes) -> _PublishStream:
         self.consumed += len(data)
         client = self.client
+        pending = self.pending
         if self.header_len is None:
             self.header += data
             if not self._parse_header():
                 client._segment_maybe_full()
                 return self
-            self.pending += self.header[self.header_len :]
+            pending += self.header[self.header_len :]
             self.header = bytearray()
             self.started = True
             client.stream_sink.message_start(self.topic, self.remaining - self.header_len, self.retain, self.qos)
-        else:
-            self.pending += data
+            data = b""
         ended = self.consumed >= self.remaining
         if ended or client._segment >= client.tcp_mss:  # a whole segment: the device gets it in one piece
-            if self.pending:
-                chunk = bytes(self.pending)
-                self.pending.clear()
+            if pending:
+                pending += data
+                chunk = bytes(pending)
+                pending.clear()
+            else:  # the segment came in one read (the usual case): no copy
+                chunk = data
+            if chunk:
                 client.stream_sink.message_data(chunk)
             if not ended:  # the packet's last segment is reported after the packet's handling
                 client._segment_done()
+        elif data:
+            pending += data
         return self
 
     def __len__(self) -> int:
@@ -169,18 +175,17 @@ class StreamingClient(mqtt.Client):
 
     def _sock_recv(self, bufsize: int) -> bytes:
         packet = paho_compat.in_packet(self)
-        if packet["command"] == 0:  # a new packet: a new segment
-            self._segment = 0
-        if (
-            packet["have_remaining"]
-            and packet_type(packet["command"]) == PacketType.PUBLISH
-            and not isinstance(packet["packet"], _PublishStream)
-        ):
-            self._stream = _PublishStream(self, packet["command"], packet["remaining_length"])
-            packet["packet"] = self._stream  # type: ignore[typeddict-item]
+        streaming = packet["packet"].__class__ is _PublishStream  # the body of a PUBLISH (the usual case)
+        if not streaming:
+            if packet["command"] == 0:  # a new packet: a new segment
+                self._segment = 0
+            elif packet["have_remaining"] and packet_type(packet["command"]) == PacketType.PUBLISH:
+                self._stream = _PublishStream(self, packet["command"], packet["remaining_length"])
+                packet["packet"] = self._stream  # type: ignore[typeddict-item]
+                streaming = True
         data = super()._sock_recv(min(bufsize, self.tcp_mss - self._segment))
         self._segment += len(data)
-        if self._segment >= self.tcp_mss and not isinstance(packet["packet"], _PublishStream):
+        if not streaming and self._segment >= self.tcp_mss:
             self._segment_maybe_full()  # a large non-PUBLISH packet: its data is handled at its end
         return data
 

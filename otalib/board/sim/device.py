@@ -124,6 +124,8 @@ class _Update:
     #: device time spent per phase (erase_s, write_s, verify_s, switch_s) and when the message started
     spent: dict[str, float] = field(default_factory=dict)
     started: float = 0.0
+    #: the patch version was read and accepted: further chunks go to the payload without the parser's events
+    streaming: bool = False
 
 
 class Device:
@@ -367,6 +369,10 @@ class Device:
         update.received += len(chunk)
         if update.abandoned:
             return
+        if update.streaming:  # past the patch version: the chunk is all payload (the hot path)
+            update.parser.take_payload(len(chunk))
+            self._payload(update, chunk if chunk.__class__ is bytes else bytes(chunk))
+            return
         try:
             events = update.parser.feed(chunk)
         except InputError as exc:  # patch version too long
@@ -378,6 +384,7 @@ class Device:
                 update.patch = event
                 if event.accepted:
                     self._open_stream(update, update.length - event.version_bytes)
+                    update.streaming = True
             elif isinstance(event, PayloadData):
                 self._payload(update, event.data)
 
@@ -484,15 +491,17 @@ class Device:
         (the device time of both spent as the device spends it)."""
         writer = update.writer
         assert writer is not None
-        if self.timing is not None:
-            if writer.written + len(data) > writer.size:
+        timing = self.timing
+        if timing is not None:
+            written, n = writer.written, len(data)
+            if written + n > writer.size:
                 writer.write(data)  # raises: beyond the slot
-            end = writer.start + writer.written + len(data)
-            sectors = max(0, math.ceil((end - writer.erased_to) / SECTOR))
-            self._spend(update, "erase_s", self.timing.erase_sectors(sectors))
-            pages = self.timing.pages(writer.written + len(data)) - self.timing.pages(writer.written)
+            end = writer.start + written + n
+            if end > writer.erased_to:  # a new sector: erased first
+                self._spend(update, "erase_s", timing.erase_sectors(math.ceil((end - writer.erased_to) / SECTOR)))
+            pages = timing.pages(written + n) - timing.pages(written)
             writer.write(data)
-            self._spend(update, "write_s", self.timing.program_pages(pages))
+            self._spend(update, "write_s", timing.program_pages(pages))
             return
         writer.write(data)
 
@@ -551,7 +560,14 @@ class Device:
     def _ota_events(self, update: _Update, events: Iterable[OtaEvent]) -> None:
         console = self.console
         for event in events:
-            if isinstance(event, OtaHeader):
+            if event.__class__ is RomData:  # the hot path: ROM content
+                if event.selected and update.writer is not None:
+                    try:
+                        self._write(update, event.data)
+                    except BoardError as exc:
+                        self._ota_error(update, DeviceError(DeviceErrorCode.FlashWriteFailed, str(exc)))
+                        return
+            elif isinstance(event, OtaHeader):
                 console.build_timestamps(self.build_timestamp, event.timestamp)
                 if self.allow_downgrade or event.timestamp >= self.build_timestamp:
                     console.starting_upgrade(event.rom_count)
@@ -563,13 +579,6 @@ class Device:
                     update.writer = SlotWriter(self.flash, start, end - start)
                 else:
                     console.skip_rom(event.address, event.address + event.size)
-            elif isinstance(event, RomData):
-                if event.selected and update.writer is not None:
-                    try:
-                        self._write(update, event.data)
-                    except BoardError as exc:
-                        self._ota_error(update, DeviceError(DeviceErrorCode.FlashWriteFailed, str(exc)))
-                        return
             elif isinstance(event, Verified):
                 self._print_signature(update)
                 console.rom_update_complete()

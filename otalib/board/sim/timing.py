@@ -196,6 +196,49 @@ DRAWN = ("sector_erase_s", "page_program_s", "block_erase_64k_s", "ed25519_verif
 DRAWN += ("mqtt_connect_s",)
 
 
+#: Spreads drawn at once per figure (the same values, in the same order, as one draw per operation).
+SPREAD_BLOCK = 512
+
+
+class _Spreads:
+    """One figure's durations from its own generator, drawn in blocks of :data:`SPREAD_BLOCK`.
+
+    ``Generator.beta`` draws element by element from the generator's stream, so a block holds the
+    values single draws would have given, in order; :meth:`take` sums them as ``ndarray.sum`` does
+    (left to right below 8 values, numpy's pairwise sum from 8), so totals stay bit-identical to
+    drawing ``rng.beta(1, beta, size=count)`` per call.
+    """
+
+    __slots__ = ("_at", "_beta", "_rng", "_values", "span", "typical")
+
+    def __init__(self, fig: Figure, rng: np.random.Generator | None, beta: float) -> None:
+        self.typical = fig.typical
+        self.span = (fig.max - fig.typical) if fig.varies and fig.max is not None else None
+        self._rng = rng
+        self._beta = beta
+        self._values: list[float] = []
+        self._at = 0
+
+    def take(self, count: int) -> float:
+        span = self.span
+        if span is None:
+            return self.typical * count
+        at, end = self._at, self._at + count
+        values = self._values
+        if end > len(values):
+            assert self._rng is not None
+            values = self._values = values[at:] + self._rng.beta(1.0, self._beta, max(SPREAD_BLOCK, count)).tolist()
+            at, end = 0, count
+        self._at = end
+        if count < 8:
+            total = -0.0
+            for value in values[at:end]:
+                total += value
+        else:
+            total = float(np.array(values[at:end]).sum())
+        return count * self.typical + span * total
+
+
 class TimingModel:
     """Durations of device operations for one chip, drawn from ``rng`` (pure: it never waits).
 
@@ -207,18 +250,18 @@ class TimingModel:
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         seeds = rng.integers(0, 2**63, size=len(DRAWN))
         self._rngs = {name: np.random.default_rng(int(seed)) for name, seed in zip(DRAWN, seeds, strict=True)}
+        self._spreads: dict[str, _Spreads] = {}
+        self._rates: dict[str, float] = {}
 
     # -- draws --
     def draw(self, name: str, count: int = 1) -> float:
         """Seconds that ``count`` operations ``name`` take together (each drawn on its own)."""
         if count <= 0:
             return 0.0
-        fig = self.chip[name]
-        if not fig.varies:
-            return fig.typical * count
-        assert fig.max is not None
-        spread = self._rngs[name].beta(1.0, self.chip.beta, size=count)
-        return float(count * fig.typical + (fig.max - fig.typical) * spread.sum())
+        spreads = self._spreads.get(name)
+        if spreads is None:
+            spreads = self._spreads[name] = _Spreads(self.chip[name], self._rngs.get(name), self.chip.beta)
+        return spreads.take(count)
 
     def mean(self, name: str) -> float:
         """The mean time of one operation ``name`` under the model's distribution."""
@@ -252,7 +295,12 @@ class TimingModel:
     # -- crypto --
     def throughput(self, name: str, size: int) -> float:
         """Seconds to run ``size`` bytes through the algorithm ``name`` (sha512, md5, xchacha20poly1305)."""
-        return size / self.chip[name].typical if size > 0 else 0.0
+        if size <= 0:
+            return 0.0
+        rate = self._rates.get(name)
+        if rate is None:
+            rate = self._rates[name] = self.chip[name].typical
+        return size / rate
 
     def stream_crypto(self, size: int, *, signed: bool, encrypted: bool, checksum: bool) -> float:
         """The per-byte crypto of an incoming ``.ota`` stream: SHA-512 for the Ed25519ph signature,
