@@ -182,7 +182,10 @@ def plot_failure_probability(df: pd.DataFrame, ax: Axes | None = None, *, kind: 
         ax.plot(x, table["failure_rate"], color=color, marker=marker, label=f"{name}: no update")
         ax.fill_between(x, table["ci_low"], table["ci_high"], color=color, alpha=0.2, linewidth=0)
         if table["bricked"].sum():
-            ax.plot(x, table["bricked_rate"], color=color, marker=marker, linestyle="--", label=f"{name}: bricked")
+            ax.plot(
+                x, table["bricked_rate"], color=color, marker=marker, markerfacecolor="white", markersize=9,
+                linestyle="--", label=f"{name}: bricked",
+            )  # fmt: skip
             ax.fill_between(
                 x, table["bricked_ci_low"], table["bricked_ci_high"], color=color, alpha=0.1, hatch="//", linewidth=0
             )
