@@ -24,6 +24,7 @@ from otalib.lab.palette import (
     new_axes,
     no_data,
     outcome_color,
+    size_linestyle,
     sorted_modes,
     sorted_outcomes,
 )
@@ -277,7 +278,10 @@ def plot_completion_check(
         rates = np.linspace(0.0, float(group["drop_rate"].max()) * 1.1, 60)
         curve = [predict(float(r), tau, reconnect) for r in rates]
         name = f"{mode}, {format_size(size)}"
-        ax.plot(rates, curve, color=color, label=f"{name}: predicted (τ = {tau:.2f} s, D = {reconnect:.2f} s)")
+        ax.plot(
+            rates, curve, color=color, linestyle=size_linestyle(size),
+            label=f"{name}: predicted (τ = {tau:.2f} s, D = {reconnect:.2f} s)",
+        )  # fmt: skip
         mean = group["measured_s"].to_numpy(float)
         low = np.nan_to_num(mean - group["measured_low"].to_numpy(float), nan=0.0)
         high = np.nan_to_num(group["measured_high"].to_numpy(float) - mean, nan=0.0)
