@@ -112,7 +112,10 @@ def test_new_refuses_when_the_old_run_cannot_be_kept(tmp_path):
 def test_runs_without_a_stored_hash_resume_with_their_own_spec(tmp_path):
     run = tmp_path / "example"
     shutil.copytree(EXAMPLE_RUN, run)
-    assert "campaign_sha256" not in store.read_metadata(run)  # made before the hash was stored
+    meta = json.loads((run / "metadata.json").read_text())
+    meta.pop("campaign_sha256", None)  # a run made before the hash was stored
+    (run / "metadata.json").write_text(json.dumps(meta))
+    assert "campaign_sha256" not in store.read_metadata(run)
     assert check_run_dir(CampaignSpec.load(EXAMPLE_SPEC), run) is None
     other = CampaignSpec.from_dict({**CampaignSpec.load(EXAMPLE_SPEC).to_dict(), "repeats": 3})
     with pytest.raises(LabError, match="another spec"):
