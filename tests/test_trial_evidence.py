@@ -194,6 +194,25 @@ def test_a_foreign_package_on_the_console_is_flagged():
     assert facts.check(ConsoleLine(0.0, "", "update_slot", {"start": 0x2000, "end": 0x2040})) == ("rom-size", True)
 
 
+def test_an_encrypted_package_is_known_by_its_plaintext_signature():
+    """The board prints the DECRYPTED file's signature: an encrypted trial's own package is not foreign
+    (it was, and its throughput was lost); another key (or none) cannot vouch for it."""
+    from otalib.board.protocol import ConsoleLine
+    from otalib.firmware.demo import make_demo_image
+    from otalib.keys import LabKey
+    from otalib.lab.trial import PackageFacts
+    from otalib.update import make_update
+
+    key = LabKey.generate()
+    image = make_demo_image("esp8266", "test", "4.3.2", size=4096)
+    update = make_update(image, "signed+encrypted", patch=2, key=key, timestamp=7)
+    signed = make_update(image, "signed", patch=2, key=key, timestamp=7)
+    printed = ConsoleLine(0.0, "", "signature", {"signature": signed.ota[-64:].hex()})
+    assert PackageFacts.of(update, [4096], key).check(printed) == ("signature", True)
+    assert PackageFacts.of(update, [4096], LabKey.generate()).check(printed) is None
+    assert PackageFacts.of(update, [4096]).check(printed) is None
+
+
 def test_a_trial_that_sees_another_package_arrive_flags_it(bench):
     """The old race, staged: another package is still streaming to the board when the trial starts. The
     trial may well decide ``updated`` on it; the console's signature says whose bytes they were."""

@@ -48,6 +48,7 @@ from otalib.broker.log_watch import BrokerEvent, BrokerEventKind, BrokerLogWatch
 from otalib.errors import BoardError, LabError, OtaLabError
 from otalib.firmware.demo import make_demo_image
 from otalib.formats.ota import timestamp_now
+from otalib.formats.secretstream import SecretstreamReader
 from otalib.formats.version import Version, topic_for
 from otalib.keys import DeviceKeys, LabKey
 from otalib.lab.inputs import Firmware, check_resume, prepare_inputs, virtual_layout
@@ -420,7 +421,7 @@ class Trial:
                 )
             self.phases["t_build"] = self.clock.now()
             rom_sizes = [len(rom.data) for rom in self.bench.firmware.roms] if self.bench.firmware else [len(image)]
-            self.facts = PackageFacts.of(update, rom_sizes)
+            self.facts = PackageFacts.of(update, rom_sizes, self.bench.key)
             if real:
                 tracker.quiet = self._quiet(len(update.package))
             if proxy is not None:
@@ -903,11 +904,16 @@ class PackageFacts:
     size: int  # the package's bytes (what a standard-mode board writes)
     rom_sizes: frozenset[int]  # the ROM images inside (an advanced-mode board's ``Update slot`` ranges)
     timestamp: int | None  # the OTA file's build timestamp (ms since 1900)
-    ota: bytes  # the OTA file (its ending is the signature/checksum the board prints)
+    ota: bytes  # the plaintext OTA file (its ending is the signature/checksum the board prints)
 
     @classmethod
-    def of(cls, update: Any, rom_sizes: Iterable[int]) -> PackageFacts:
-        return cls(len(update.package), frozenset(rom_sizes), update.timestamp, update.ota or b"")
+    def of(cls, update: Any, rom_sizes: Iterable[int], key: LabKey | None = None) -> PackageFacts:
+        """An encrypted update's OTA file is decrypted with ``key``: the board prints the plaintext's
+        signature (without the key its signature is not compared)."""
+        ota = update.ota or b""
+        if ota and getattr(update, "encrypted", False):
+            ota = _decrypted(ota, key)
+        return cls(len(update.package), frozenset(rom_sizes), update.timestamp, ota)
 
     def check(self, line: ConsoleLine) -> tuple[str, bool] | None:
         """``(what was compared, it matches)`` for a line that shows something of a package, else None."""
@@ -922,6 +928,18 @@ class PackageFacts:
         if ev == "ota_write" and not self.ota:
             return "write-size", int(f["total"]) <= self.size
         return None
+
+
+def _decrypted(ota: bytes, key: LabKey | None) -> bytes:
+    """The plaintext of an encrypted OTA file (empty without the key or when it does not decrypt)."""
+    if key is None:
+        return b""
+    plain = bytearray()
+    try:
+        SecretstreamReader(key.stream_key, plain.extend).feed(memoryview(ota))
+    except OtaLabError:
+        return b""
+    return bytes(plain)
 
 
 def _has_package(board: Board, before: int) -> bool:
