@@ -276,6 +276,21 @@ def test_user_patterns_extend_and_override() -> None:
     assert all(isinstance(p.regex, re.Pattern) for p in DEFAULT_PATTERNS)
 
 
+def test_a_repeated_message_parses_the_same_each_time_and_a_later_pattern_counts() -> None:
+    """The parser remembers matches (a device repeats its per-segment lines); each line gets its own fields."""
+    parser = ConsoleParser()
+    first = parser.parse("1000 ota_write_flash: item.size: 1460\r", 1.0)
+    again = parser.parse("2000 ota_write_flash: item.size: 1460\r", 2.0)
+    assert first.event == again.event == "ota_write" and first.fields["total"] == 1460
+    assert first.fields["us"] == 1000 and again.fields["us"] == 2000  # not one shared dict
+    assert {k: v for k, v in first.fields.items() if k != "us"} == {k: v for k, v in again.fields.items() if k != "us"}
+    assert parser.parse("3000 my own line", 3.0).event is None
+    parser.add(Pattern("mine", r"^my own line$"))  # a pattern added after the message was seen
+    assert parser.parse("4000 my own line", 4.0).event == "mine"
+    parser.patterns = [Pattern("only", r"^TCP ")]  # the table replaced
+    assert parser.parse("5000 TCP 0x3ffef4a0 received: 1460 bytes", 5.0).event == "only"
+
+
 # -- the renderer ------------------------------------------------------------------------------------------------
 
 

@@ -234,16 +234,23 @@ _US_ONLY = re.compile(r"\d+ ")
 _SPLICED_THREAD = re.compile(r"^(?P<head>.*?\S.*?)(?P<thread>Thread '[^']+' (?:running|complete|destroyed))$")
 
 
+#: Distinct messages a :class:`ConsoleParser` remembers the match of (then it starts over).
+PARSE_MEMO_LINES = 1024
+
+
 class ConsoleParser:
     """Turn raw console lines into :class:`ConsoleLine` events with a pattern table."""
 
     def __init__(self, patterns: Iterable[Pattern] = DEFAULT_PATTERNS, extra: Iterable[Pattern] = ()) -> None:
         self.patterns: list[Pattern] = list(extra) + list(patterns)
         self._spliced: tuple[str, float] | None = None  # head of a line cut by a thread's line
+        self._memo: dict[str, tuple[str | None, dict[str, Any]]] = {}  # message -> (event, fields)
+        self._memo_key = (id(self.patterns), len(self.patterns))
 
     def add(self, pattern: Pattern) -> None:
         """Add a pattern, tried before all existing ones (so it can override a default)."""
         self.patterns.insert(0, pattern)
+        self._memo.clear()
 
     def parse(self, line: str, t: float) -> ConsoleLine:
         """Parse one line (without its newline); the microsecond prefix goes to ``fields["us"]``.
@@ -267,15 +274,34 @@ class ConsoleParser:
         if m:
             us = int(m.group(1))
             message = message[m.end() :]
-        for pattern in self.patterns:
+        event, matched = self._match(message)
+        fields = dict(matched)
+        if us is not None:
+            fields["us"] = us
+        return ConsoleLine(t=t, line=text, event=event, fields=fields)
+
+    def _match(self, message: str) -> tuple[str | None, dict[str, Any]]:
+        """The first pattern matching ``message`` (sans microsecond prefix) and its fields, remembered:
+        a device repeats the same messages (two per TCP segment), the prefix is what changes."""
+        patterns = self.patterns
+        if self._memo_key != (id(patterns), len(patterns)):  # patterns added or replaced
+            self._memo.clear()
+            self._memo_key = (id(patterns), len(patterns))
+        hit = self._memo.get(message)
+        if hit is not None:
+            return hit
+        found: tuple[str | None, dict[str, Any]] = (None, {})
+        for pattern in patterns:
             if not message.startswith(pattern._prefix):  # most patterns, without a call
                 continue
             fields = pattern.match(message)
             if fields is not None:
-                if us is not None:
-                    fields["us"] = us
-                return ConsoleLine(t=t, line=text, event=pattern.name, fields=fields)
-        return ConsoleLine(t=t, line=text, event=None, fields={"us": us} if us is not None else {})
+                found = (pattern.name, fields)
+                break
+        if len(self._memo) >= PARSE_MEMO_LINES:
+            self._memo.clear()
+        self._memo[message] = found
+        return found
 
 
 # -- outcome inference ------------------------------------------------------------------------------------------
