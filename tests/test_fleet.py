@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +18,7 @@ from otalib.board.sim.device import Device
 from otalib.board.virtual import prepare_flash
 from otalib.errors import LabError
 from otalib.fleet import FleetSession, FleetSpec, load_fleet
+from otalib.fleet.loop import FleetLoop, Timer
 from otalib.fleet.results import time_to_fraction
 from otalib.vocabulary import Decision
 from tests.process_helpers import otalab_env, run_otalab
@@ -331,3 +334,17 @@ def test_the_publish_works_when_the_fleet_holds_more_than_1024_files(broker):
         for fd in held:
             os.close(fd)
     assert set(result.boards["outcome"]) == {"updated"}
+
+
+def test_the_loop_runs_timers_by_due_time_then_in_the_order_they_were_set():
+    loop = FleetLoop()
+    ran: list[str] = []
+    for name, delay in (("c", 0.02), ("a", 0.0), ("b", 0.0), ("d", 0.02), ("cancelled", 0.01)):
+        timer = loop.call_later(delay, lambda n=name: ran.append(n))
+    timer.cancel()
+    assert loop.run(lambda: len(ran) >= 4, time.monotonic() + 5)
+    assert ran == ["a", "b", "c", "d"]
+    loop.close()
+    due = [Timer(1.0, 2, print), Timer(1.0, 1, print), Timer(0.5, 3, print), Timer(2.0, 0, print)]
+    heapq.heapify(due)
+    assert [(t.when, t.seq) for t in (heapq.heappop(due) for _ in range(4))] == [(0.5, 3), (1.0, 1), (1.0, 2), (2.0, 0)]

@@ -61,6 +61,8 @@ POWER_OFF_S = 0.5
 PACER_SLACK_S = 0.05
 #: A board keeps reading while its device is at most this far ahead of the clock (fewer wake-ups).
 READ_AHEAD_S = 0.02
+#: Timers a board keeps before it forgets those that ran (a paced board sets one per read burst).
+TIMERS_KEPT = 16
 #: Reconnect back-off (first, most), as the virtual board's paho client.
 RECONNECT_S = (0.2, 2.0)
 
@@ -379,8 +381,11 @@ class FleetBoard:
             fn()
 
     def _later(self, delay: float, fn: Callable[[], Any]) -> None:
-        self._timers = [t for t in self._timers if not t.cancelled and t.when > time.monotonic()]
-        self._timers.append(self.loop.call_later(delay, fn))
+        timers = self._timers
+        if len(timers) >= TIMERS_KEPT:  # forget the timers that ran or were cancelled (stop() cancels the rest)
+            now = time.monotonic()
+            timers = self._timers = [t for t in timers if not t.cancelled and t.when > now]
+        timers.append(self.loop.call_later(delay, fn))
 
     # -- connection --
     def _connect(self) -> None:

@@ -17,7 +17,6 @@ import math
 import selectors
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -28,14 +27,22 @@ MISC_INTERVAL = 1.0
 UNTIL_INTERVAL = 0.02
 
 
-@dataclass(order=True)
 class Timer:
-    """A call due at ``when`` (monotonic); :meth:`cancel` drops it."""
+    """A call due at ``when`` (monotonic); :meth:`cancel` drops it. Timers order by ``(when, seq)``."""
 
-    when: float
-    seq: int
-    fn: Callable[[], Any] = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
+    __slots__ = ("cancelled", "fn", "seq", "when")
+
+    def __init__(self, when: float, seq: int, fn: Callable[[], Any], cancelled: bool = False) -> None:
+        self.when = when
+        self.seq = seq
+        self.fn = fn
+        self.cancelled = cancelled
+
+    def __lt__(self, other: Timer) -> bool:  # the heap's order, without a tuple per comparison
+        return self.when < other.when or (self.when == other.when and self.seq < other.seq)
+
+    def __repr__(self) -> str:
+        return f"Timer(when={self.when!r}, seq={self.seq!r}, cancelled={self.cancelled!r})"
 
     def cancel(self) -> None:
         self.cancelled = True

@@ -128,6 +128,10 @@ class _Update:
     streaming: bool = False
 
 
+#: States in which the firmware's TCP stack prints what it receives.
+_ONLINE = frozenset({DeviceState.RUNNING, DeviceState.RECEIVING, DeviceState.RESTART_PENDING})
+
+
 class Device:
     """A Sming device running the OTA-over-MQTT Upgrade sample (no network I/O here).
 
@@ -341,7 +345,7 @@ class Device:
 
     def segment_received(self, size: int) -> None:
         """The TCP stack handed over a segment of ``size`` bytes (after its data was processed)."""
-        if self.state in (DeviceState.RUNNING, DeviceState.RECEIVING, DeviceState.RESTART_PENDING):
+        if self.state in _ONLINE:
             self.console.tcp_received(self.conn_id, size)
 
     def restart(self) -> BootResult:
