@@ -8,18 +8,25 @@ beforehand through the server's REST API: JupyterLab attaches to that session in
 choosing a kernel itself. "Run All" is pressed only once the page is attached to that kernel
 and it is idle; a kernel dialog that shows up anyway is answered (python3), any other fails
 the test at once with its text.
+
+The server binds a port of the system's choosing and is ready once the info file it writes names that
+port and it lists the kernelspec there (its own token: no other test's server can answer). A failure
+carries the tail of the server's log (tmp_path/jupyter.log).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,7 +35,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 DATA = NOTEBOOKS.parent / "data"
-TOKEN = "otalab-browser-test"
 NOTEBOOKS_RUN = ("01_build_and_sign.ipynb", "02_publish_and_watch.ipynb")
 KERNEL = "python3"
 
@@ -42,30 +48,69 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def log_tail(log: Path, chars: int = 4000) -> str:
+    """The end of the Jupyter server's log, for a failure message."""
+    text = log.read_text(errors="replace") if log.exists() else "(no log)"
+    return f"\n--- tail of {log} ---\n{text[-chars:]}"
 
 
-def api(url: str, path: str, body: dict | None = None) -> dict:
-    """A call to the Jupyter server's REST API (token authentication)."""
-    request = urllib.request.Request(
-        f"{url}/api/{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
-        method="GET" if body is None else "POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+@dataclass(frozen=True)
+class Lab:
+    """A running JupyterLab server: its base URL and the log it writes."""
+
+    url: str
+    token: str
+    log: Path
+
+    def api(self, path: str, body: dict | None = None) -> dict:
+        """A call to the server's REST API (token authentication); an HTTP error fails with the server's log."""
+        request = urllib.request.Request(
+            f"{self.url}/api/{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+            method="GET" if body is None else "POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")[:500]
+            pytest.fail(f"{request.method} /api/{path}: HTTP {error.code} {detail}{log_tail(self.log)}")
+
+    @contextmanager
+    def explaining_failures(self):
+        """Any failure inside (a Selenium timeout, an assertion) fails with the tail of the server's log."""
+        try:
+            yield
+        except Exception as error:
+            pytest.fail(f"{type(error).__name__}: {error}{log_tail(self.log)}")
 
 
-def start_kernel_session(url: str, notebook: str) -> str:
+def start_kernel_session(lab: Lab, notebook: str) -> str:
     """A session for the notebook on an explicit kernel (the server starts it); the kernel's id."""
     body = {"path": notebook, "name": notebook, "type": "notebook", "kernel": {"name": KERNEL}}
-    session = api(url, "sessions", body)
+    session = lab.api("sessions", body)
     assert session["kernel"]["name"] == KERNEL, session
     return str(session["kernel"]["id"])
+
+
+def server_url(runtime: Path, pid: int) -> str | None:
+    """The URL the server with ``pid`` listens on, from the info file it writes once its port is bound."""
+    try:
+        info = json.loads((runtime / f"jpserver-{pid}.json").read_text())
+    except (OSError, ValueError):  # not written yet, or being written
+        return None
+    return f"http://127.0.0.1:{info['port']}" if info.get("pid") == pid else None
+
+
+def serving(url: str, token: str) -> bool:
+    """True once the server answers its REST API and lists the kernel the tests start."""
+    request = urllib.request.Request(f"{url}/api/kernelspecs", headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return KERNEL in json.loads(response.read()).get("kernelspecs", {})
+    except (OSError, ValueError):  # not listening yet (HTTPError is an OSError too)
+        return False
 
 
 @pytest.fixture
@@ -91,8 +136,9 @@ def jupyterlab(tmp_path):
         "JUPYTER_CONFIG_DIR": str(state / "config"),
         "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
     }
-    port = free_port()
-    log = open(tmp_path / "jupyter.log", "wb")  # noqa: SIM115 - closed below
+    token = secrets.token_hex(16)  # a server of another test (same URL by mishap) answers 403, not 200
+    log_path = tmp_path / "jupyter.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -100,9 +146,12 @@ def jupyterlab(tmp_path):
             "jupyterlab",
             "--no-browser",
             "--ip=127.0.0.1",
-            f"--port={port}",
+            # the server binds a port the system picks and names it in its info file: no port chosen here
+            # that another process could take first (the server would move to a neighbour, silently)
+            "--port=0",
+            "--ServerApp.port_retries=0",
             f"--ServerApp.root_dir={root}",
-            f"--IdentityProvider.token={TOKEN}",
+            f"--IdentityProvider.token={token}",
             "--ServerApp.open_browser=False",
             "--allow-root",
             "--LabApp.news_url=",
@@ -115,20 +164,18 @@ def jupyterlab(tmp_path):
         cwd=root,
         env=env,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.close()
-                pytest.fail("JupyterLab did not start:\n" + (tmp_path / "jupyter.log").read_text()[-2000:])
-            time.sleep(0.3)
+    # ready: this server's info file names its port, and it answers there with the kernelspec listed
+    deadline = time.monotonic() + 120
+    url = None
+    while not (url and serving(url, token)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail("JupyterLab did not start" + log_tail(log_path))
+        url = url or server_url(state / "runtime", proc.pid)
+        time.sleep(0.2)
     try:
-        yield url
+        yield Lab(url, token, log_path)
     finally:
         proc.terminate()
         try:
@@ -232,19 +279,19 @@ def browser():
         driver.quit()
 
 
-def run_all(driver, url: str, notebook: str) -> None:
+def run_all(driver, lab: Lab, notebook: str) -> None:
     """Open ``notebook`` on a kernel started for it and press Run All once the page is attached and idle."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    kernel_id = start_kernel_session(url, notebook)
-    driver.get(f"{url}/lab/tree/{notebook}?token={TOKEN}")
+    kernel_id = start_kernel_session(lab, notebook)
+    driver.get(f"{lab.url}/lab/tree/{notebook}?token={lab.token}")
     wait = WebDriverWait(driver, 90)
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
     # the page is attached to the kernel started for it (not one of its own choosing) ...
-    wait.until(lambda d: api(url, f"kernels/{kernel_id}").get("connections", 0) >= 1)
-    assert [s["kernel"]["id"] for s in api(url, "sessions")] == [kernel_id]
+    wait.until(lambda d: lab.api(f"kernels/{kernel_id}").get("connections", 0) >= 1)
+    assert [s["kernel"]["id"] for s in lab.api("sessions")] == [kernel_id]
     # ... and shows it idle (the indicator also reads "idle" before any kernel is attached)
     wait.until(lambda d: kernel_ready(d) or answer_dialog(d))
     run_menu = "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"
@@ -278,12 +325,13 @@ def test_notebook_1_runs_in_jupyterlab_and_its_charts_render(jupyterlab, browser
     from selenium.webdriver.common.by import By
 
     try:
-        run_all(browser, jupyterlab, "01_build_and_sign.ipynb")
-        wait_until_done(browser)
-        sizes = chart_sizes(browser)
-        assert len(sizes) >= 2 and all(w > 100 and h > 100 for w, h in sizes), sizes
-        text = browser.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
-        assert "VerificationFailed" in text  # the flipped byte's cell: the device rejects it
+        with jupyterlab.explaining_failures():
+            run_all(browser, jupyterlab, "01_build_and_sign.ipynb")
+            wait_until_done(browser)
+            sizes = chart_sizes(browser)
+            assert len(sizes) >= 2 and all(w > 100 and h > 100 for w, h in sizes), sizes
+            text = browser.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
+            assert "VerificationFailed" in text  # the flipped byte's cell: the device rejects it
     finally:
         browser.save_screenshot(str(tmp_path / "01_build_and_sign.png"))
 
@@ -292,22 +340,23 @@ def test_notebook_2_shows_the_update_live_in_jupyterlab(jupyterlab, browser, tmp
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        run_all(browser, jupyterlab, "02_publish_and_watch.ipynb")
-        # while the board takes the update: the console shows its lines, the bar part of the way
-        midway = WebDriverWait(browser, 120, poll_frequency=0.2).until(
-            lambda d: (lambda v: v if 0 < v.get("fraction", 0) < 1 else False)(live_console(d))
-        )
-        browser.execute_script("document.querySelector('.otalab-live').scrollIntoView({block: 'center'})")
-        browser.save_screenshot(str(tmp_path / "02_publish_and_watch-live.png"))
-        assert "Update slot rom1" in midway["console"] and "received:" in midway["console"]
-        assert midway["outcome"] is None and "Currently running rom1" not in midway["console"]
-        wait_until_done(browser)
-        final = live_console(browser)
-        assert final["fraction"] == 1.0 and final["outcome"] == "updated", final["status"]
-        assert "100% received" in final["status"] and "KB/s" in final["status"]
-        for line in ("Update slot rom1", "Switching was successful. Restarting...", "Currently running rom1"):
-            assert line in final["console"], line
-        sizes = chart_sizes(browser)
-        assert sizes and all(w > 100 and h > 100 for w, h in sizes), sizes
+        with jupyterlab.explaining_failures():
+            run_all(browser, jupyterlab, "02_publish_and_watch.ipynb")
+            # while the board takes the update: the console shows its lines, the bar part of the way
+            midway = WebDriverWait(browser, 120, poll_frequency=0.2).until(
+                lambda d: (lambda v: v if 0 < v.get("fraction", 0) < 1 else False)(live_console(d))
+            )
+            browser.execute_script("document.querySelector('.otalab-live').scrollIntoView({block: 'center'})")
+            browser.save_screenshot(str(tmp_path / "02_publish_and_watch-live.png"))
+            assert "Update slot rom1" in midway["console"] and "received:" in midway["console"]
+            assert midway["outcome"] is None and "Currently running rom1" not in midway["console"]
+            wait_until_done(browser)
+            final = live_console(browser)
+            assert final["fraction"] == 1.0 and final["outcome"] == "updated", final["status"]
+            assert "100% received" in final["status"] and "KB/s" in final["status"]
+            for line in ("Update slot rom1", "Switching was successful. Restarting...", "Currently running rom1"):
+                assert line in final["console"], line
+            sizes = chart_sizes(browser)
+            assert sizes and all(w > 100 and h > 100 for w, h in sizes), sizes
     finally:
         browser.save_screenshot(str(tmp_path / "02_publish_and_watch.png"))
