@@ -228,12 +228,12 @@ def bar_segments(ax) -> list:
 
 def test_outcomes_stack_every_outcome_per_condition():
     df = synthetic_frame()
-    ax = plot_outcomes(df, ax=new_ax())
+    ax = plot_outcomes(df, ax=new_ax(), by=("fault", "mode"))
     assert ax.get_title() == "outcome of every trial, per fault × mode" and ax.get_xlabel() == "trials"
     assert legend_labels(ax) == ["updated", "rejected:VerificationFailed", "bricked"]  # never one "failure"
     rows = [t.get_text() for t in ax.get_yticklabels()]
     assert rows == ["none · standard", "none · signed", "corrupt · standard", "corrupt · signed"]
-    counts = outcome_counts(df)
+    counts = outcome_counts(df, ("fault", "mode"))
     for container, outcome in zip(ax.containers, counts.columns, strict=True):
         widths = [p.get_width() for p in container.patches]
         assert widths == counts[outcome].tolist(), outcome  # each segment is its outcome's count
@@ -246,6 +246,21 @@ def test_outcomes_stack_every_outcome_per_condition():
     assert [t.strip() for t in texts(ax)] == ["n=6"] * 4
     ax = plot_outcomes(df.iloc[:0], ax=new_ax())
     assert len(ax.patches) == 0 and texts(ax) == ["no trials"]
+
+
+def test_outcomes_per_size_when_the_run_has_several():
+    """Sizes are never pooled by default: one bar per size × fault × mode, the size in KiB, small first."""
+    df = synthetic_frame()  # 16 and 64 KiB
+    ax = plot_outcomes(df, ax=new_ax())
+    assert ax.get_title() == "outcome of every trial, per size × fault × mode"
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows == [
+        f"{s} · {f} · {m}" for s in ("16 KiB", "64 KiB") for f in ("none", "corrupt") for m in ("standard", "signed")
+    ]
+    assert outcome_counts(df).loc[(65536, "corrupt", "standard"), "bricked"] == 3
+    assert [t.strip() for t in texts(ax)] == ["n=3"] * 8
+    one_size = df[df["size"] == 65536]
+    assert plot_outcomes(one_size, ax=new_ax()).get_yticklabels()[0].get_text() == "none · standard"
 
 
 def test_outcome_colours_are_fixed_per_category():
@@ -301,7 +316,8 @@ def test_failure_probability_per_mode_with_wilson_bands():
     assert list(no_update["standard: no update"].get_ydata()) == [0.0, 0.2, 0.5]
     assert list(no_update["signed: no update"].get_ydata()) == [0.0, 0.1, 0.4]
     assert list(no_update["standard: bricked"].get_ydata()) == [0.0, 0.0, 0.5]
-    assert no_update["standard: bricked"].get_linestyle() == "--"
+    assert no_update["standard: bricked"].get_markerfacecolor() == "white"  # open markers: bricked
+    assert no_update["standard: no update"].get_markerfacecolor() != "white"
     band = ax.collections[0].get_paths()[0].vertices  # standard's: lower edge out, upper edge back
     low, high = wilson_interval(5, 10)
     assert band[:, 1].min() == pytest.approx(0.0) and band[:, 1].max() == pytest.approx(high)
@@ -325,6 +341,62 @@ def test_time_vs_fault_rate_means_with_intervals():
             for f in ("none", "drops:rate=0.1", "drops:rate=0.5")
         ]
         assert list(line.get_ydata()) == pytest.approx(expected)
+
+
+def sized_rate_frame() -> pd.DataFrame:
+    """32 and 128 KiB × two modes × drop rates 0, 0.5, 1 × 10 trials: only 128 KiB fails (as in the example
+    run: a drop-free stretch as long as the transfer is rarer for the bigger image), and takes longer."""
+    spec = small_spec(
+        repeats=10,
+        fixed={"link": "wifi"},
+        grid={
+            "size": ["32KiB", "128KiB"],
+            "mode": ["standard", "signed"],
+            "fault": ["none", "drops:rate=0.5", "drops:rate=1"],
+        },
+    )
+    df = synthetic_frame(spec)
+    for rate, k in ((0.5, 2), (1, 6)):
+        for mode in ("standard", "signed"):
+            rows = df.index[(df["size"] == 131072) & (df["mode"] == mode) & (df["fault"] == f"drops:rate={rate}")][:k]
+            df.loc[rows, ["outcome", "t_new_version"]] = ["timeout", np.nan]
+    df.loc[(df["size"] == 131072) & (df["fault"] != "none"), "t_new_version"] += 5.0
+    return df
+
+
+def test_rate_charts_draw_one_line_per_size():
+    """Pooled, the sizes would show 1 or 3 failures in 20 at each rate for both; apart, 32 KiB never fails."""
+    df = sized_rate_frame()
+    ax = plot_failure_probability(df, ax=new_ax())
+    lines = {line.get_label(): line for line in ax.lines}
+    names = [f"{m}, {s}" for s in ("32 KiB", "128 KiB") for m in ("standard", "signed")]
+    assert legend_labels(ax) == [f"{name}: no update" for name in names]
+    for mode in ("standard", "signed"):
+        assert list(lines[f"{mode}, 32 KiB: no update"].get_ydata()) == [0.0, 0.0, 0.0]
+        assert list(lines[f"{mode}, 128 KiB: no update"].get_ydata()) == [0.0, 0.2, 0.6]
+    small, big = lines["signed, 32 KiB: no update"], lines["signed, 128 KiB: no update"]
+    assert small.get_color() == big.get_color()  # colour: the mode
+    assert small.get_linestyle() != big.get_linestyle()  # style: the size
+    ax = plot_time_vs_fault_rate(df, ax=new_ax())
+    assert legend_labels(ax) == [f"{name}: mean, 95% CI" for name in names]
+    means = [c.lines[0] for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    times = df["t_new_version"] - df["t_publish_start"]
+    for line, (size, mode) in zip(
+        means, [(s, m) for s in (32768, 131072) for m in ("standard", "signed")], strict=True
+    ):
+        pick = (df["size"] == size) & (df["mode"] == mode)
+        assert list(line.get_ydata()) == pytest.approx(
+            [times[pick & (df["fault"] == f)].mean() for f in ("none", "drops:rate=0.5", "drops:rate=1")]
+        )
+
+
+def test_size_line_styles_tell_apart_the_sizes_runs_use():
+    from otalib.lab.palette import size_linestyle
+
+    for sizes in ((32, 128), (64, 256, 960), (16, 32, 64, 128, 256, 512)):
+        styles = [str(size_linestyle(k * 1024)) for k in sizes]
+        assert len(set(styles)) == len(sizes), (sizes, styles)
+    assert size_linestyle(64 * 1024) == size_linestyle(65536)  # fixed by the size alone
 
 
 def no_resume(rate: float, tau: float, reconnect: float) -> float:
@@ -358,6 +430,23 @@ def test_completion_check_draws_the_curve_through_tau_and_the_measured_means():
         "signed, 64 KiB: predicted (τ = 2.00 s, D = 1.20 s)",
         "signed, 64 KiB: measured mean, 95% CI",
     ]
+    assert not texts(ax)  # no trial timed out: nothing marked
+
+
+def test_completion_check_marks_the_cells_where_trials_timed_out():
+    """A censored cell lost its slowest trials: open marker, "k of n timed out", a legend that says the mean is low."""
+    check = pd.DataFrame(
+        {
+            "size": [65536, 65536], "mode": ["signed", "signed"], "drop_rate": [0.5, 1.0], "n": [10, 7],
+            "censored": [0, 3], "tau_s": [2.0, 2.0], "reconnect_s": [1.0, 1.0], "measured_s": [5.0, 9.0],
+            "measured_low": [4.0, 8.0], "measured_high": [6.0, 10.0],
+        }
+    )  # fmt: skip
+    ax = plot_completion_check(check, ax=new_ax(), predict=no_resume)
+    assert texts(ax) == ["3 of 10 timed out"]
+    (open_marker,) = [line for line in ax.lines if line.get_markerfacecolor() == "white"]
+    assert list(open_marker.get_xdata()) == [1.0] and list(open_marker.get_ydata()) == [9.0]
+    assert "open: trials timed out, mean biased low" in legend_labels(ax)
 
 
 def with_device_time(df: pd.DataFrame) -> pd.DataFrame:
@@ -399,6 +488,12 @@ def test_device_phase_bars_per_size_and_mode():
     heights = [[p.get_height() for p in c.patches] for c in ax.containers]
     assert heights == [[0.125, 0.5], [0.125, 0.5]]  # 0.5 s per 64 KiB in with_device_time
     assert device_phase_table(df, "erase_s").loc["64 KiB", "signed"] == pytest.approx(2.0)
+    faulted = with_device_time(rate_frame())
+    faulted.loc[faulted["fault"] != "none", "verify_s"] = 100.0  # retried, re-hashed: not what verifying costs
+    assert device_phase_table(faulted, "verify_s").loc["64 KiB", "signed"] == pytest.approx(0.5)
+    ax = plot_device_phase(faulted, ax=new_ax())
+    assert [p.get_height() for c in ax.containers for p in c.patches] == pytest.approx([0.5, 0.5])
+    assert ax.get_title().endswith("(updated trials without a fault)")
     old = synthetic_frame()  # no device time: a message, no error
     assert device_phase_table(old).empty
     assert texts(plot_device_phase(old, ax=new_ax()))[0].startswith("no device-time verify phase")
@@ -412,7 +507,7 @@ def test_facet_one_panel_per_link_with_one_legend():
     fig = facet(plot_outcomes, synthetic_frame(spec))
     axes = fig.get_axes()
     assert [ax.get_title() for ax in axes] == ["link: unlimited", "link: wifi"]
-    assert fig.get_suptitle() == "outcome of every trial, per fault × mode"
+    assert fig.get_suptitle() == "outcome of every trial, per size × fault × mode"
     assert all(ax.get_legend() is None for ax in axes)
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["updated", "bricked"]
@@ -545,19 +640,21 @@ def test_every_chart_has_a_title_and_units(draw):
 # --- report -----------------------------------------------------------------------------------
 
 
-def test_summarize_per_mode_link_fault():
+def test_summarize_per_size_mode_link_fault():
     summary = summarize(synthetic_frame())
-    assert len(summary) == 4 and list(summary.columns[:4]) == ["mode", "link", "fault", "n"]
-    corrupt = summary[summary["fault"] == "corrupt"].set_index("mode")
-    assert corrupt.loc["signed", "n_rejected"] == 6 and corrupt.loc["standard", "n_bricked"] == 6
-    assert (corrupt["failure_rate"] == 1.0).all() and corrupt["ci_low"].round(4).tolist() == [0.6097, 0.6097]
+    assert len(summary) == 8 and list(summary.columns[:5]) == ["size", "mode", "link", "fault", "n"]
+    corrupt = summary[(summary["fault"] == "corrupt") & (summary["size"] == 65536)].set_index("mode")
+    assert corrupt.loc["signed", "n_rejected"] == 3 and corrupt.loc["standard", "n_bricked"] == 3
+    assert (corrupt["failure_rate"] == 1.0).all() and corrupt["ci_low"].round(4).tolist() == [0.4385, 0.4385]
     assert corrupt["median_s"].isna().all()
-    assert corrupt["rejected_as"].tolist() == ["VerificationFailed×6", ""]
+    assert corrupt["rejected_as"].tolist() == ["VerificationFailed×3", ""]
     assert corrupt["bricked_rate"].tolist() == [0.0, 1.0]  # the safe rejection and the brick told apart
-    ok = summary[summary["fault"] == "none"].set_index("mode")
-    assert (ok["n_updated"] == 6).all() and (ok["failure_rate"] == 0).all()
+    ok = summary[summary["fault"] == "none"].set_index(["size", "mode"])
+    assert (ok["n_updated"] == 3).all() and (ok["failure_rate"] == 0).all()
     assert (ok["p95_s"] >= ok["median_s"]).all() and np.allclose(ok["throughput_KBps"], 100)
     assert summarize(synthetic_frame().iloc[:0]).empty
+    drops = summarize(sized_rate_frame()).set_index(["size", "mode", "fault"])["n_timeout"]
+    assert drops.loc[(32768, "signed", "drops:rate=1")] == 0 and drops.loc[(131072, "signed", "drops:rate=1")] == 6
 
 
 @pytest.fixture
@@ -575,10 +672,11 @@ def test_write_report(run_dir, tmp_path):
     for png in paths[:4]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     summary = pd.read_csv(run_dir / "report" / "summary.csv")
-    assert len(summary) == 4 and summary["n"].sum() == 24
+    assert len(summary) == 8 and summary["n"].sum() == 24
     md = (run_dir / "report" / "summary.md").read_text()
     assert md.startswith("# Campaign synthetic") and "trials: 24 of 24 (complete)" in md
-    assert md.count("\n| ") == 5  # header + 4 rows
+    assert md.count("\n| ") == 9  # header + 8 rows
+    assert md.count("\n| 16 KiB | ") == 4  # sizes in KiB
     assert not [p for p in (run_dir / "report").iterdir() if p.name.startswith(".")]  # no temp files left
 
 
@@ -587,7 +685,14 @@ def test_report_figures_follow_the_data():
     names = list(report_figures(synthetic_frame()))
     assert names == ["timeline.png", "time_vs_size.png", "outcomes.png", "time_cdf.png"]
     figures = report_figures(with_device_time(rate_frame()))
-    assert list(figures)[4:] == ["device_phases.png", "failure_vs_drops.png", "time_vs_drops.png"]
+    assert list(figures)[4:] == [
+        "device_phases.png",
+        "failure_vs_drops.png",
+        "time_vs_drops.png",
+        "completion_check.png",
+    ]
+    (check,) = figures["completion_check.png"].get_axes()  # no fault events: no D to measure, and it says so
+    assert texts(check)[0].startswith("no analytic check: no drop with a reconnect")
     for fig in figures.values():
         titled = [ax.get_title() for ax in fig.get_axes() if ax.get_title()] or [fig.get_suptitle()]
         assert titled and all(titled), fig

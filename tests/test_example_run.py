@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from otalib.lab.analytic import drop_rate
@@ -67,5 +68,18 @@ def test_the_kept_report_has_every_chart_of_the_run(run):
     _spec, df, _meta = run
     report = RUN / "report"
     kept = {p.name for p in report.glob("*.png")}
-    assert kept == set(report_figures(df)), "re-make the report: otalab report data/runs/example"
+    drawn = set(report_figures(df, read_fault_events(RUN)))
+    assert kept == drawn, "re-make the report: otalab report data/runs/example"
     assert f"trials: {len(df)} of {len(df)} (complete)" in (report / "summary.md").read_text()
+
+
+def test_the_kept_summary_tells_the_sizes_apart(run):
+    """The run's lesson: under drops only the bigger image misses its deadline. Pooled over sizes, the
+    summary would hide it (each row mixing 32 and 128 KiB)."""
+    _spec, df, _meta = run
+    summary = pd.read_csv(RUN / "report" / "summary.csv")
+    assert summary.groupby(["size", "mode", "link", "fault"]).size().eq(1).all()
+    drops = summary[summary["fault"].str.startswith("drops:")]
+    assert drops.loc[drops["size"] == drops["size"].min(), "failure_rate"].eq(0).all()
+    assert drops.loc[drops["size"] == drops["size"].max(), "failure_rate"].gt(0).any()
+    assert len(summary) == df.groupby(["size", "mode", "link", "fault"]).ngroups

@@ -276,18 +276,31 @@ def plot_phase_breakdown(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[
     return ax
 
 
+def clean_updates(df: pd.DataFrame) -> pd.DataFrame:
+    """The updated trials whose device phases tell what an update costs: those without a fault, when the
+    run has any (a fault adds retries, reboots and re-sent bytes to the phases), else every updated one."""
+    done = df[df["outcome"] == OutcomeKind.UPDATED]
+    if "fault" in done and (done["fault"].astype(str) == "none").any():
+        done = done[done["fault"].astype(str) == "none"]
+    return done
+
+
+def _clean_note(df: pd.DataFrame) -> str:
+    """`` without a fault`` when :func:`clean_updates` kept the fault-free trials only."""
+    clean = clean_updates(df)
+    fault_free = "fault" in clean and len(clean) > 0 and (clean["fault"].astype(str) == "none").all()
+    return " without a fault" if fault_free else ""
+
+
 def device_phase_means(df: pd.DataFrame, by: tuple[str, ...] = ("size", "mode")) -> pd.DataFrame:
     """Mean device seconds per phase (columns :data:`DEVICE_PHASES`) of updated trials, per group.
 
     Only trials whose device-time columns were measured count; columns a run lacks are absent.
-    Trials without a fault only, when the run has any (a fault adds reboots and retries: the
-    phases of an update are what a clean one spends). ``link`` and ``timing`` join the grouping
-    when they vary.
+    Trials without a fault only, when the run has any (:func:`clean_updates`). ``link`` and
+    ``timing`` join the grouping when they vary.
     """
     columns = device_phase_columns(df)
-    done = df[(df["outcome"] == OutcomeKind.UPDATED)] if columns else df.iloc[:0]
-    if "fault" in done and (done["fault"].astype(str) == "none").any():
-        done = done[done["fault"].astype(str) == "none"]
+    done = clean_updates(df) if columns else df.iloc[:0]
     if columns:
         done = done[np.isfinite(done[columns].to_numpy(float)).any(axis=1)]
     keys = [*by, *(c for c in ("link", "timing") if c in done and c not in by and done[c].nunique() > 1)]
@@ -312,8 +325,7 @@ def plot_device_phases(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[st
     a run without them (timing ``none``, a real board, an old run) gets a "no data" panel.
     """
     ax = new_axes(ax)
-    clean = "fault" in df and ((df["fault"].astype(str) == "none") & (df["outcome"] == OutcomeKind.UPDATED)).any()
-    ax.set_xlabel(f"mean device seconds per update (updated trials{' without a fault' if clean else ''})")
+    ax.set_xlabel(f"mean device seconds per update (updated trials{_clean_note(df)})")
     ax.set_title("where the time goes on the device")
     means = device_phase_means(df, by)
     if means.empty:
@@ -348,12 +360,14 @@ def annotate_updates(ax: Axes, frame: pd.DataFrame, *, event: str = "switch_ok",
 
 def device_phase_table(df: pd.DataFrame, phase: str = "verify_s") -> pd.DataFrame:
     """Mean device seconds of one phase (a :data:`DEVICE_PHASES` column) per size (rows, ``64 KiB``) and
-    mode (columns, in chart order), over updated trials that measured it; empty when none did."""
+    mode (columns, in chart order), over updated trials that measured it, without a fault when the run
+    has any (:func:`clean_updates`); empty when none did."""
     if phase not in DEVICE_PHASES:
         raise LabError(f"unknown device phase {phase!r}: one of {', '.join(DEVICE_PHASES)}")
     if phase not in device_phase_columns(df):
         return pd.DataFrame()
-    done = df[(df["outcome"] == OutcomeKind.UPDATED) & np.isfinite(df[phase].to_numpy(float))]
+    done = clean_updates(df)
+    done = done[np.isfinite(done[phase].to_numpy(float))]
     table = done.pivot_table(index="size", columns="mode", values=phase, aggfunc="mean")
     table = table[sorted_modes(table.columns)]
     table.index = [format_size(size) for size in table.index]
@@ -366,7 +380,7 @@ def plot_device_phase(df: pd.DataFrame, ax: Axes | None = None, *, phase: str = 
     label = DEVICE_PHASE_LABELS.get(phase, phase)
     ax.set_xlabel("image size")
     ax.set_ylabel(f"{label} (device seconds per update)")
-    ax.set_title(f"device time to {label}, per image size and mode (updated trials)")
+    ax.set_title(f"device time to {label}, per image size and mode (updated trials{_clean_note(df)})")
     table = device_phase_table(df, phase)
     if table.empty:
         return no_data(ax, f"device-time {label} phase (run with a timing model, e.g. timing: esp8266)")
@@ -430,15 +444,19 @@ def _one_legend(fig: Figure, axes: Any) -> None:
         if legend is None:
             continue
         title = title or legend.get_title().get_text()
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            entries.setdefault(label, handle)
+        handles = dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+        for label in (t.get_text() for t in legend.get_texts()):  # in the order the chart gave its legend
+            entries.setdefault(label, handles.get(label))
         legend.remove()
     if not entries:
         return
     labels = list(entries)
     if all(_is_outcome(label) for label in labels):
         labels = sorted_outcomes(labels)
-    fig.legend([entries[x] for x in labels], labels, loc="outside right center", fontsize="small", title=title or None)
+    fig.legend(
+        [entries[x] for x in labels], labels, loc="outside right center", fontsize="small", title=title or None,
+        handlelength=3.5,  # long enough to tell the line styles (sizes) apart
+    )  # fmt: skip
 
 
 def _is_outcome(text: str) -> bool:
@@ -452,6 +470,7 @@ def _is_outcome(text: str) -> bool:
 __all__ = [
     "DEVICE_PHASES",
     "annotate_updates",
+    "clean_updates",
     "device_phase_table",
     "facet",
     "failure_table",

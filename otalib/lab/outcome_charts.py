@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,13 +49,22 @@ def _fault_order(fault: str) -> tuple[bool, str, float, str]:
     return (fault != "none", kind, rate if math.isfinite(rate) else 0.0, fault)
 
 
-def outcome_counts(df: pd.DataFrame, by: tuple[str, ...] = ("fault", "mode")) -> pd.DataFrame:
-    """Trials per outcome string (columns, in stack order) for each group of ``by`` (rows).
+def condition_keys(df: pd.DataFrame) -> tuple[str, ...]:
+    """The default conditions of the outcome charts: fault × mode, with the image size first when
+    ``df`` holds several (a size that fails under drops must not hide behind one that does not)."""
+    several_sizes = "size" in df and df["size"].nunique() > 1
+    return ("size", "fault", "mode") if several_sizes else ("fault", "mode")
 
-    Faults are ordered with ``none`` first, modes in chart order.
+
+def outcome_counts(df: pd.DataFrame, by: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Trials per outcome string (columns, in stack order) for each group of ``by`` (rows; default
+    :func:`condition_keys`).
+
+    Sizes are ordered small first, faults with ``none`` first, modes in chart order.
     """
     if df.empty:
         return pd.DataFrame()
+    by = condition_keys(df) if by is None else by
     counts = df.groupby([*by, "outcome"], sort=False).size().unstack("outcome", fill_value=0)
     counts = counts[sorted_outcomes(counts.columns)]
 
@@ -71,19 +80,24 @@ def outcome_counts(df: pd.DataFrame, by: tuple[str, ...] = ("fault", "mode")) ->
     return counts.sort_index(key=key)
 
 
-def _group_label(key: object) -> str:
-    """``drops:rate=0.5 · signed``: a condition's values (a rate fault without its seed: every trial has one)."""
+def _group_label(key: object, names: tuple[str, ...]) -> str:
+    """``128 KiB · drops:rate=0.5 · signed``: a condition's values (sizes in KiB, a rate fault without its
+    seed: every trial has one)."""
     parts = key if isinstance(key, tuple) else (key,)
-    return " · ".join(re.sub(r",seed=\d+", "", str(p)) for p in parts)
+    pairs = zip(names, parts, strict=True)
+    shown = [format_size(p) if name == "size" else re.sub(r",seed=\d+", "", str(p)) for name, p in pairs]
+    return " · ".join(shown)
 
 
-def plot_outcomes(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[str, ...] = ("fault", "mode")) -> Axes:
-    """The outcome of every trial per condition (``by``): stacked horizontal bars of counts.
+def plot_outcomes(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[str, ...] | None = None) -> Axes:
+    """The outcome of every trial per condition (``by``, default :func:`condition_keys`): stacked
+    horizontal bars of counts.
 
-    Each bar is one condition (fault · mode by default, the no-fault baseline on top), its
-    segments the trials that ended updated, skipped, rejected with each device error, timed
-    out or bricked, each outcome in its fixed colour; ``n`` at the bar's end.
+    Each bar is one condition (fault · mode, per size when there are several; the no-fault
+    baseline on top), its segments the trials that ended updated, skipped, rejected with each
+    device error, timed out or bricked, each outcome in its fixed colour; ``n`` at the bar's end.
     """
+    by = condition_keys(df) if by is None else by
     counts = outcome_counts(df, by)
     ax = new_axes(ax, figsize=(8, 1.2 + 0.35 * max(len(counts), 1)))
     ax.set_xlabel("trials")
@@ -99,7 +113,7 @@ def plot_outcomes(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[str, ..
     totals = counts.sum(axis=1).to_numpy()
     for yi, total in zip(y, totals, strict=True):
         ax.text(total, yi, f" n={total}", ha="left", va="center", fontsize="x-small")
-    ax.set_yticks(y, [_group_label(k) for k in counts.index], fontsize="small")
+    ax.set_yticks(y, [_group_label(k, by) for k in counts.index], fontsize="small")
     ax.set_ylim(len(counts) - 0.5, -0.5)  # first condition on top
     ax.set_xlim(0, max(totals) * 1.15)
     ax.legend(fontsize="small", title="outcome", loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -142,26 +156,31 @@ def _rate_data(df: pd.DataFrame, kind: str | None) -> tuple[pd.DataFrame, str]:
     return (data[keep & np.isfinite(data["fault_rate"])] if kind else data.iloc[:0]), kind
 
 
-def _series(data: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+def _series(data: pd.DataFrame) -> list[tuple[str, pd.DataFrame, dict[str, Any]]]:
+    """One series per size × mode × link of ``data``: its legend name, its trials and its look (colour
+    per mode, line style per size, marker per link; the name says only what varies)."""
     links = sorted(str(v) for v in data["link"].unique())
+    sizes = sorted(data["size"].unique()) if "size" in data else [None]
     out = []
-    for mode in sorted_modes(data["mode"]):
-        for link in links:
-            group = data[(data["mode"] == mode) & (data["link"] == link)]
-            if len(group):
-                out.append((mode, link, group))
+    for size in sizes:
+        for mode in sorted_modes(data["mode"]):
+            for link in links:
+                pick = (data["mode"] == mode) & (data["link"] == link)
+                group = data[pick & (data["size"] == size)] if size is not None else data[pick]
+                if group.empty:
+                    continue
+                parts = [mode, format_size(size) if len(sizes) > 1 else "", link if len(links) > 1 else ""]
+                look = {"color": mode_color(mode), "marker": link_marker(link), "linestyle": size_linestyle(size)}
+                out.append((", ".join(p for p in parts if p), group, look))
     return out
-
-
-def _name(mode: str, link: str, several_links: bool) -> str:
-    return f"{mode} / {link}" if several_links else mode
 
 
 def plot_failure_probability(df: pd.DataFrame, ax: Axes | None = None, *, kind: str | None = None) -> Axes:
     """P(no update) and P(bricked) against a rate fault's intensity, per mode, with 95% Wilson bands.
 
-    Solid: the update did not complete (any outcome but ``updated``); dashed: the board was
-    bricked (drawn for a mode that bricked at least once). Trials without a fault are the rate-0
+    Filled markers: the update did not complete (any outcome but ``updated``); open markers: the
+    board was bricked (drawn for a series that bricked at least once). One line per image size
+    (its line style) × mode (its colour) × link (its marker). Trials without a fault are the rate-0
     point. ``kind`` picks the rate fault (``drops``, ``outages``, ``power``, ``bitflips``) when a
     frame holds several.
     """
@@ -174,45 +193,45 @@ def plot_failure_probability(df: pd.DataFrame, ax: Axes | None = None, *, kind: 
     ax.set_ylim(-0.02, 1.02)
     if data.empty:
         return no_data(ax, "trials with a rate fault (drops:rate=R, power:p=P, …)")
-    several = data["link"].nunique() > 1
-    for mode, link, group in _series(data):
+    for name, group, look in _series(data):
         table = failure_table(group, ["fault_rate"])
         x = table["fault_rate"].to_numpy(float)
-        color, marker = mode_color(mode), link_marker(link)
-        name = _name(mode, link, several)
-        ax.plot(x, table["failure_rate"], color=color, marker=marker, label=f"{name}: no update")
-        ax.fill_between(x, table["ci_low"], table["ci_high"], color=color, alpha=0.2, linewidth=0)
+        ax.plot(x, table["failure_rate"], **look, label=f"{name}: no update")
+        ax.fill_between(x, table["ci_low"], table["ci_high"], color=look["color"], alpha=0.15, linewidth=0)
         if table["bricked"].sum():
             ax.plot(
-                x, table["bricked_rate"], color=color, marker=marker, markerfacecolor="white", markersize=9,
-                linestyle="--", label=f"{name}: bricked",
+                x, table["bricked_rate"], **look, markerfacecolor="white", markersize=9, linewidth=1,
+                label=f"{name}: bricked",
             )  # fmt: skip
             ax.fill_between(
-                x, table["bricked_ci_low"], table["bricked_ci_high"], color=color, alpha=0.1, hatch="//", linewidth=0
-            )
+                x, table["bricked_ci_low"], table["bricked_ci_high"], color=look["color"], alpha=0.1, hatch="//",
+                linewidth=0,
+            )  # fmt: skip
     ax.set_xlim(left=0)
     ax.legend(fontsize="small")
     return ax
 
 
 def time_by_rate(df: pd.DataFrame, kind: str | None = None) -> pd.DataFrame:
-    """Per mode, link and fault rate: updated trials' mean publish → new version time and its 95% t interval."""
+    """Per size, mode, link and fault rate: updated trials' mean publish → new version time and its 95% t interval."""
     data, _ = _rate_data(df, kind)
     data = data.assign(_time=time_to_new_version(data))
     data = data[(data["outcome"] == OutcomeKind.UPDATED) & np.isfinite(data["_time"])]
+    keys = ["size", "mode", "link", "fault_rate"]
     rows = []
-    for (mode, link, rate), group in data.groupby(["mode", "link", "fault_rate"], sort=True):
+    for key, group in data.groupby(keys, sort=True):
         mean, low, high = mean_interval(group["_time"])
-        rows.append({"mode": mode, "link": link, "fault_rate": rate, "n": len(group), "mean_s": mean})
+        rows.append({**dict(zip(keys, key, strict=True)), "n": len(group), "mean_s": mean})
         rows[-1] |= {"ci_low": low, "ci_high": high, "median_s": float(group["_time"].median())}
-    return pd.DataFrame(rows, columns=["mode", "link", "fault_rate", "n", "mean_s", "ci_low", "ci_high", "median_s"])
+    return pd.DataFrame(rows, columns=[*keys, "n", "mean_s", "ci_low", "ci_high", "median_s"])
 
 
 def plot_time_vs_fault_rate(df: pd.DataFrame, ax: Axes | None = None, *, kind: str | None = None) -> Axes:
     """Time to new version of the updates that completed, against a rate fault's intensity.
 
-    Each trial is a faint point; per mode the mean with its 95% t interval (error bars), joined by
-    a line. Faults that stop an update do not appear here (see :func:`plot_failure_probability`).
+    Each trial is a faint point; per size × mode (× link) the mean with its 95% t interval (error
+    bars), joined by a line in the size's style. Faults that stop an update do not appear here (see
+    :func:`plot_failure_probability`).
     """
     ax = new_axes(ax)
     data, kind = _rate_data(df, kind)
@@ -224,24 +243,15 @@ def plot_time_vs_fault_rate(df: pd.DataFrame, ax: Axes | None = None, *, kind: s
     data = data[(data["outcome"] == OutcomeKind.UPDATED) & np.isfinite(data["_time"])]
     if data.empty:
         return no_data(ax, "updated trials with a rate fault")
-    table = time_by_rate(df, kind)
-    several = data["link"].nunique() > 1
-    for mode, link, group in _series(data):
-        color, marker = mode_color(mode), link_marker(link)
-        ax.plot(group["fault_rate"], group["_time"], linestyle="none", marker=marker, color=color, alpha=0.25)
-        rows = table[(table["mode"] == mode) & (table["link"] == link)]
+    for name, group, look in _series(data):
+        ax.plot(group["fault_rate"], group["_time"], linestyle="none", marker=look["marker"], color=look["color"],
+                alpha=0.25)  # fmt: skip
+        rows = time_by_rate(df.loc[group.index], kind)
         mean = rows["mean_s"].to_numpy(float)
         low = np.nan_to_num(mean - rows["ci_low"].to_numpy(float), nan=0.0)
         high = np.nan_to_num(rows["ci_high"].to_numpy(float) - mean, nan=0.0)
-        ax.errorbar(
-            rows["fault_rate"],
-            mean,
-            yerr=np.vstack([low, high]),
-            color=color,
-            marker=marker,
-            capsize=3,
-            label=f"{_name(mode, link, several)}: mean, 95% CI",
-        )
+        ax.errorbar(rows["fault_rate"], mean, yerr=np.vstack([low, high]), **look, capsize=3,
+                    label=f"{name}: mean, 95% CI")  # fmt: skip
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize="small")
@@ -258,8 +268,10 @@ def plot_completion_check(
 
     ``check`` is a comparison table as :func:`otalib.lab.analytic.compare_with_prediction` makes it
     (per size, mode and drop rate: ``tau_s``, ``reconnect_s``, ``measured_s`` with ``measured_low`` /
-    ``measured_high``, ``predicted_s``). Per size × mode: the measured means with their 95% t
-    intervals (points) and the curve for that ``tau`` and the mean ``D`` (line), from λ = 0 (``τ``).
+    ``measured_high``, ``predicted_s``, ``n`` and ``censored``). Per size × mode: the measured means with
+    their 95% t intervals (points) and the curve for that ``tau`` and the mean ``D`` (line, in the size's
+    style), from λ = 0 (``τ``). A cell where trials timed out (``censored``) has an open marker and
+    ``k of n timed out`` beside it: its slowest realisations are missing, so its mean is biased low.
     ``predict(λ, τ, D)`` defaults to the lab's formula.
     """
     ax = new_axes(ax)
@@ -272,16 +284,15 @@ def plot_completion_check(
         from otalib.lab.analytic import expected_completion_s as predict
     order = sorted_modes(check["mode"])
     groups = sorted(check.groupby(["size", "mode"]), key=lambda item: (item[0][0], order.index(str(item[0][1]))))
+    censored_shown = False
     for (size, mode), group in groups:
-        color = mode_color(str(mode))
+        color, style = mode_color(str(mode)), size_linestyle(size)
         tau, reconnect = float(group["tau_s"].iloc[0]), float(group["reconnect_s"].mean())
         rates = np.linspace(0.0, float(group["drop_rate"].max()) * 1.1, 60)
         curve = [predict(float(r), tau, reconnect) for r in rates]
         name = f"{mode}, {format_size(size)}"
-        ax.plot(
-            rates, curve, color=color, linestyle=size_linestyle(size),
-            label=f"{name}: predicted (τ = {tau:.2f} s, D = {reconnect:.2f} s)",
-        )  # fmt: skip
+        fitted = f"τ = {tau:.2f} s, D = {reconnect:.2f} s"
+        ax.plot(rates, curve, color=color, linestyle=style, label=f"{name}: predicted ({fitted})")
         mean = group["measured_s"].to_numpy(float)
         low = np.nan_to_num(mean - group["measured_low"].to_numpy(float), nan=0.0)
         high = np.nan_to_num(group["measured_high"].to_numpy(float) - mean, nan=0.0)
@@ -290,10 +301,26 @@ def plot_completion_check(
             label=f"{name}: measured mean, 95% CI",
         )  # fmt: skip
         ax.plot([0.0], [tau], marker="s", color=color, linestyle="none", label="_nolegend_")
+        censored = group["censored"].to_numpy(int) if "censored" in group else np.zeros(len(group), int)
+        for rate, value, k, n in zip(group["drop_rate"], mean, censored, censored + _counts(group), strict=True):
+            if k <= 0:
+                continue
+            ax.plot([rate], [value], marker="o", markersize=9, markerfacecolor="white", color=color, linestyle="none",
+                    label="_nolegend_" if censored_shown else "open: trials timed out, mean biased low")  # fmt: skip
+            ax.annotate(f"{k} of {n} timed out", (rate, value), xytext=(6, -10), textcoords="offset points",
+                        fontsize="x-small", color=color)  # fmt: skip
+            censored_shown = True
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    last = sorted(range(len(labels)), key=lambda i: labels[i].startswith("open:"))  # the censoring note last
+    ax.legend([handles[i] for i in last], [labels[i] for i in last], fontsize="small")
     return ax
+
+
+def _counts(group: pd.DataFrame) -> np.ndarray:
+    """The updated trials of each row of a comparison table (0 where it does not say)."""
+    return group["n"].to_numpy(int) if "n" in group else np.zeros(len(group), int)
 
 
 def rate_kinds(df: pd.DataFrame) -> list[str]:
@@ -303,6 +330,7 @@ def rate_kinds(df: pd.DataFrame) -> list[str]:
 
 
 __all__ = [
+    "condition_keys",
     "failure_table",
     "outcome_counts",
     "plot_completion_check",

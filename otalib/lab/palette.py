@@ -68,7 +68,8 @@ _ERROR_ORDER = tuple(code.value for code in DeviceErrorCode)
 #: Markers of the named link profiles (and of ``unlimited``); other names get one by their hash.
 LINK_MARKERS: dict[str, str] = {"unlimited": "o", **dict(zip(PROFILES, "sD^v<>", strict=False))}
 _SPARE_MARKERS = "ph*XP8"
-_LINESTYLES = ("-", "--", ":", "-.")
+#: Six line styles: sizes a factor 2, 4 or 8 apart never share one (log2 of the size, rounded, mod 6).
+_LINESTYLES: tuple[Any, ...] = ("-", "--", ":", "-.", (0, (3, 1, 1, 1, 1, 1)), (0, (10, 3)))
 
 
 def _stable_index(text: str, modulo: int) -> int:
@@ -109,12 +110,13 @@ def link_marker(link: str) -> str:
     return LINK_MARKERS.get(link) or _SPARE_MARKERS[_stable_index(link, len(_SPARE_MARKERS))]
 
 
-def size_linestyle(size: Any) -> str:
-    """A line style per image size (fixed by the size: 64 KiB and 1 MiB differ by a factor 16)."""
+def size_linestyle(size: Any) -> Any:
+    """A line style per image size, fixed by the size alone: sizes a factor 2 to 32 apart differ
+    (32 and 128 KiB, 64, 256 and 960 KiB); a matplotlib line style (a name or a dash tuple)."""
     value = _finite(size)
     if value is None or value <= 0:
         return "-"
-    return _LINESTYLES[round(math.log2(value) / 2) % len(_LINESTYLES)]
+    return _LINESTYLES[round(math.log2(value)) % len(_LINESTYLES)]
 
 
 def _finite(value: Any) -> float | None:

@@ -14,24 +14,31 @@ from matplotlib.figure import Figure
 
 from otalib.errors import LabError
 from otalib.fileio import atomic_writer
+from otalib.lab.analytic import compare_with_prediction
 from otalib.lab.charts import (
     facet,
     failure_table,
+    outcome_counts,
     plot_device_phases,
     plot_outcomes,
     plot_time_cdf,
     plot_time_vs_size,
     plot_timeline,
 )
-from otalib.lab.outcome_charts import plot_failure_probability, plot_time_vs_fault_rate, rate_kinds
-from otalib.lab.palette import sorted_outcomes
+from otalib.lab.outcome_charts import (
+    plot_completion_check,
+    plot_failure_probability,
+    plot_time_vs_fault_rate,
+    rate_kinds,
+)
+from otalib.lab.palette import format_size, sorted_outcomes
 from otalib.lab.schema import OUTCOMES, outcome_kinds
 from otalib.lab.stats import device_phase_columns, time_to_new_version
-from otalib.lab.store import load_run, write_file, writing
+from otalib.lab.store import load_run, read_fault_events, write_file, writing
 from otalib.vocabulary import OutcomeKind
 
-#: Grouping of the summary table.
-SUMMARY_BY = ["mode", "link", "fault"]
+#: Grouping of the summary table (the size first: under drops a bigger image fails more often).
+SUMMARY_BY = ["size", "mode", "link", "fault"]
 
 #: The charts drawn one panel per link: file name -> chart.
 LINK_CHARTS: dict[str, Callable[..., Any]] = {
@@ -42,7 +49,7 @@ LINK_CHARTS: dict[str, Callable[..., Any]] = {
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per mode × link × fault: trials, outcome counts, failure and bricked rates (95% Wilson CI), times.
+    """Per size × mode × link × fault: trials, outcome counts, failure and bricked rates (95% Wilson CI), times.
 
     ``rejected_as`` names the device errors of the rejected trials (``VerificationFailed×4``);
     ``failure_rate`` counts every outcome but ``updated``, ``bricked_rate`` the bricked boards only.
@@ -119,32 +126,55 @@ def _markdown(summary: pd.DataFrame, meta: dict[str, Any], n_done: int) -> str:
         "",
         f"- trials: {n_done} of {meta.get('n_trials', '?')} ({meta.get('status', 'unknown')})",
         f"- otalib {meta.get('otalib', '?')}, git {revision}",
-        "- failure = any outcome but `updated` (a rejection is safe: the old firmware runs); bricked = no bootable"
+        "- size = the image's (KiB); failure = any outcome but `updated` (a rejection is safe: the old firmware"
+        " runs); bricked = no bootable"
         " firmware; CI = 95% Wilson interval; times = publish → new version (s); throughput in KB/s (1000 B/s)",
         "",
-        markdown_table(summary),
+        markdown_table(summary.assign(size=summary["size"].map(format_size))),
     ]
     return "\n".join(lines)
 
 
-def report_figures(df: pd.DataFrame) -> dict[str, Figure]:
+def report_figures(df: pd.DataFrame, events: pd.DataFrame | None = None) -> dict[str, Figure]:
     """The report's charts by file name: the representative trial's timeline; time against size,
     outcome composition and the time CDF one panel per link; the device-time phases when the run
-    measured them; failure probability and time against each rate fault present."""
+    measured them; failure probability and time against each rate fault present; under drops, the
+    measured mean transfer times against the no-resume curve (``events``: the run's fault events,
+    where the drops' reconnect times come from)."""
     figures: dict[str, Figure] = {}
     fig = Figure(figsize=(8, 3.5), layout="constrained")
     plot_timeline(representative_trial(df), ax=fig.subplots())
     figures["timeline.png"] = fig
+    rows = max(len(outcome_counts(group)) for _, group in df.groupby("link")) if "link" in df else 1
     for name, chart in LINK_CHARTS.items():
-        figures[name] = facet(chart, df, by="link")
+        tall = (6.0, max(4.5, 1.5 + 0.3 * rows)) if chart is plot_outcomes else (6.0, 4.5)  # a bar per condition
+        figures[name] = facet(chart, df, by="link", panel_size=tall)
     if device_phase_columns(df):
         fig = Figure(figsize=(9, 1.5 + 0.4 * df.groupby(["size", "mode"]).ngroups), layout="constrained")
         plot_device_phases(df, ax=fig.subplots())
         figures["device_phases.png"] = fig
-    for kind in rate_kinds(df):
+    kinds = rate_kinds(df)
+    for kind in kinds:
         for prefix, chart in (("failure", plot_failure_probability), ("time", plot_time_vs_fault_rate)):
             figures[f"{prefix}_vs_{kind}.png"] = facet(chart, df[df["fault"].map(_kind_or_none(kind))], kind=kind)
+    if "drops" in kinds:
+        figures["completion_check.png"] = facet(_completion_check(events), df[df["fault"].map(_kind_or_none("drops"))])
     return figures
+
+
+def _completion_check(events: pd.DataFrame | None) -> Callable[..., Any]:
+    """:func:`plot_completion_check` of one panel's trials (a panel without the comparison says why)."""
+
+    def chart(df: pd.DataFrame, ax: Any) -> Any:
+        try:
+            check = compare_with_prediction(df, events)
+        except LabError as exc:
+            plot_completion_check(pd.DataFrame(), ax=ax)  # titles and units; its "no data" says why
+            ax.texts[-1].set_text(f"no analytic check: {exc}")
+            return ax
+        return plot_completion_check(check, ax=ax)
+
+    return chart
 
 
 def _kind_or_none(kind: str) -> Callable[[str], bool]:
@@ -167,7 +197,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
         raise LabError(f"cannot create report directory {out}: {exc.strerror}") from None
     written: list[Path] = []
 
-    for name, fig in report_figures(df).items():
+    for name, fig in report_figures(df, read_fault_events(run_dir)).items():
         written.append(_save(fig, out / name))
 
     summary = summarize(df)
