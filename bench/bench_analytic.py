@@ -4,8 +4,9 @@ A small campaign: signed updates over a rate-limited link (``--rate`` B/s; or th
 model with ``--timing esp8266``), without faults (to measure ``tau``) and with ``drops:rate=R`` at
 each ``--drops`` rate, ``--repeats`` times each, ``--parallel`` at once. For each rate it prints the
 measured mean time to the last byte of the attempt that got through (95% t interval), the
-prediction ``(1/R + D)(e^{R tau} - 1)`` (``otalib.lab.analytic``) from the measured ``tau`` and
-reconnect time ``D``, and the ratio measured/predicted with its 95% bootstrap interval: the check
+prediction ``w + (1/R + D)(e^{R tau} - 1)`` (``otalib.lab.analytic``) from the measured ``tau``
+(until the board's stack had the last byte), device window time ``w`` and reconnect time ``D``,
+and the ratio measured/predicted with its 95% bootstrap interval: the check
 holds when 1 is inside. ``replayed``: the mean of what the formula's process gives each trial's OWN drawn
 drop schedule (with ``tau`` and that trial's measured drop costs): measured/replayed near 1 says the
 trials follow the process, whatever the sampling noise of the realisations. Prints; asserts nothing.
@@ -66,14 +67,15 @@ def main() -> None:
     print(f"{len(df)} trials of {args.size} signed, link {link}, timing {args.timing}, in {wall:.0f} s")
     print(f"outcomes: {df['outcome'].value_counts().to_dict()}")
     table = compare_with_prediction(df, events)
-    pairs = zip(table["drop_rate"], table["tau_s"], strict=True)
-    table["replayed_s"] = [_replayed(df, events, rate, tau) for rate, tau in pairs]
+    triples = zip(table["drop_rate"], table["tau_s"], table["window_s"], strict=True)
+    table["replayed_s"] = [_replayed(df, events, rate, tau, window) for rate, tau, window in triples]
     table["vs_replayed"] = table["measured_s"] / table["replayed_s"]
     columns = {
         "drop_rate": "R /s",
         "n": "n",
         "censored": "cens",
         "tau_s": "tau s",
+        "window_s": "w s",
         "reconnect_s": "D s",
         "measured_s": "measured s",
         "measured_low": "lo",
@@ -90,7 +92,7 @@ def main() -> None:
         print(table[list(columns)].rename(columns=columns).to_string(index=False))
 
 
-def _replayed(df: pd.DataFrame, events: pd.DataFrame, rate: float, tau: float) -> float:
+def _replayed(df: pd.DataFrame, events: pd.DataFrame, rate: float, tau: float, window: float) -> float:
     """Mean of the no-resume process replayed on each updated trial's own drops at ``rate``."""
     trials = df[(df["fault"].map(drop_rate) == rate) & (df["outcome"] == "updated")]
     times = []
@@ -98,7 +100,7 @@ def _replayed(df: pd.DataFrame, events: pd.DataFrame, rate: float, tau: float) -
         drops = trial_drops(trial["fault"], trial["trial_id"], float(trial["timeout_s"]))
         mine = events[(events["trial_id"] == trial["trial_id"]) & (events["kind"] == "drop")] if len(events) else events
         costs = list(mine["duration_s"]) if len(mine) else [0.0]
-        times.append(replay_completion_s(drops, tau, costs))
+        times.append(replay_completion_s(drops, tau, costs, window))
     return float(np.mean(times)) if times else float("nan")
 
 

@@ -8,7 +8,6 @@ import math
 import pytest
 
 from otalib.lab import store
-from otalib.lab.analytic import replay_completion_s, trial_drops
 from otalib.lab.campaign import CampaignSpec, run_campaign
 from otalib.lab.schema import TrialConfig
 from otalib.lab.trial import Bench
@@ -55,9 +54,10 @@ def test_drops_wait_for_the_board_to_reconnect(tmp_path):
     assert all(math.isfinite(d["duration_s"]) for d in drops[:-1])
 
 
-def test_a_drop_loses_what_the_link_held_for_a_slow_device():
-    # the esp8266 model reads at flash speed, so an unlimited link holds much of the package when the
-    # drop at 0.87 s of connection (seed 5) comes: the board must not finish the message from it
+def test_a_drop_on_an_unlimited_link_costs_a_slow_device_its_transfer():
+    # the esp8266 model reads at flash speed, so an unlimited link (the proxy) has written the whole package
+    # toward the board when the drop at ~0.9 s of connection (seed 5) comes: the board keeps only what its
+    # TCP stack held, restarts the message from its first byte, and the completion includes the re-transfer
     config = TrialConfig(
         campaign="clock",
         size=64 * 1024,
@@ -69,9 +69,17 @@ def test_a_drop_loses_what_the_link_held_for_a_slow_device():
     )
     with Bench() as bench:
         result = bench.run(config)
-    assert result.events[0]["kind"] == "drop" and result.events[0]["t_s"] == pytest.approx(0.87, abs=0.3)
-    assert result.outcome.text == "updated"
+    drop = result.events[0]
+    assert drop["kind"] == "drop" and result.outcome.text == "updated"
+    # the offset: the package bytes the board held at the drop (not the proxy's, already past the end)
+    assert 0 < drop["offset"] < result.bytes
     assert result.board_updates.split(";")[0].startswith("abandoned") and "applied@6" in result.board_updates
+    phases = result.phases
+    retry = drop["t_s"] + drop["duration_s"]  # the package flowed again on the next connection
+    assert phases["t_first_byte"] < phases["t_publish_start"] + drop["t_s"]
+    # the whole package went through the board after the retry (its stack acknowledged the last byte then)
+    assert phases["t_delivered"] - phases["t_publish_start"] > retry
+    assert phases["t_last_byte"] >= phases["t_delivered"]
 
 
 def test_each_trial_takes_the_time_the_process_gives_its_own_drops(tmp_path):
@@ -90,11 +98,15 @@ def test_each_trial_takes_the_time_the_process_gives_its_own_drops(tmp_path):
         df = run_campaign(spec, tmp_path / "run", bench.run, progress=False, parallel=2, stop=bench.stop)
     events = store.read_fault_events(tmp_path / "run")
     df["T"] = df["t_last_byte"] - df["t_publish_start"]
-    tau = df.loc[df["fault"] == "none", "T"].mean()
     dropped = df[df["fault"] != "none"]
     assert (dropped["outcome"] == "updated").all() and dropped["fault_events"].sum() >= 4
     for _, trial in dropped.iterrows():
-        drops = trial_drops(trial["fault"], trial["trial_id"], 60.0)
-        costs = events.loc[(events["trial_id"] == trial["trial_id"]) & (events["kind"] == "drop"), "duration_s"]
-        replayed = replay_completion_s(drops, tau, list(costs))
-        assert trial["T"] == pytest.approx(replayed, abs=0.4)
+        mine = events[(events["trial_id"] == trial["trial_id"]) & (events["kind"] == "drop")]
+        # the drops while the package was on its way: each cost an attempt the board abandoned
+        mid = mine[(mine["offset"] > 0) & (mine["offset"] < trial["bytes"])]
+        assert trial["board_updates"].split(";").count("abandoned@6") == len(mid)
+        # no resume: after the last of them the whole package crossed the 10 kB/s link again (a lower bound
+        # from the link's rate, which load cannot break), and the trial's time counts that re-transfer
+        if len(mid):
+            retry = float((mid["t_s"] + mid["duration_s"]).iloc[-1])
+            assert trial["T"] > retry + 0.9 * trial["bytes"] / 10_000.0

@@ -22,12 +22,26 @@ By Wald's identity (the failures' costs are i.i.d. and independent of ``N`` once
 which tends to ``tau`` as ``lam -> 0`` and grows as ``e^{lam tau}``: doubling the update size or the
 drop rate squares the number of attempts.
 
+**The device's window.** A drop loses what the network held for the board, not what its TCP stack
+already holds (its receive window, a few KB): the connection must last until the stack has the last
+byte (``tau``), and the device then spends ``w`` more seconds working through its window. A drop in
+those ``w`` s costs nothing, so the successful attempt costs ``tau + w`` and::
+
+    E[T] = w + (1/lam + D) (e^{lam tau} - 1)
+
+On a link slower than the device ``w`` is ~0 (the board waits for each byte); on an unlimited link
+with a slow device (the esp8266 timing model) it is the window's flash time, ~0.1 s, which the
+exponential amplifies if ``tau`` wrongly includes it (measured/predicted ~0.7 at 2 drops per 1 s
+transfer).
+
 **What a campaign measures** (:func:`compare_with_prediction`):
 
 - ``T``: per updated trial, ``t_last_byte - t_publish_start``: from the publish to the board's last
   OTA byte of the attempt that got through (the console's clock);
-- ``tau``: the mean of the same span over the trials of the same size and mode without faults
-  (``fault: none``): the transfer itself, as the link and the board take it;
+- ``tau``: over the trials of the same size and mode without faults (``fault: none``), the mean time
+  from the publish to ``t_delivered``, when the board's TCP stack acknowledged the package's last byte
+  (the link proxy watches its send queue); ``w``: the mean from there to ``t_last_byte``. Runs without
+  ``t_delivered`` (older runs, no link proxy) take ``tau`` to ``t_last_byte`` and ``w = 0``;
 - ``D``: the mean time from a drop to the package's first byte on the board's next connection (the
   fault side table's ``duration_s`` of the drops): the reconnect, the MQTT CONNECT/SUBSCRIBE exchange
   and the broker's resend. That exchange is connection time, so a drop can fall in it, which the
@@ -54,22 +68,29 @@ from otalib.net.faults import RateFault, RateKind, is_rate_fault, trial_rng
 BOOTSTRAP = 2000
 
 
-def expected_completion_s(rate: float, tau: Any, reconnect: Any) -> Any:
-    """``E[T] = (1/rate + reconnect) (e^{rate tau} - 1)``: the mean time to complete a transfer of
-    ``tau`` s of connection under drops at ``rate`` per second of connection, each costing ``reconnect``
-    s (see the module docstring); ``tau`` for ``rate`` 0. ``tau`` and ``reconnect`` may be arrays."""
-    if rate < 0 or np.any(np.asarray(tau) < 0) or np.any(np.asarray(reconnect) < 0):
-        raise LabError(f"rate, tau and reconnect must be >= 0, got {rate}, {tau}, {reconnect}")
+def expected_completion_s(rate: float, tau: Any, reconnect: Any, window: Any = 0.0) -> Any:
+    """``E[T] = window + (1/rate + reconnect) (e^{rate tau} - 1)``: the mean time to complete a transfer
+    needing ``tau`` s of connection under drops at ``rate`` per second of connection, each costing
+    ``reconnect`` s, the device then working ``window`` s through its TCP window (see the module
+    docstring); ``tau + window`` for ``rate`` 0. The arguments after ``rate`` may be arrays."""
+    if rate < 0 or any(np.any(np.asarray(v) < 0) for v in (tau, reconnect, window)):
+        raise LabError(f"rate, tau, reconnect and window must be >= 0, got {rate}, {tau}, {reconnect}, {window}")
     if rate == 0:
-        return tau
-    value = (1.0 / rate + np.asarray(reconnect, dtype=float)) * np.expm1(rate * np.asarray(tau, dtype=float))
+        total = np.asarray(tau, dtype=float) + np.asarray(window, dtype=float)
+        return float(total) if np.ndim(total) == 0 else total
+    value = np.asarray(window, dtype=float) + (1.0 / rate + np.asarray(reconnect, dtype=float)) * np.expm1(
+        rate * np.asarray(tau, dtype=float)
+    )
     return float(value) if np.ndim(value) == 0 else value
 
 
-def replay_completion_s(drops_s: Sequence[float], tau: float, reconnect: float | Sequence[float]) -> float:
+def replay_completion_s(
+    drops_s: Sequence[float], tau: float, reconnect: float | Sequence[float], window: float = 0.0
+) -> float:
     """The completion time the no-resume process gives for ONE realisation: drops at ``drops_s`` (seconds
-    of connection, increasing), each costing ``reconnect`` s (one value, or one per drop). A trial's own
-    schedule (:func:`trial_drops`) replayed so shows the model's error apart from the sampling noise."""
+    of connection, increasing), each costing ``reconnect`` s (one value, or one per drop), the device's
+    window taking ``window`` s after the last byte. A trial's own schedule (:func:`trial_drops`) replayed
+    so shows the model's error apart from the sampling noise."""
     costs = [reconnect] * len(drops_s) if isinstance(reconnect, (int, float)) else list(reconnect)
     elapsed = exposure = 0.0
     for index, drop in enumerate(drops_s):
@@ -78,7 +99,7 @@ def replay_completion_s(drops_s: Sequence[float], tau: float, reconnect: float |
         cost = costs[index] if index < len(costs) and math.isfinite(costs[index]) else float(np.nanmean(costs))
         elapsed += drop - exposure + cost
         exposure = drop
-    return elapsed + tau
+    return elapsed + tau + window
 
 
 def trial_drops(fault: str, trial_id: str, horizon_s: float) -> tuple[float, ...]:
@@ -117,12 +138,15 @@ def compare_with_prediction(
     df = trials.assign(drop_rate=trials["fault"].map(drop_rate))
     df = df[df["drop_rate"].notna()].copy()
     df["T"] = df["t_last_byte"] - df["t_publish_start"]
+    df["tau"], df["w"] = transfer_split(df)
     df = df[(df["outcome"] != "updated") | df["T"].notna()]
     rng = np.random.default_rng(seed)
     rows = []
     for (size, mode), group in df.groupby(["size", "mode"], sort=True):
         updated = group["outcome"] == "updated"
-        base = group.loc[(group["drop_rate"] == 0) & updated, "T"].to_numpy(dtype=float)
+        free = group[(group["drop_rate"] == 0) & updated]
+        base = free["tau"].to_numpy(dtype=float)
+        window = float(free["w"].mean()) if len(free) else 0.0
         if tau is None and len(base) == 0:
             raise LabError(f"no fault-free updated trials of {size} B {mode} to measure tau: add fault none")
         for rate, at_rate in group[group["drop_rate"] > 0].groupby("drop_rate", sort=True):
@@ -131,9 +155,11 @@ def compare_with_prediction(
             if len(gaps) == 0:
                 raise LabError(f"no drop with a reconnect at rate {rate:g}/s ({size} B {mode}) to measure D")
             tau_s = float(tau) if tau is not None else float(base.mean())
-            predicted = expected_completion_s(rate, tau_s, float(gaps.mean()))
+            if tau is not None:
+                window = 0.0
+            predicted = expected_completion_s(rate, tau_s, float(gaps.mean()), window)
             mean, low, high = mean_interval(times)
-            ratio_low, ratio_high = _bootstrap_ratio(times, base, gaps, rate, tau, rng)
+            ratio_low, ratio_high = _bootstrap_ratio(times, base, gaps, rate, tau, rng, window)
             rows.append(
                 {
                     "size": size,
@@ -142,6 +168,7 @@ def compare_with_prediction(
                     "n": len(times),
                     "censored": len(at_rate) - len(times),
                     "tau_s": tau_s,
+                    "window_s": window,
                     "reconnect_s": float(gaps.mean()),
                     "measured_s": mean,
                     "measured_low": low,
@@ -156,6 +183,18 @@ def compare_with_prediction(
     if not result.empty:
         result["holds"] = (result["ratio_low"] <= 1.0) & (result["ratio_high"] >= 1.0)
     return result
+
+
+def transfer_split(trials: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per trial: (seconds from the publish until the board's stack had the last byte, seconds the device
+    then took to its last OTA byte); without ``t_delivered``: (to the last OTA byte, 0)."""
+    total = trials["t_last_byte"] - trials["t_publish_start"]
+    if "t_delivered" not in trials.columns:
+        return total, total * 0.0
+    tau = (trials["t_delivered"] - trials["t_publish_start"]).clip(upper=total)
+    known = tau.notna() & total.notna()
+    tau = tau.where(known, total)
+    return tau, (total - tau).where(known, 0.0)
 
 
 def _reconnect_times(events: pd.DataFrame | None, trial_ids: pd.Series) -> np.ndarray:
@@ -174,6 +213,7 @@ def _bootstrap_ratio(
     rate: float,
     tau: float | None,
     rng: np.random.Generator,
+    window: float = 0.0,
     confidence: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile interval of measured mean / predicted mean, resampling the trials, the fault-free
@@ -183,7 +223,7 @@ def _bootstrap_ratio(
     means = rng.choice(times, (BOOTSTRAP, len(times))).mean(axis=1)
     taus = np.full(BOOTSTRAP, tau) if tau is not None else rng.choice(base, (BOOTSTRAP, len(base))).mean(axis=1)
     gap = rng.choice(gaps, (BOOTSTRAP, len(gaps))).mean(axis=1)
-    ratios = means / expected_completion_s(rate, taus, gap)
+    ratios = means / expected_completion_s(rate, taus, gap, window)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
     return float(low), float(high)

@@ -444,6 +444,9 @@ class Trial:
                 self.notes.append("power not cut: the console showed no byte counts (debug level 3) up to the fault")
             self.phases["t_end"] = self.clock.now()
             link = proxy.stats if proxy is not None else None
+            delivered = _last_delivered(link or {}, len(update.package))
+            if delivered is not None and outcome.kind is OutcomeKind.UPDATED:
+                self.phases["t_delivered"] = delivered - self.clock.t0
             board_updates = [r for r in getattr(board, "updates", ()) if not _is_clear(r)]
         t_first, t_last = self.phases.get("t_first_byte"), self.phases.get("t_last_byte")
         start = self.phases.get("t_publish_start")
@@ -503,10 +506,12 @@ class Trial:
             clock = connected_seconds(stats, self.clock.t0 + start)
         done = sum(1 for e in self.fault_events if e["kind"] in ("drop", "outage"))
         for _t, kind, duration in self.plan.due(clock, done):
-            offset = stats["bytes_down"]
+            offset = _payload_held(stats)
             if kind == "drop":
                 delivered = _has_package(board, self._updates_before)
-                proxy.cut_all(abort=True)  # what the link still held is lost with the connection
+                # what the link still held is lost with the connection; the offset: the package bytes the
+                # board's TCP stack held at the drop (read, or in its receive window)
+                offset = max(proxy.cut_all(abort=True), default=offset)
                 if handover is not None and not delivered:
                     handover.republish()  # the board lost the message: it takes it again at its resubscription
             else:
@@ -946,6 +951,27 @@ def _has_package(board: Board, before: int) -> bool:
     """Has the (virtual) board taken a whole message since its first ``before`` results (not abandoned)?"""
     results = getattr(board, "updates", ())[before:]
     return any(r.outcome not in (Decision.ABANDONED, Decision.IGNORED) for r in results)
+
+
+def _payload_held(stats: dict[str, Any]) -> int:
+    """Payload bytes of the newest non-empty PUBLISH on the newest connection that the proxy forwarded."""
+    conns = stats.get("per_connection") or [{}]
+    publishes = [p for p in conns[-1].get("publishes") or [] if p[2] > 0]
+    if not publishes:
+        return 0
+    _start, payload, length = publishes[-1]
+    return min(length, max(0, conns[-1]["bytes_down"] - payload))
+
+
+def _last_delivered(stats: dict[str, Any], size: int) -> float | None:
+    """When the board's TCP stack last acknowledged the final byte of a ``size``-byte payload (monotonic)."""
+    times = [
+        t
+        for conn in stats.get("per_connection", ())
+        for (_s, _p, length), t in zip(conn["publishes"], conn.get("publish_delivered", ()), strict=False)
+        if length == size and t is not None
+    ]
+    return max(times) if times else None
 
 
 def _retry_starts(stats: dict[str, Any], size: int, since: float) -> list[float]:

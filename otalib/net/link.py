@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import math
 import socket
 import struct
@@ -67,6 +68,8 @@ START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
 STALL_POLL = 0.02
+DELIVERY_POLL = 0.005  # how often the proxy looks whether the board's stack holds a payload's last byte
+SIOCOUTQ = 0x5411  # Linux: bytes in a socket's send queue not yet acknowledged by the peer
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,7 @@ class _Conn:
     faults: list[_Attached] = field(default_factory=list)
     tracker: MqttFrameTracker = field(default_factory=MqttFrameTracker)
     publish_times: list[list[float | None]] = field(default_factory=list)  # [first, last payload byte t]
+    publish_delivered: list[float | None] = field(default_factory=list)  # last payload byte acknowledged t
     _pub_done: int = 0
     sniff: bytearray = field(default_factory=bytearray)
     ended: set[str] = field(default_factory=set)
@@ -257,7 +261,29 @@ class _Conn:
             "mqtt_level": self.tracker.level,
             "publishes": list(self.tracker.publishes),
             "publish_times": [tuple(times) for times in self.publish_times],
+            "publish_delivered": list(self.publish_delivered),
         }
+
+    def delivered(self) -> int:
+        """Downstream bytes the board's TCP stack has acknowledged: those forwarded minus what still waits
+        in the proxy's buffers (asyncio's and the kernel's send queue, unsent or unacknowledged). A drop
+        loses the rest; the board holds these (read, or in its receive window)."""
+        waiting = 0
+        with contextlib.suppress(Exception):  # a closed transport: nothing waits any more
+            waiting += self.board_w.transport.get_write_buffer_size()
+        sock = self.board_w.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                waiting += struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0\0\0\0"))[0]
+        return max(0, self.bytes_down - waiting)
+
+    def payload_delivered(self) -> int:
+        """Payload bytes of the newest non-empty PUBLISH that the board's TCP stack holds (0 before any)."""
+        publishes = [p for p in self.tracker.publishes if p[2] > 0]
+        if not publishes:
+            return 0
+        _start, payload, length = publishes[-1]
+        return min(length, max(0, self.delivered() - payload))
 
     def note_payload_progress(self, now: float) -> None:
         """Stamp when each PUBLISH payload's first and last byte went to the board."""
@@ -271,9 +297,20 @@ class _Conn:
                 times[0] = now
             if times[1] is None and self.bytes_down >= payload + length:
                 times[1] = now
+                while len(self.publish_delivered) <= index:
+                    self.publish_delivered.append(None)
+                self.tasks.append(asyncio.get_running_loop().create_task(self._stamp_delivery(index, payload + length)))
             if times[1] is None:
                 break
             self._pub_done = index + 1
+
+    async def _stamp_delivery(self, index: int, end: int) -> None:
+        """Stamp when the board's stack acknowledged byte ``end`` (publish ``index``'s last payload byte)."""
+        while not self.closed:
+            if self.delivered() >= end:
+                self.publish_delivered[index] = time.monotonic()
+                return
+            await asyncio.sleep(DELIVERY_POLL)
 
 
 def _abort(writer: asyncio.StreamWriter | None, *, rst: bool) -> None:
@@ -443,17 +480,23 @@ class LinkProxy:
 
         self._call(apply)
 
-    def cut_all(self, *, abort: bool = False) -> None:
+    def cut_all(self, *, abort: bool = False) -> list[int]:
         """Cut every open connection now: the broker side reset; the board side closed after the bytes already
-        sent, or with ``abort`` reset too, losing what the link still held (a radio link that drops)."""
+        sent, or with ``abort`` reset too, losing what the link still held (a radio link that drops: the
+        board keeps what its TCP stack had acknowledged, its receive window, and nothing the proxy or the
+        kernel still held for it). Returns, per connection cut, the payload bytes of its newest PUBLISH
+        the board held then; the fired faults record, with ``abort``, the stream bytes it held."""
+        held: list[int] = []
 
         def apply() -> None:
             for conn in list(self._conns):
                 if not conn.closed:
-                    self._fire(conn, "cut", conn.bytes_down)
+                    held.append(conn.payload_delivered())
+                    self._fire(conn, "cut", conn.delivered() if abort else conn.bytes_down)
                     self._close(conn, rst=True, board_rst=abort)
 
         self._call(apply)
+        return held
 
     def stall(self, seconds: float | None = None) -> None:
         """Stop forwarding on every connection for ``seconds`` (None: until :meth:`resume`)."""
@@ -475,7 +518,8 @@ class LinkProxy:
         """Counters: connections, bytes_down/up, faults_fired [(kind, offset, t)], first/last_byte_t, per connection.
 
         ``per_connection`` entries also hold ``publishes`` ([(packet start, payload start, payload length)],
-        downstream offsets) and ``publish_times`` ([(first, last payload byte forwarded)], monotonic).
+        downstream offsets), ``publish_times`` ([(first, last payload byte forwarded)], monotonic) and
+        ``publish_delivered`` ([when the board's stack acknowledged the last payload byte, or None]).
         """
         with self._lock:
             conns = [c.record() for c in self._conns]
