@@ -701,6 +701,17 @@ def test_report_figures_follow_the_data():
             assert "(" in ax.get_xlabel() or ax.get_xlabel() == "trials", ax.get_xlabel()  # a unit
 
 
+def test_report_completion_check_draws_the_cells_it_can_compare():
+    """A small run where drops fired at 128 KiB only: the check draws 128 KiB, leaves 32 KiB out (no D)."""
+    df = sized_rate_frame()
+    big = df[(df["size"] == 131072) & df["fault"].str.startswith("drops:")]
+    events = pd.DataFrame({"trial_id": big["trial_id"], "kind": "drop", "duration_s": 0.4})
+    (ax,) = report_figures(df, events)["completion_check.png"].get_axes()
+    labels = [t.get_text() for t in ax.figure.legends[0].get_texts()]
+    assert labels and all("128 KiB" in label for label in labels if "KiB" in label), labels
+    assert "standard, 128 KiB: predicted (τ = 1.34 s, D = 0.40 s)" in labels
+
+
 def test_report_on_an_interrupted_run(tmp_path):
     run = tmp_path / "run"
 

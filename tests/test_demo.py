@@ -51,3 +51,24 @@ def test_otalab_demo_into_a_pipe_is_plain_text_with_every_console_line_and_the_p
     switched = next(i for i, row in enumerate(rows) if row.endswith("[switch_ok]"))
     assert slot < half < switched  # the progress comes between the lines, as the update runs
     assert "outcome: updated (board now runs slot 1, version 4.3)" in rows
+
+
+@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
+@pytest.mark.timeout(400)
+def test_the_demo_campaign_runs_on_device_time_and_its_report_shows_the_outcomes(tmp_path: Path) -> None:
+    """``make demo``'s campaign: ESP8266 models (not a PC-fast board), so its charts show device phases, the
+    outcome composition (a corrupted image bricks a standard board, a signed one rejects it) and drops."""
+    from otalib.demo import run_demo
+    from otalib.lab.store import load_run
+
+    said: list[str] = []
+    written = run_demo(tmp_path, said.append, stream=io.StringIO())
+    df, _meta = load_run(tmp_path / "run")
+    assert set(df["timing"]) == {"esp8266"} and df["size"].nunique() > 1
+    updated = df[df["outcome"] == "updated"]
+    assert len(updated) and (updated["erase_s"] > 0).all() and (updated["write_s"] > 0).all()
+    corrupt = df[df["fault"] == "corrupt"].groupby("mode")["outcome"].agg(set)
+    assert corrupt["standard"] == {"bricked"} and corrupt["signed"] == {"rejected:VerificationFailed"}
+    names = {p.name for p in written}
+    assert {"outcomes.png", "device_phases.png", "failure_vs_drops.png", "completion_check.png"} <= names
+    assert any(text.startswith("outcomes: ") and "bricked" in text for text in said)

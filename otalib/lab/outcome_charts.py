@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from otalib.errors import LabError
 from otalib.lab.palette import (
@@ -116,6 +117,7 @@ def plot_outcomes(df: pd.DataFrame, ax: Axes | None = None, *, by: tuple[str, ..
     ax.set_yticks(y, [_group_label(k, by) for k in counts.index], fontsize="small")
     ax.set_ylim(len(counts) - 0.5, -0.5)  # first condition on top
     ax.set_xlim(0, max(totals) * 1.15)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are counted
     ax.legend(fontsize="small", title="outcome", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
 
