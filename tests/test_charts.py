@@ -433,6 +433,24 @@ def test_completion_check_draws_the_curve_through_tau_and_the_measured_means():
     assert not texts(ax)  # no trial timed out: nothing marked
 
 
+def test_completion_check_adds_the_device_window():
+    """With a ``window_s`` (the device working through its TCP window after the last byte) the curve is
+    ``w + (1/λ + D)(e^(λτ) − 1)``: it starts at τ + w."""
+    from otalib.lab.analytic import expected_completion_s
+
+    check = pd.DataFrame(
+        {
+            "size": [65536], "mode": ["signed"], "drop_rate": [1.0], "tau_s": [2.0], "reconnect_s": [1.0],
+            "window_s": [0.25], "measured_s": [8.0], "measured_low": [7.0], "measured_high": [9.0],
+        }
+    )  # fmt: skip
+    ax = plot_completion_check(check, ax=new_ax())
+    curve = next(line for line in ax.lines if "predicted" in line.get_label())
+    assert curve.get_label().endswith("w = 0.25 s)")
+    x, y = np.asarray(curve.get_xdata()), np.asarray(curve.get_ydata())
+    assert y[0] == pytest.approx(2.25) and y == pytest.approx([expected_completion_s(r, 2.0, 1.0, 0.25) for r in x])
+
+
 def test_completion_check_marks_the_cells_where_trials_timed_out():
     """A censored cell lost its slowest trials: open marker, "k of n timed out", a legend that says the mean is low."""
     check = pd.DataFrame(

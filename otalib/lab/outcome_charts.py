@@ -264,7 +264,7 @@ def plot_completion_check(
     check: pd.DataFrame,
     ax: Axes | None = None,
     *,
-    predict: Callable[[float, float, float], float] | None = None,
+    predict: Callable[..., float] | None = None,
 ) -> Axes:
     """Measured mean completion times under drops against the no-resume curve ``(1/λ + D)(e^{λτ} − 1)``.
 
@@ -274,7 +274,8 @@ def plot_completion_check(
     their 95% t intervals (points) and the curve for that ``tau`` and the mean ``D`` (line, in the size's
     style), from λ = 0 (``τ``). A cell where trials timed out (``censored``) has an open marker and
     ``k of n timed out`` beside it: its slowest realisations are missing, so its mean is biased low.
-    ``predict(λ, τ, D)`` defaults to the lab's formula.
+    A ``window_s`` column (the device's TCP window, :mod:`otalib.lab.analytic`) adds ``w`` to the curve:
+    ``predict(λ, τ, D, w)``, or ``predict(λ, τ, D)`` without one; it defaults to the lab's formula.
     """
     ax = new_axes(ax)
     ax.set_xlabel(RATE_LABELS["drops"])
@@ -291,9 +292,11 @@ def plot_completion_check(
         color, style = mode_color(str(mode)), size_linestyle(size)
         tau, reconnect = float(group["tau_s"].iloc[0]), float(group["reconnect_s"].mean())
         rates = np.linspace(0.0, float(group["drop_rate"].max()) * 1.1, 60)
-        curve = [predict(float(r), tau, reconnect) for r in rates]
+        window = float(group["window_s"].iloc[0]) if "window_s" in group else 0.0  # the device's TCP window
+        extra = (window,) if window > 0 else ()
+        curve = [predict(float(r), tau, reconnect, *extra) for r in rates]
         name = f"{mode}, {format_size(size)}"
-        fitted = f"τ = {tau:.2f} s, D = {reconnect:.2f} s"
+        fitted = f"τ = {tau:.2f} s, D = {reconnect:.2f} s" + (f", w = {window:.2f} s" if extra else "")
         ax.plot(rates, curve, color=color, linestyle=style, label=f"{name}: predicted ({fitted})")
         mean = group["measured_s"].to_numpy(float)
         low = np.nan_to_num(mean - group["measured_low"].to_numpy(float), nan=0.0)
@@ -302,7 +305,7 @@ def plot_completion_check(
             group["drop_rate"], mean, yerr=np.vstack([low, high]), fmt="o", color=color, capsize=3,
             label=f"{name}: measured mean, 95% CI",
         )  # fmt: skip
-        ax.plot([0.0], [tau], marker="s", color=color, linestyle="none", label="_nolegend_")
+        ax.plot([0.0], [tau + window], marker="s", color=color, linestyle="none", label="_nolegend_")
         censored = group["censored"].to_numpy(int) if "censored" in group else np.zeros(len(group), int)
         for rate, value, k, n in zip(group["drop_rate"], mean, censored, censored + _counts(group), strict=True):
             if k <= 0:
