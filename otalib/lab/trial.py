@@ -60,7 +60,7 @@ from otalib.net.faults import FaultPlan, RateFault, RateKind, connected_seconds,
 from otalib.net.link import Fault, LinkProfile, LinkProxy
 from otalib.procs import owned_tempdir
 from otalib.update import make_update
-from otalib.vocabulary import Decision, Outcome, OutcomeKind
+from otalib.vocabulary import Decision, Outcome, OutcomeKind, TimingProfile
 
 if TYPE_CHECKING:
     from otalib.board.virtual import VirtualBoard
@@ -511,7 +511,8 @@ class Trial:
                 delivered = _has_package(board, self._updates_before)
                 # what the link still held is lost with the connection; the offset: the package bytes the
                 # board's TCP stack held at the drop (read, or in its receive window)
-                offset = max(proxy.cut_all(abort=True), default=offset)
+                held = proxy.cut_all(abort=True)
+                offset = held[-1] if held else offset  # the newest connection's
                 if handover is not None and not delivered:
                     handover.republish()  # the board lost the message: it takes it again at its resubscription
             else:
@@ -624,7 +625,10 @@ class Trial:
 
     def _start_proxy(self, stack: contextlib.ExitStack, base_url: str) -> LinkProxy | None:
         profile = self._profile()
-        if profile is None and self.fault.kind == "none":  # a rate fault needs the proxy too
+        timed = TimingProfile(self.config.timing) is not TimingProfile.NONE
+        if profile is None and self.fault.kind == "none" and not timed:
+            # a rate fault needs the proxy too; so does a device-timed trial, whose transfer the proxy times
+            # (t_delivered) as it times the faulted trials' it is compared with
             return None
         url = parse_url(base_url)
         proxy = LinkProxy(url.host, url.port, profile)
