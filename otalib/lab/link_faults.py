@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from otalib.lab.trial import FaultSpec
+from otalib.lab.trial import FaultSpec, payload_forwarded
 from otalib.net.faults import FaultPlan, RateKind, connected_seconds, trial_rng
 from otalib.net.link import LinkProxy
 
@@ -96,9 +96,10 @@ class LinkFaults:
             clock = connected_seconds(stats, start)  # drops: R per second of connection
         for _t, kind, duration in self.plan.due(clock, self._timed_done):
             self._timed_done += 1
-            offset = stats["bytes_down"]
+            offset = payload_forwarded(stats)
             if kind == "drop":
-                self.proxy.cut_all(abort=True)  # the retained message comes again at the board's resubscription
+                held = self.proxy.cut_all(abort=True)  # the retained message comes again at the board's resubscription
+                offset = held[-1] if held else offset  # the package bytes the board's stack held (newest connection)
             else:
                 self.proxy.stall(duration)
             self.events.append({"kind": kind, "t_s": now, "offset": offset, "duration_s": duration})

@@ -506,7 +506,7 @@ class Trial:
             clock = connected_seconds(stats, self.clock.t0 + start)
         done = sum(1 for e in self.fault_events if e["kind"] in ("drop", "outage"))
         for _t, kind, duration in self.plan.due(clock, done):
-            offset = _payload_held(stats)
+            offset = payload_forwarded(stats)
             if kind == "drop":
                 delivered = _has_package(board, self._updates_before)
                 # what the link still held is lost with the connection; the offset: the package bytes the
@@ -957,7 +957,7 @@ def _has_package(board: Board, before: int) -> bool:
     return any(r.outcome not in (Decision.ABANDONED, Decision.IGNORED) for r in results)
 
 
-def _payload_held(stats: dict[str, Any]) -> int:
+def payload_forwarded(stats: dict[str, Any]) -> int:
     """Payload bytes of the newest non-empty PUBLISH on the newest connection that the proxy forwarded."""
     conns = stats.get("per_connection") or [{}]
     publishes = [p for p in conns[-1].get("publishes") or [] if p[2] > 0]
