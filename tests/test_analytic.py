@@ -109,3 +109,19 @@ def test_a_replayed_realisation_follows_the_process():
     replays = [replay_completion_s(np.cumsum(rng.exponential(2.0, 40)), 1.5, 0.3) for _ in range(20_000)]
     standard_error = np.std(replays, ddof=1) / math.sqrt(len(replays))
     assert abs(np.mean(replays) - expected_completion_s(0.5, 1.5, 0.3)) < 4 * standard_error
+
+
+def test_the_device_window_after_the_last_delivered_byte_is_added_once_not_exponentiated():
+    assert expected_completion_s(0.0, 2.5, 1.0, 0.5) == 3.0
+    assert expected_completion_s(1.0, 1.0, 0.5, 0.2) == pytest.approx(0.2 + 1.5 * math.expm1(1.0))
+    # a device that works 0.3 s through its TCP window after its stack has the last byte: a drop in those
+    # 0.3 s costs nothing, so tau is the time to t_delivered (the check holds) and not to t_last_byte
+    rng = np.random.default_rng(9)
+    window = 0.3
+    trials, events = _campaign(rng, [0.5, 1.0], tau=1.5, reconnect=0.3, n=40)
+    trials["t_delivered"] = trials["t_last_byte"]
+    trials["t_last_byte"] += window
+    table = compare_with_prediction(trials, events)
+    assert table["holds"].all() and table["window_s"].to_numpy() == pytest.approx([window, window], abs=1e-9)
+    without = compare_with_prediction(trials.drop(columns="t_delivered"), events)
+    assert without["ratio_high"].iloc[-1] < 1.0  # tau to the last OTA byte: the exponential over-predicts
