@@ -399,9 +399,10 @@ class VirtualBoard(BufferedConsole):
         client.on_disconnect = on_disconnect
         client.on_connect_fail = on_connect_fail
         host, port = self.link or (self.url.host, self.url.port)
+        # published before paho's thread can connect: whoever sees `connected` set also sees this client
+        self._client = client
         client.connect_async(host, port, self.keepalive)
         client.loop_start()
-        self._client = client
 
     def _disconnect(self) -> None:
         """Drop the connection as a device losing power does (no DISCONNECT); join paho's thread."""
