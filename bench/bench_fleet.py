@@ -9,7 +9,8 @@
    model's time for one board plus the broker's fan-out (the bare side's time) (target: ratio <= 1.2).
 
 Run: ``.venv/bin/python bench/bench_fleet.py [--boards 1000] [--size 1000000] [--timing esp8266|none]
-[--tcp-mss 1460] [--workers N]``.
+[--tcp-mss 1460] [--workers N] [--processes N]``; by default the fleet runs both in one process and as
+one shard process per core, printed side by side.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from otalib.broker.mosquitto import MosquittoBroker  # noqa: E402
 from otalib.fleet import FleetSession, FleetSpec  # noqa: E402
+from otalib.fleet.processes import default_processes  # noqa: E402
 from otalib.fleet.shard import peak_rss_bytes, raise_nofile_limit  # noqa: E402
 from otalib.mqtt.publish import deploy  # noqa: E402
 
@@ -82,9 +84,10 @@ def bare_side(broker: str, boards: int) -> None:
     print(json.dumps({**state, "peak_rss_bytes": peak_rss_bytes()}), flush=True)
 
 
-def fleet_side(broker: str, boards: int, size: int, timing: str, tcp_mss: int, workers: int) -> None:
+def fleet_side(broker: str, boards: int, size: int, timing: str, tcp_mss: int, workers: int, processes: int) -> None:
     """Child: the fleet through ``broker``; its times (s from the publish) and peak RSS (JSON)."""
-    result = FleetSession(fleet_spec(boards, size, timing, tcp_mss), broker=broker, workers=workers).run()
+    spec = fleet_spec(boards, size, timing, tcp_mss)
+    result = FleetSession(spec, broker=broker, workers=workers, processes=processes or None).run()
     b = result.boards
     print(
         json.dumps(
@@ -114,17 +117,22 @@ def main() -> None:
     parser.add_argument("--timing", default="esp8266", help="the second fleet's timing profile (none: skip it)")
     parser.add_argument("--tcp-mss", type=int, default=1460, help="the boards' TCP segment (1460: an ESP8266's)")
     parser.add_argument("--workers", type=int, default=0, help="fleet shards on a Dask LocalCluster")
+    parser.add_argument(
+        "--processes", type=int, default=0, help="the fleet's shard processes (0: both 1 and one per core)"
+    )
     parser.add_argument("--side", choices=("bare", "fleet"), help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side == "bare":
         return bare_side(args.broker, args.boards)
     if args.side == "fleet":
-        return fleet_side(args.broker, args.boards, args.size, args.timing, args.tcp_mss, args.workers)
+        return fleet_side(args.broker, args.boards, args.size, args.timing, args.tcp_mss, args.workers, args.processes)
 
     raise_nofile_limit()
     package = next(iter(FleetSession(fleet_spec(1, args.size, "none")).packages.values())).update.package
-    runs = ["none"] + ([args.timing] if args.timing != "none" else [])
+    cores = default_processes(args.boards)
+    ways = [args.processes] if args.processes or args.workers else sorted({1, cores})
+    runs = [(t, p) for t in ["none"] + ([args.timing] if args.timing != "none" else []) for p in ways]
     with MosquittoBroker(max_connections=args.boards + 32, log_types=("error", "warning")) as broker:
         # the baseline: bare subscribers, the update published once all have subscribed
         bare = child("--side", "bare", "--broker", broker.url, "--boards", str(args.boards))
@@ -137,34 +145,41 @@ def main() -> None:
         deploy(None, f"{broker.url}/{BARE_TOPIC}", clear=True)
         bare_s = bare_result["t_last"] - t_publish
         fleets = {}
-        for timing in runs:  # the fleet, same broker: instant devices, then the timing model's
+        for timing, processes in runs:  # the fleet, same broker: instant devices, then the timing model's
             fleet = child(
                 *("--side", "fleet", "--broker", broker.url, "--boards", str(args.boards), "--size", str(args.size)),
                 *("--timing", timing, "--tcp-mss", str(args.tcp_mss), "--workers", str(args.workers)),
+                *("--processes", str(processes)),
             )
             out, _ = fleet.communicate(timeout=1800)
-            fleets[timing] = json.loads(out.strip().splitlines()[-1])
+            fleets[timing, processes] = json.loads(out.strip().splitlines()[-1])
     mb = len(package) / 1e6
     print(f"{args.boards} receivers, one retained {mb:.2f} MB signed update through the managed Mosquitto")
     print(f"  (fleet: TCP segments of {args.tcp_mss} bytes, {args.workers or 'no'} Dask workers)")
     print(f"  bare paho subscribers, all received:   {bare_s:8.2f} s ({bare_result['received']} received)")
-    instant = fleets["none"]
-    fleet_s = instant["all_verified_s"]
-    print(f"  fleet boards (timing none), all verified: {fleet_s:8.2f} s ({instant['updated']} updated)")
-    print(f"  ratio fleet / bare: {fleet_s / bare_s:.2f} (target <= 1.5)")
-    print(f"  fleet peak RSS: {instant['peak_rss_bytes'] / 2**30:.2f} GiB (target <= 1.5 GB)")
+    for (timing, processes), fleet in fleets.items():
+        if timing != "none":
+            continue
+        way = f"{processes} shard process{'es' if processes > 1 else ''}" if processes > 1 else "in this process"
+        fleet_s = fleet["all_verified_s"]
+        print(f"  fleet boards (timing none, {way}), all verified: {fleet_s:8.2f} s ({fleet['updated']} updated)")
+        print(f"    ratio fleet / bare: {fleet_s / bare_s:.2f} (target <= 1.5)")
+        print(f"    fleet peak RSS: {fleet['peak_rss_bytes'] / 2**30:.2f} GiB (target <= 1.5 GB)")
     if args.timing != "none":
         from otalib.board.sim.timing import update_breakdown  # the model's one board
 
-        timed = fleets[args.timing]
         phases = update_breakdown(args.timing, len(package), "signed")
         # updated = running the new firmware: the work, the sample's 1 s restart delay and the reboot
         # (a fleet board does not reconnect afterwards, so reconnect_s is not part of it)
         one = sum(phases.values()) - phases["reconnect_s"] + 1.0
-        t99 = timed["t99_s"]
         print(f"  model, one {args.timing} board:            {one:8.2f} s")
-        print(f"  fleet ({args.timing}) time to 99 % updated: {t99:8.2f} s ({timed['updated']} updated)")
-        print(f"  ratio t99 / (one board + fan-out): {t99 / (one + bare_s):.2f} (target <= 1.2)")
+        for (timing, processes), timed in fleets.items():
+            if timing == "none":
+                continue
+            t99 = timed["t99_s"]
+            way = f"{processes} processes" if processes > 1 else "in this process"
+            print(f"  fleet ({args.timing}, {way}) time to 99 % updated: {t99:8.2f} s ({timed['updated']} updated)")
+            print(f"    ratio t99 / (one board + fan-out): {t99 / (one + bare_s):.2f} (target <= 1.2)")
 
 
 if __name__ == "__main__":

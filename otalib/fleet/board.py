@@ -47,7 +47,7 @@ from otalib.board.virtual import CLIENT_ID, prepare_flash
 from otalib.fleet.flash import MemoryFlash, SectorPool
 from otalib.fleet.loop import FleetLoop, Timer
 from otalib.mqtt import paho_compat
-from otalib.mqtt.streaming import ESP_TCP_MSS, StreamingClient
+from otalib.mqtt.streaming import ESP_TCP_MSS, RECV_CHUNK, StreamingClient
 from otalib.net.faults import FaultPlan, trial_rng
 from otalib.vocabulary import Decision, DeviceState, Outcome, OutcomeKind
 
@@ -227,12 +227,59 @@ class _Sink:
         self.board._decided(self.board.device.on_message_abort())
 
 
-class FleetClient(StreamingClient):
-    """The board's streaming client; reads wait for the link's rate (its board's token bucket)."""
+class _ReadAheadClient(mqtt.Client):
+    """paho's socket reads through a user-space buffer: one ``recv`` of up to ``read_ahead`` bytes
+    serves many of the small reads above it (the device's segments), so a board without a window
+    to model costs one system call per 64 KiB instead of one per segment. ``read_ahead`` 0: every
+    read is a ``recv`` (a board whose reads are paced: its socket's buffer is the window)."""
+
+    read_ahead = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rx = b""
+        self._rx_at = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self.read_ahead:
+            return super()._sock_recv(bufsize)
+        rx, at = self._rx, self._rx_at
+        if at >= len(rx):
+            rx = super()._sock_recv(max(bufsize, self.read_ahead))
+            if len(rx) <= bufsize:  # all of it is wanted (or the connection closed: b"")
+                self._rx, self._rx_at = b"", 0
+                return rx
+            at = 0
+        end = at + bufsize
+        self._rx, self._rx_at = rx, end
+        if at == 0 and end >= len(rx):
+            return rx
+        return rx[at:end]
+
+    def read_pending(self) -> bool:
+        """Bytes read from the socket that paho has not taken yet."""
+        return self._rx_at < len(self._rx)
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        """As paho's, then on while the buffer holds more (the socket will not report it readable)."""
+        rc = super().loop_read(max_packets)
+        while rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and self.read_pending():
+            rc = super().loop_read(max_packets)
+        return rc
+
+
+class FleetClient(StreamingClient, _ReadAheadClient):
+    """The board's streaming client; reads wait for the link's rate (its board's token bucket).
+
+    A board with neither a timing model nor a rate reads ahead (:class:`_ReadAheadClient`): the
+    device still gets its data segment by segment (:class:`StreamingClient` cuts them above the buffer).
+    """
 
     def __init__(self, *args: Any, board: FleetBoard, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.board = board
+        if board.timing is None and board._rate is None:
+            self.read_ahead = RECV_CHUNK
 
     def _sock_recv(self, bufsize: int) -> bytes:
         budget = self.board._read_budget()
@@ -241,6 +288,9 @@ class FleetClient(StreamingClient):
         data = super()._sock_recv(min(bufsize, budget))
         self.board._bytes_read(len(data))
         return data
+
+    def read_pending(self) -> bool:
+        return not self.board._paused and super().read_pending()
 
 
 class FleetBoard:
@@ -510,8 +560,11 @@ class FleetBoard:
 
     def _resume(self) -> None:
         self._paused = False
-        if self._client is not None:
-            self.loop.pause_reading(self._client, False)
+        client = self._client
+        if client is not None:
+            self.loop.pause_reading(client, False)
+            if client.read_pending():  # read ahead before the pause: the socket will not say so
+                client.loop_read()
 
     # -- the update --
     def _message_start(self, length: int) -> None:

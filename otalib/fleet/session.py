@@ -26,6 +26,7 @@ from otalib.errors import LabError
 from otalib.firmware.demo import make_demo_image
 from otalib.fleet.board import BoardSettings
 from otalib.fleet.capacity import Estimate, check_capacity, estimate
+from otalib.fleet.processes import ProcessShards, default_processes
 from otalib.fleet.results import FleetResult, assemble
 from otalib.fleet.shard import ShardResult, ShardSpec, raise_nofile_limit, run_shard, subscribe_timeout
 from otalib.fleet.spec import FleetSpec, GroupSpec
@@ -183,10 +184,13 @@ class FleetSession:
     """A fleet from a :class:`~otalib.fleet.spec.FleetSpec` (or a spec file's path).
 
     ``broker``: an external broker URL (else the spec's, else the managed Mosquitto).
-    ``workers``: run the shards on a Dask ``LocalCluster`` of that many workers (0: in this
-    process); ``scheduler``: an existing Dask cluster (``tcp://HOST:PORT``; the broker must
-    then be a URL its workers reach). ``console_logs``: write each board's console to
-    ``OUT/consoles/BOARD.log``. ``keep_consoles``: boards whose console text the result keeps.
+    ``workers``: run the shards on a Dask ``LocalCluster`` of that many workers (0: on this
+    machine); ``processes``: without Dask, the shards as that many child processes (1: one shard on
+    a thread of this process; None: one per core from :data:`~otalib.fleet.processes.PROCESS_MIN_BOARDS`
+    boards, a board's console on a pty keeps one); ``scheduler``: an existing Dask cluster
+    (``tcp://HOST:PORT``; the broker must then be a URL its workers reach).
+    ``console_logs``: write each board's console to ``OUT/consoles/BOARD.log``.
+    ``keep_consoles``: boards whose console text the result keeps.
     """
 
     def __init__(
@@ -196,6 +200,7 @@ class FleetSession:
         broker: str | None = None,
         workers: int = 0,
         scheduler: str | None = None,
+        processes: int | None = None,
         console_logs: bool = False,
         keep_consoles: tuple[str, ...] = (),
         pty_board: str | None = None,
@@ -217,6 +222,13 @@ class FleetSession:
         if pty_board is not None and (workers or scheduler):
             raise LabError("a board's console on a pty needs the fleet in this process (no --workers/--scheduler)")
         self.pty_board = pty_board
+        if processes is not None and not 1 <= processes <= 256:
+            raise LabError(f"bad processes {processes}: 1..256")
+        if processes is not None and processes > 1 and pty_board is not None:
+            raise LabError("a board's console on a pty needs the fleet in this process (no processes)")
+        if processes is None:
+            processes = 1 if pty_board is not None or workers or scheduler else default_processes(self.spec.count)
+        self.processes = processes
         self.on_status = on_status or (lambda _text: None)
         self.key = self._key()
         self.packages = self._packages()
@@ -234,7 +246,7 @@ class FleetSession:
         slots = getattr(getattr(self, "_executor", None), "slots", None)
         if slots:
             return min(slots, self.workers) if self.workers else slots
-        return max(1, self.workers)
+        return max(1, self.workers or self.processes)
 
     def _key(self) -> LabKey:
         if self.spec.update.key is None:
@@ -399,7 +411,7 @@ class FleetSession:
 
     def _make_executor(self) -> Any:
         if self.workers == 0 and self.scheduler is None:
-            return InProcessShards(self.on_status)
+            return ProcessShards() if self.processes > 1 else InProcessShards(self.on_status)
         from otalib.fleet.dask import DaskShards
 
         executor = DaskShards(self.workers, self.scheduler)
