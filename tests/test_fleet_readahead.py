@@ -63,3 +63,52 @@ def test_bad_process_counts_are_refused():
         FleetSession(spec, processes=0)
     with pytest.raises(LabError, match="pty"):
         FleetSession(spec, processes=2, pty_board="g1-0000")
+
+
+def test_a_read_ahead_client_serves_what_its_buffer_holds_without_a_new_socket_event():
+    """CONNACK and a PUBLISH in one TCP write, then silence: the PUBLISH sits in the client's
+    buffer after the CONNACK is handled; the socket will not turn readable again."""
+    import socket
+    import threading
+    import time
+
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from otalib.fleet.board import _ReadAheadClient
+    from otalib.fleet.loop import FleetLoop
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    payload = bytes(range(256)) * 8
+    topic = b"a/t/u/4.3"
+    body = len(topic).to_bytes(2, "big") + topic + payload
+    publish = bytes([0x31, (len(body) & 0x7F) | 0x80, len(body) >> 7]) + body
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1024)  # the CONNECT
+            conn.sendall(b"\x20\x02\x00\x00" + publish)
+            done.wait(15)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    class Client(_ReadAheadClient):
+        read_ahead = 64 * 1024
+
+    got: list[bytes] = []
+    client = Client(CallbackAPIVersion.VERSION2, client_id="ahead", protocol=mqtt.MQTTv311)
+    client.on_message = lambda _c, _u, msg: got.append(msg.payload)
+    loop = FleetLoop()
+    loop.attach(client)
+    try:
+        client.connect("127.0.0.1", port, 60)
+        assert loop.run(lambda: bool(got), time.monotonic() + 10)
+    finally:
+        done.set()
+        loop.close()
+        server.close()
+        thread.join(5)
+    assert got == [payload]
