@@ -34,6 +34,14 @@ from otalib.mqtt.publish import deploy  # noqa: E402
 BARE_TOPIC = "bench/bare"
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its ended children."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def fleet_spec(boards: int, size: int, timing: str, tcp_mss: int = 1460) -> FleetSpec:
     return FleetSpec.from_dict(
         {
@@ -98,6 +106,7 @@ def fleet_side(broker: str, boards: int, size: int, timing: str, tcp_mss: int, w
                 "peak_rss_bytes": result.meta["peak_rss_total_bytes"],  # every fleet process's, summed
                 "t_publish": result.meta["t_publish"],
                 "package_bytes": next(iter(result.meta["packages"].values()))["bytes"],
+                "cpu_s": cpu_seconds(),  # this process's and its shard processes', the whole run
             }
         ),
         flush=True,
@@ -165,6 +174,7 @@ def main() -> None:
         print(f"  fleet boards (timing none, {way}), all verified: {fleet_s:8.2f} s ({fleet['updated']} updated)")
         print(f"    ratio fleet / bare: {fleet_s / bare_s:.2f} (target <= 1.5)")
         print(f"    fleet peak RSS: {fleet['peak_rss_bytes'] / 2**30:.2f} GiB (target <= 1.5 GB)")
+        print(f"    fleet CPU (all its processes, the whole run): {fleet['cpu_s']:.1f} s")
     if args.timing != "none":
         from otalib.board.sim.timing import update_breakdown  # the model's one board
 
@@ -180,6 +190,7 @@ def main() -> None:
             way = f"{processes} processes" if processes > 1 else "in this process"
             print(f"  fleet ({args.timing}, {way}) time to 99 % updated: {t99:8.2f} s ({timed['updated']} updated)")
             print(f"    ratio t99 / (one board + fan-out): {t99 / (one + bare_s):.2f} (target <= 1.2)")
+            print(f"    fleet CPU (all its processes, the whole run): {timed['cpu_s']:.1f} s")
 
 
 if __name__ == "__main__":
