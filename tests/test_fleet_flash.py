@@ -41,3 +41,14 @@ def test_identical_sectors_are_stored_once():
     first = ESP8266_LAYOUT.roms[1] // SECTOR
     assert all(f._sectors[first + 7] is flashes[0]._sectors[first + 7] for f in flashes)  # one object, shared
     assert flashes[0].sectors_held >= 40
+
+
+def test_a_different_sector_at_the_same_index_is_not_taken_for_the_last_one():
+    pool = SectorPool()
+    a, b = bytes(range(256)) * 16, bytes(reversed(range(256))) * 16
+    first = pool.intern(a, 5)
+    assert pool.intern(bytes(bytearray(a)), 5) is first  # equal: the one object
+    other = pool.intern(b, 5)  # different content at the same index: its own
+    assert other == b and other is not first
+    assert pool.intern(bytes(bytearray(a)), 5) is first and pool.sectors == 2  # the dict still knows the first
+    assert pool.intern(bytes(bytearray(b)), 9) is other  # equal content at another index: shared too

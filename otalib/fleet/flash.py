@@ -17,13 +17,25 @@ _ERASED_SECTOR = bytes([ERASED]) * SECTOR
 
 
 class SectorPool:
-    """Interns sector contents: equal sectors of any flash in the pool share one ``bytes``."""
+    """Interns sector contents: equal sectors of any flash in the pool share one ``bytes``.
+
+    Boards of a group write the same firmware at the same addresses: the sector last interned at
+    an index is compared first (a ``memcmp``), and only a different one is hashed for the dict.
+    """
 
     def __init__(self) -> None:
         self._sectors: dict[bytes, bytes] = {}
+        self._last_at: dict[int, bytes] = {}
 
-    def intern(self, data: bytes) -> bytes:
-        return self._sectors.setdefault(data, data)
+    def intern(self, data: bytes, index: int | None = None) -> bytes:
+        if index is not None:
+            last = self._last_at.get(index)
+            if last is not None and last == data:
+                return last
+        shared = self._sectors.setdefault(data, data)
+        if index is not None:
+            self._last_at[index] = shared
+        return shared
 
     @property
     def sectors(self) -> int:
@@ -66,7 +78,7 @@ class MemoryFlash(FlashImage):
         if data == _ERASED_SECTOR:
             self._sectors.pop(index, None)
         else:
-            self._sectors[index] = self._pool.intern(data)
+            self._sectors[index] = self._pool.intern(data, index)
 
     def _sector(self, index: int) -> bytes | bytearray:
         if index == self._hot_index and self._hot is not None:
