@@ -263,6 +263,8 @@ class _ReadAheadClient(mqtt.Client):
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         """As paho's, then on while the buffer holds more (the socket will not report it readable)."""
         rc = super().loop_read(max_packets)
+        if not self.read_ahead:  # a paced board: nothing buffered here
+            return rc
         while rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and self.read_pending():
             rc = super().loop_read(max_packets)
         return rc
