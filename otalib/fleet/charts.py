@@ -15,47 +15,24 @@ import numpy as np
 import pandas as pd
 
 from otalib.fleet.results import FleetResult, time_to_fraction
+from otalib.lab.palette import new_axes, no_data, outcome_color, sorted_outcomes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-#: Outcomes in chart order, each with its colour (the same in every chart).
-OUTCOME_COLORS: dict[str, str] = {
-    "updated": "#2ca02c",
-    "restarted": "#17becf",
-    "skipped": "#7f7f7f",
-    "rejected": "#d62728",
-    "bricked": "#000000",
-    "timeout": "#ff7f0e",
-    "unknown": "#c7c7c7",
-}
 #: The fractions marked on the rollout curve.
 MARKED = (0.5, 0.9, 0.99)
 
 
-def _axes(ax: Axes | None, size: tuple[float, float] = (7, 4)) -> Axes:
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    _, new_ax = plt.subplots(figsize=size, layout="constrained")
-    return new_ax
-
-
-def _no_data(ax: Axes, what: str) -> Axes:
-    ax.text(0.5, 0.5, f"no {what}", ha="center", va="center", transform=ax.transAxes, color="0.4")
-    return ax
-
-
 def rollout_curve(result: FleetResult, ax: Axes | None = None) -> Axes:
     """Fraction of each group's boards updated against seconds from the publish (a step per board)."""
-    ax = _axes(ax)
+    ax = new_axes(ax)
     boards = result.boards
     ax.set_title("Rollout: fraction of boards updated")
     ax.set_xlabel("time from the publish (s)")
     ax.set_ylabel("fraction updated")
     if boards.empty:
-        return _no_data(ax, "boards")
+        return no_data(ax, "boards")
     for i, (group, rows) in enumerate(boards.groupby("group", sort=True)):
         color = f"C{i % 10}"
         times = np.sort(rows["t_updated"].dropna().to_numpy())
@@ -80,19 +57,18 @@ def rollout_curve(result: FleetResult, ax: Axes | None = None) -> Axes:
 
 def outcome_composition(result: FleetResult, ax: Axes | None = None) -> Axes:
     """Boards per outcome in each group, stacked (fixed colours per outcome)."""
-    ax = _axes(ax)
+    ax = new_axes(ax)
     ax.set_title("Outcomes per group")
     ax.set_ylabel("boards")
     boards = result.boards
     if boards.empty:
-        return _no_data(ax, "boards")
+        return no_data(ax, "boards")
     outcome = boards["outcome"].fillna("unknown")
     counts = pd.crosstab(boards["group"], outcome)
-    order = [o for o in OUTCOME_COLORS if o in counts.columns] + [o for o in counts.columns if o not in OUTCOME_COLORS]
     bottom = np.zeros(len(counts))
-    for name in order:
+    for name in sorted_outcomes(counts.columns):  # the campaign charts' order and colours, one palette
         values = counts[name].to_numpy()
-        ax.bar(counts.index, values, bottom=bottom, label=name, color=OUTCOME_COLORS.get(name, "#9467bd"))
+        ax.bar(counts.index, values, bottom=bottom, label=name, color=outcome_color(name))
         bottom += values
     ax.set_xlabel("group")
     ax.legend(title="outcome", fontsize=8)
@@ -101,13 +77,13 @@ def outcome_composition(result: FleetResult, ax: Axes | None = None) -> Axes:
 
 def broker_load(result: FleetResult, ax: Axes | None = None, bin_s: float = 0.5) -> Axes:
     """What the broker delivered to the fleet (MB/s) and the boards connected, against time."""
-    ax = _axes(ax)
+    ax = new_axes(ax)
     ax.set_title("Broker: delivery to the fleet and connections")
     ax.set_xlabel("time from the publish (s)")
     ax.set_ylabel("delivered (MB/s)")
     load = result.load
     if load.empty:
-        return _no_data(ax, "load samples")
+        return no_data(ax, "load samples")
     rate_parts, conn_parts = [], []
     for _shard, rows in load.sort_values("t_s").groupby("shard"):
         t = rows["t_s"].to_numpy()
