@@ -28,12 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from otalib.errors import InputError, LabError, OtaLabError, UsageError
-from otalib.fileio import read_input
+from otalib.errors import LabError, OtaLabError, UsageError
 from otalib.formats.version import DeviceProfile, Version, topic_for
-from otalib.lab.campaign import known_links, parse_size
+from otalib.lab.campaign import known_links, parse_size, read_spec_file
 from otalib.lab.trial import FaultSpec
 from otalib.mqtt.streaming import ESP_TCP_MSS, RECV_CHUNK
 from otalib.vocabulary import UpdateMode
@@ -156,20 +153,7 @@ class FleetSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> FleetSpec:
-        try:
-            text = read_input(path, "fleet spec").decode("utf-8")
-        except InputError as exc:
-            raise LabError(str(exc)) from None
-        except UnicodeDecodeError:
-            raise LabError(f"fleet spec {path} is not UTF-8 text") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise LabError(
-                f"fleet spec {path} is not valid YAML/JSON: {getattr(exc, 'problem', None) or 'invalid syntax'}{where}"
-            ) from None
+        data = read_spec_file(path, "fleet spec")
         return cls.from_dict(data, source=f"fleet spec {path}", base_dir=Path(path).resolve().parent)
 
 

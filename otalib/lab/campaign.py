@@ -144,6 +144,23 @@ def _link_label(rate: float, latency: float) -> str:
     return f"{rate_text}+{latency:g}ms"
 
 
+def read_spec_file(path: str | Path, what: str) -> Any:
+    """The data of a YAML/JSON spec file (``what``: "campaign spec", "fleet spec"); one-line LabErrors."""
+    try:
+        text = read_input(path, what).decode("utf-8")
+    except InputError as exc:
+        raise LabError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise LabError(f"{what} {path} is not UTF-8 text") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid syntax"
+        raise LabError(f"{what} {path} is not valid YAML/JSON: {problem}{where}") from None
+
+
 @dataclass
 class CampaignSpec:
     """A campaign: every combination of ``grid`` values, each run ``repeats`` times."""
@@ -211,19 +228,7 @@ class CampaignSpec:
     @classmethod
     def load(cls, path: str | Path, overrides: dict | None = None) -> CampaignSpec:
         """Read a spec from a YAML or JSON file (relative paths in it: from its folder)."""
-        try:
-            text = read_input(path, "campaign spec").decode("utf-8")
-        except InputError as exc:
-            raise LabError(str(exc)) from None
-        except UnicodeDecodeError:
-            raise LabError(f"campaign spec {path} is not UTF-8 text") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "invalid syntax"
-            raise LabError(f"campaign spec {path} is not valid YAML/JSON: {problem}{where}") from None
+        data = read_spec_file(path, "campaign spec")
         base = Path(path).resolve().parent
         return cls.from_dict(data, source=f"campaign spec {path}", base_dir=base, overrides=overrides)
 
