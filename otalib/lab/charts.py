@@ -28,6 +28,7 @@ from otalib.lab.outcome_charts import (  # re-exported
     plot_time_vs_fault_rate,
 )
 from otalib.lab.palette import (
+    _finite,
     format_rate,
     format_size,
     link_marker,
@@ -91,14 +92,6 @@ def _one_trial(data: pd.DataFrame | pd.Series | Mapping[str, Any], trial_id: str
     if isinstance(data, Mapping):
         return data
     raise LabError(f"plot_timeline needs a DataFrame row, Series or dict, got {type(data).__name__}")
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def plot_timeline(
