@@ -348,3 +348,15 @@ def test_the_loop_runs_timers_by_due_time_then_in_the_order_they_were_set():
     due = [Timer(1.0, 2, print), Timer(1.0, 1, print), Timer(0.5, 3, print), Timer(2.0, 0, print)]
     heapq.heapify(due)
     assert [(t.when, t.seq) for t in (heapq.heappop(due) for _ in range(4))] == [(0.5, 3), (1.0, 1), (1.0, 2), (2.0, 0)]
+
+
+def test_cli_processes_option_runs_that_many_shard_processes(tmp_path):
+    spec = tmp_path / "small.yaml"
+    spec.write_text("name: small\nupdate: {size: 8KiB, mode: signed, patch: 2}\ngroups:\n  - {count: 4}\n")
+    bad = run_otalab("fleet", str(spec), "-o", str(tmp_path / "bad"), "--processes", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "--processes" in bad.stderr and not (tmp_path / "bad").exists()
+    out = tmp_path / "two"
+    done = run_otalab("fleet", str(spec), "-o", str(out), "--processes", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    boards = pd.read_parquet(out / "boards.parquet")
+    assert (boards["outcome"] == "updated").all() and boards["shard"].nunique() == 2

@@ -17,6 +17,11 @@ import click
 )
 @click.option("--broker", help="An external broker's URL (else the spec's broker:, else the managed Mosquitto).")
 @click.option("--workers", type=click.IntRange(0, 256), default=0, help="Shards on a Dask LocalCluster of N workers.")
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 256),
+    help="Shards as N child processes (1: all boards in this process; default: one per core from 200 boards).",
+)
 @click.option("--scheduler", help="An existing Dask cluster (tcp://HOST:PORT); needs --broker.")
 @click.option("--scale", type=click.FloatRange(min=0, min_open=True), help="Scale each group's count (at least 1).")
 @click.option("--console-logs", is_flag=True, help="Write every board's console to OUT/consoles/BOARD.log.")
@@ -26,6 +31,7 @@ def fleet_cmd(
     out_dir: Path,
     broker: str | None,
     workers: int,
+    processes: int | None,
     scheduler: str | None,
     scale: float | None,
     console_logs: bool,
@@ -45,6 +51,7 @@ def fleet_cmd(
         fleet,
         broker=broker,
         workers=workers,
+        processes=processes,
         scheduler=scheduler,
         console_logs=console_logs,
         pty_board=console_board,
