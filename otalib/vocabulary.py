@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from otalib.errors import DeviceErrorCode, UsageError
 
@@ -26,11 +26,28 @@ if TYPE_CHECKING:
     from otalib.keys import DeviceKeys, LabKey
 
 
+_W = TypeVar("_W", bound="_Word")
+
+
 class _Word(str, Enum):
     """A ``str`` enum that prints as its value (``f"{mode}"`` is ``signed``)."""
 
     def __str__(self) -> str:
         return self.value
+
+    @classmethod
+    def _noun(cls) -> str:
+        """What one of these words is called in an error message."""
+        return cls.__name__
+
+    @classmethod
+    def parse(cls: type[_W], text: str | _W) -> _W:
+        """``text`` as one of these words, or :class:`~otalib.errors.UsageError` naming the choices."""
+        try:
+            return cls(text)
+        except ValueError:
+            choices = ", ".join(word.value for word in cls)
+            raise UsageError(f"unknown {cls._noun()} {text!r}: one of {choices}") from None
 
 
 class FirmwareParser(_Word):
@@ -53,12 +70,8 @@ class UpdateMode(_Word):
     MD5 = "md5"
 
     @classmethod
-    def parse(cls, text: str | UpdateMode) -> UpdateMode:
-        """``text`` as a mode, or :class:`~otalib.errors.UsageError` naming the choices."""
-        try:
-            return cls(text)
-        except ValueError:
-            raise UsageError(f"unknown update mode {text!r}: one of {', '.join(m.value for m in cls)}") from None
+    def _noun(cls) -> str:
+        return "update mode"
 
     @property
     def parser(self) -> FirmwareParser:
@@ -108,18 +121,14 @@ class UpdateMode(_Word):
 class TimingProfile(_Word):
     """The device whose time the virtual board spends (:mod:`otalib.board.sim.timing`); ``none`` = instant."""
 
+    @classmethod
+    def _noun(cls) -> str:
+        return "timing profile"
+
     ESP8266 = "esp8266"  # ESP8266 at 80 MHz
     ESP8266_160 = "esp8266-160"  # ESP8266 at 160 MHz
     ESP32 = "esp32"  # ESP32 (LX6, 240 MHz)
     NONE = "none"  # no device time: today's instant board
-
-    @classmethod
-    def parse(cls, text: str | TimingProfile) -> TimingProfile:
-        """``text`` as a profile, or :class:`~otalib.errors.UsageError` naming the choices."""
-        try:
-            return cls(text)
-        except ValueError:
-            raise UsageError(f"unknown timing profile {text!r}: one of {', '.join(p.value for p in cls)}") from None
 
 
 class DeviceState(_Word):
