@@ -360,3 +360,14 @@ def test_cli_processes_option_runs_that_many_shard_processes(tmp_path):
     assert done.returncode == 0, done.stderr
     boards = pd.read_parquet(out / "boards.parquet")
     assert (boards["outcome"] == "updated").all() and boards["shard"].nunique() == 2
+
+
+def test_a_huge_scale_is_refused_before_any_board_is_made(tmp_path):
+    from otalib.errors import LabError
+    from otalib.fleet import FleetSpec
+
+    spec = tmp_path / "small.yaml"
+    spec.write_text("name: small\ngroups:\n  - {count: 25}\n")
+    with pytest.raises(LabError, match="25000000000 boards: at most 100000"):
+        FleetSpec.load(spec).scaled(1e9)
+    assert sum(g.count for g in FleetSpec.load(spec).scaled(0.2).groups) == 5

@@ -129,8 +129,9 @@ class FleetSpec:
 
     def scaled(self, factor: float) -> FleetSpec:
         """The same fleet with each group's count scaled (at least one board per group)."""
-        groups = tuple(_replace(g, count=max(1, round(g.count * factor))) for g in self.groups)
-        return _replace(self, groups=groups)
+        counts = [max(1, round(g.count * factor)) for g in self.groups]
+        _check_total(sum(counts))  # before any board is made: a huge factor is refused, not allocated
+        return _replace(self, groups=tuple(_replace(g, count=n) for g, n in zip(self.groups, counts, strict=True)))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +156,11 @@ class FleetSpec:
     def load(cls, path: str | Path) -> FleetSpec:
         data = read_spec_file(path, "fleet spec")
         return cls.from_dict(data, source=f"fleet spec {path}", base_dir=Path(path).resolve().parent)
+
+
+def _check_total(total: int) -> None:
+    if total > MAX_BOARDS:
+        raise LabError(f"{total} boards: at most {MAX_BOARDS} in one spec")
 
 
 def _replace(obj: Any, **changes: Any) -> Any:
@@ -203,9 +209,7 @@ def _parse(data: Any, base_dir: Path | None) -> FleetSpec:
     names = [g.name for g in groups]
     if len(set(names)) != len(names):
         raise LabError(f"group names must differ: {', '.join(names)}")
-    total = sum(g.count for g in groups)
-    if total > MAX_BOARDS:
-        raise LabError(f"{total} boards: at most {MAX_BOARDS} in one spec")
+    _check_total(sum(g.count for g in groups))
     spec = FleetSpec(name, groups, update, seed, float(timeout), broker, base_dir)
     for topic, on_topic in spec.topics().items():
         chips = {g.chip for g in on_topic}
