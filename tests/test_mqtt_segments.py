@@ -110,10 +110,23 @@ def connack_then_subscribe(server: ScriptedServer) -> int:
     return int.from_bytes(body[:2], "big")
 
 
-def test_message_reaches_the_sink_in_device_segments_whatever_the_socket_returns(server):
+@pytest.mark.parametrize(
+    ("bulk", "size", "pieces"),
+    [
+        (False, 10_000, 5),
+        (True, 10_000, 5),  # small reads: segments completed one at a time or none
+        (True, 10_000, None),  # one write: reads of many segments
+        (True, 3 * 1000 - 17, None),  # the packet ends with a whole segment (17: its header)
+        (True, 500, None),  # the packet ends inside its first segment
+    ],
+)
+def test_message_reaches_the_sink_in_device_segments_whatever_the_socket_returns(server, bulk, size, pieces):
+    """Also with ``bulk`` (reads of several segments handed over at once): the same segments, in the same
+    order with the same reports, as the data the sink's ``message_segments`` gets, cut by its sizes."""
     mss = 1000
     log: list[tuple[str, int]] = []
     ended = threading.Event()
+    bulk_calls: list[int] = []
 
     class Sink:
         def message_start(self, topic, length, retain, qos):
@@ -121,6 +134,14 @@ def test_message_reaches_the_sink_in_device_segments_whatever_the_socket_returns
 
         def message_data(self, chunk):
             log.append(("data", len(chunk)))
+
+        def message_segments(self, data, sizes, wires):
+            assert sum(sizes) == len(data) and len(sizes) - 1 <= len(wires) <= len(sizes)
+            bulk_calls.append(len(sizes))
+            for i, n in enumerate(sizes):
+                log.append(("data", n))
+                if i < len(wires):
+                    log.append(("segment", wires[i]))
 
         def message_end(self):
             log.append(("end", 0))
@@ -136,16 +157,17 @@ def test_message_reaches_the_sink_in_device_segments_whatever_the_socket_returns
         stream_sink=Sink(),
         tcp_mss=mss,
         on_segment=lambda size: log.append(("segment", size)),
+        bulk=bulk,
     )
     client.on_connect = lambda c, *_: c.subscribe(TOPIC, 0)
     client.connect_async("127.0.0.1", server.port)
     client.loop_start()
     try:
         mid = connack_then_subscribe(server)
-        payload = bytes(random.Random(3).randbytes(10_000))
+        payload = bytes(random.Random(3).randbytes(size))
         packet = publish_packet(TOPIC, payload)
         suback = b"\x90\x03" + mid.to_bytes(2, "big") + b"\x00"
-        server.send(suback + packet, pieces=random.Random(5))
+        server.send(suback + packet, pieces=random.Random(pieces) if pieces is not None else None)
         assert ended.wait(WAIT), f"the message did not end: {log[-5:]}"
         deadline = time.monotonic() + WAIT
         while log[-1][0] != "segment" and time.monotonic() < deadline:
@@ -160,6 +182,8 @@ def test_message_reaches_the_sink_in_device_segments_whatever_the_socket_returns
         expected.append(("data", size - (header if i == 0 else 0)))
         expected += [("end", 0), ("segment", size)] if i == len(sizes) - 1 else [("segment", size)]
     assert log == expected
+    if bulk and pieces is None and size > 2 * mss:
+        assert max(bulk_calls) > 1  # segments were handed over together
 
 
 def test_board_prints_the_mqtt_lines_in_the_devices_order_and_reports_the_suback(server, tmp_path):

@@ -65,6 +65,8 @@ READ_AHEAD_S = 0.02
 TIMERS_KEPT = 16
 #: Reconnect back-off (first, most), as the virtual board's paho client.
 RECONNECT_S = (0.2, 2.0)
+#: Untimed boards without faults at a byte take a read's segments in one step (False: one at a time).
+BULK_SEGMENTS = True
 
 
 class BoardEvent(str, enum.Enum):
@@ -220,6 +222,13 @@ class _Sink:
             return
         board.device.on_message_data(chunk)
 
+    def message_segments(self, data: bytes, sizes: list[int], wires: list[int]) -> None:
+        """Several segments at once (a board without payload faults: see :class:`FleetClient`)."""
+        if self.board.severed:
+            return
+        self.offset += len(data)
+        self.board.device.on_segments(data, sizes, wires)
+
     def message_end(self) -> None:
         self.board._decided(self.board.device.on_message_end())
 
@@ -274,13 +283,17 @@ class FleetClient(StreamingClient, _ReadAheadClient):
     """The board's streaming client; reads wait for the link's rate (its board's token bucket).
 
     A board with neither a timing model nor a rate reads ahead (:class:`_ReadAheadClient`): the
-    device still gets its data segment by segment (:class:`StreamingClient` cuts them above the buffer).
+    device still gets its data segment by segment (:class:`StreamingClient` cuts them above the buffer),
+    and, without faults at a byte (bit flips, a cut, a power loss), in bulk: the segments of a read at
+    once (:meth:`~otalib.board.sim.device.Device.on_segments`: the same console, flash and decision).
     """
 
     def __init__(self, *args: Any, board: FleetBoard, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        unpaced = board.timing is None and board._rate is None
+        exact = not board.byte_masks and board.cut_at is None and board.power_at is None
+        super().__init__(*args, bulk=BULK_SEGMENTS and unpaced and exact, **kwargs)
         self.board = board
-        if board.timing is None and board._rate is None:
+        if unpaced:
             self.read_ahead = RECV_CHUNK
 
     def _sock_recv(self, bufsize: int) -> bytes:

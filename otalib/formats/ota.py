@@ -396,6 +396,13 @@ class OtaDecoder:
             self.error = DeviceError(DeviceErrorCode.InvalidFormat, f"truncated: the file ends inside the {where}")
             raise self.error
 
+    def silent_room(self) -> int:
+        """Bytes the next :meth:`feed` may hold that complete nothing (only ROM content of the current
+        ROM, reported as one :class:`RomData`); 0 outside a plain file's ROM content."""
+        if self._state is not _ROM_DATA or self._container is not None or self.error is not None:
+            return 0
+        return self._need - 1
+
     @property
     def complete(self) -> bool:
         """True once the signature/checksum was read and accepted."""

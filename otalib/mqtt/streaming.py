@@ -22,6 +22,11 @@ changes two hooks (paho internals, listed in :mod:`otalib.mqtt.paho_compat`):
   back as a device's stack does (on loopback, without the MSS, the sender's 64 KiB segments grow its
   send buffer enough to take a whole update at once).
 
+With ``bulk``, a read past the first segment of a PUBLISH is not cut: the sink's
+``message_segments`` gets the payload of all the segments it completes at once, with each one's
+size, so a receiver whose work per segment prints nothing can do it in one step (the fleet's boards:
+:meth:`~otalib.board.sim.device.Device.on_segments` gives what the segment-by-segment calls give).
+
 A connection lost mid-message calls ``message_abort`` (from :meth:`StreamingClient.abort_stream`,
 which the owner calls in ``on_disconnect``), as the device drops its stream.
 """
@@ -63,6 +68,17 @@ class MessageSink(Protocol):
     def message_abort(self) -> None: ...
 
 
+class SegmentSink(MessageSink, Protocol):
+    """A sink that takes several TCP segments in one call (a :class:`StreamingClient` with ``bulk``)."""
+
+    def message_segments(self, data: bytes, sizes: list[int], wires: list[int]) -> None:
+        """``data``: the payload of consecutive segments, ``sizes[i]`` bytes of it the i-th one's;
+        ``wires[i]``: the i-th segment's size on the wire, for those reported now (the same as
+        ``message_data`` of each one's bytes, each followed by ``on_segment(wires[i])`` while there is one:
+        the packet's last segment is reported after the packet's handling, as without ``bulk``)."""
+        ...
+
+
 class _PublishStream:
     """Stands in for paho's packet buffer during one PUBLISH body (``+=`` streams to the sink)."""
 
@@ -82,6 +98,9 @@ class _PublishStream:
     def __iadd__(self, data: bytes) -> _PublishStream:
         self.consumed += len(data)
         client = self.client
+        if client.bulk and self.started:
+            self._take_segments(data)
+            return self
         pending = self.pending
         if self.header_len is None:
             self.header += data
@@ -109,6 +128,38 @@ class _PublishStream:
             pending += data
         return self
 
+    def _take_segments(self, data: bytes) -> None:
+        """``bulk``: ``data`` (any length) cut into the segments it completes, handed over in one call."""
+        client = self.client
+        mss, n, pending = client.tcp_mss, len(data), self.pending
+        room = mss - client._segment  # bytes that complete the current segment
+        ended = self.consumed >= self.remaining
+        if n < room and not ended:
+            pending += data
+            client._segment += n
+            return
+        if n < room:  # the packet ends inside the current segment
+            sizes, wires, rest = [len(pending) + n], [], 0
+            client._segment += n
+        else:
+            full, rest = divmod(n - room, mss)
+            sizes, wires = [len(pending) + room] + [mss] * full, [mss] * (full + 1)
+            if ended and rest:
+                sizes.append(rest)
+            elif ended:  # the packet ends with a whole segment: reported after the packet's handling
+                wires.pop()
+            client._segment = rest or (mss if ended else 0)
+        cut = n if ended else n - rest
+        if pending:
+            pending += data[:cut]
+            chunk = bytes(pending)
+            pending.clear()
+        else:
+            chunk = data if cut == n else data[:cut]
+        if not ended and rest:
+            pending += data[cut:]
+        client.stream_sink.message_segments(chunk, sizes, wires)  # type: ignore[attr-defined]
+
     def __len__(self) -> int:
         return self.consumed
 
@@ -132,7 +183,9 @@ class StreamingClient(mqtt.Client):
 
     ``tcp_mss``: the largest segment handed over at once. ``on_segment(size)``, if set, is
     called (on paho's thread) after each segment's data was processed. ``rcvbuf``: the socket's
-    receive buffer in bytes (None: the system's), e.g. the device's TCP window.
+    receive buffer in bytes (None: the system's), e.g. the device's TCP window. ``bulk``: past a
+    PUBLISH's first segment, reads are not cut into segments: ``stream_sink`` (a :class:`SegmentSink`)
+    gets the segments each read completes in one ``message_segments`` call.
     """
 
     def __init__(
@@ -142,6 +195,7 @@ class StreamingClient(mqtt.Client):
         tcp_mss: int = ESP_TCP_MSS,
         on_segment: Callable[[int], None] | None = None,
         rcvbuf: int | None = None,
+        bulk: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -151,6 +205,9 @@ class StreamingClient(mqtt.Client):
         self.tcp_mss = tcp_mss
         self.on_segment = on_segment
         self.rcvbuf = rcvbuf
+        if bulk and not callable(getattr(stream_sink, "message_segments", None)):
+            raise TypeError("bulk needs a sink with message_segments")
+        self.bulk = bulk
         self._stream: _PublishStream | None = None
         self._segment = 0  # bytes of the current segment read so far
 
@@ -183,6 +240,8 @@ class StreamingClient(mqtt.Client):
                 self._stream = _PublishStream(self, packet["command"], packet["remaining_length"])
                 packet["packet"] = self._stream  # type: ignore[typeddict-item]
                 streaming = True
+        if streaming and self.bulk and self._stream is not None and self._stream.started:
+            return super()._sock_recv(min(bufsize, RECV_CHUNK))  # the stream cuts it into segments
         data = super()._sock_recv(min(bufsize, self.tcp_mss - self._segment))
         self._segment += len(data)
         if not streaming and self._segment >= self.tcp_mss:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -391,6 +391,47 @@ class Device:
                     update.streaming = True
             elif isinstance(event, PayloadData):
                 self._payload(update, event.data)
+
+    def on_segments(self, data: bytes, sizes: Sequence[int], wires: Sequence[int]) -> None:
+        """Several TCP segments handed over at once: ``data`` their bytes (``sizes``: each one's), each
+        followed by its TCP lines (``wires``: each one's size on the wire, for those reported now).
+
+        The same as :meth:`on_message_data` then :meth:`segment_received` per segment; where nothing
+        printed depends on the split (ROM content in one ROM, a standard image within its slot, no
+        timing model) the data is taken in one step and the segments' lines printed after it."""
+        update = self._update
+        if update is not None and len(data) <= self._silent_room(update):
+            update.received += len(data)
+            update.parser.take_payload(len(data))
+            if update.decoder is None:  # standard mode: one line per segment with the running total
+                assert update.writer is not None
+                total = update.writer.written
+                self._write(update, data)
+                update.payload_bytes += len(data)
+                totals = [total := total + size for size in sizes]
+            else:
+                self._payload(update, data)
+                totals = []
+            if self.state in _ONLINE:
+                self.console.segments_received(self.conn_id, wires, totals)
+            return
+        offset = 0
+        for i, size in enumerate(sizes):
+            self.on_message_data(data[offset : offset + size])
+            offset += size
+            if i < len(wires):
+                self.segment_received(wires[i])
+
+    def _silent_room(self, update: _Update) -> int:
+        """Payload bytes the device can take in one step without printing between segments (0: none)."""
+        if not update.streaming or update.abandoned or update.error is not None or update.too_large:
+            return 0
+        if self.timing is not None:  # device time is spent per segment
+            return 0
+        if update.decoder is not None:
+            return update.decoder.silent_room()
+        writer = update.writer
+        return writer.size - writer.written if writer is not None else 0
 
     def on_message_end(self) -> UpdateResult:
         """The message is complete: switch ROM (and ask for a restart) or report why not."""

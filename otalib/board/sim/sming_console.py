@@ -190,6 +190,24 @@ class SmingConsole:
             us = self.clock_us()
             self.write(f"{us} TCP {conn} received: {size} bytes\r\n{us + 2} TCP {conn} onReadyToSendData: 1\r\n")
 
+    def segments_received(self, conn: str, wires: Sequence[int], totals: Sequence[int] = ()) -> None:
+        """Several segments' lines in one write, as the calls per segment print them: for each, standard
+        mode's ``ota_write`` line (``totals``: the running byte counts; empty in advanced mode), then its
+        TCP lines (``wires``: the sizes of those reported now)."""
+        if self.debug_level < DBG:
+            return
+        clock, out = self.clock_us, []
+        for i in range(max(len(wires), len(totals))):
+            if i < len(totals):
+                out.append(f"{clock()} ota_write_flash: item.size: {totals[i]}\r\n")
+            if i < len(wires):
+                us = clock()
+                out.append(
+                    f"{us} TCP {conn} received: {wires[i]} bytes\r\n{us + 2} TCP {conn} onReadyToSendData: 1\r\n"
+                )
+        if out:
+            self.write("".join(out))
+
     # -- standard mode --
     def ota_write(self, total: int) -> None:
         """One received chunk; ``total`` is the running byte count."""
