@@ -5,7 +5,9 @@ paho's external-loop API: a client reports its socket through ``on_socket_open``
 ``on_socket_register_write`` / ``on_socket_unregister_write``; the loop calls
 ``loop_read`` / ``loop_write`` when the socket is ready and ``loop_misc`` (keepalive)
 once a second. Timers (restarts, reconnects, fault times) run on the same thread.
-A board may pause its reads (a slow link: the TCP window closes, as on a real link).
+A board may pause its reads (a slow link: the TCP window closes, as on a real link); on Linux a
+paused socket stays in the loop's epoll set with no events, so a pause or a resume is one system call
+(a timed board pauses several times a second).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import heapq
 import itertools
 import math
+import select
 import selectors
 import time
 from collections.abc import Callable
@@ -48,17 +51,99 @@ class Timer:
         self.cancelled = True
 
 
+class _Poller:
+    """Sockets and the events each waits for, with what to hand back when one is ready (``selectors``:
+    a socket waiting for nothing is taken out)."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+
+    def set(self, sock: Any, events: int, data: Any, registered: bool) -> bool:
+        """Wait for ``events`` (``selectors.EVENT_*``) on ``sock``; whether it is registered now."""
+        if not events:
+            if registered:
+                self._selector.unregister(sock)
+            return False
+        if registered:
+            self._selector.modify(sock, events, data)
+        else:
+            self._selector.register(sock, events, data)
+        return True
+
+    def drop(self, sock: Any) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(sock)
+
+    def __len__(self) -> int:
+        return len(self._selector.get_map())
+
+    def wait(self, timeout: float) -> list[tuple[Any, int]]:
+        return [(key.data, mask) for key, mask in self._selector.select(timeout)]
+
+    def close(self) -> None:
+        self._selector.close()
+
+
+class _EpollPoller(_Poller):
+    """:class:`_Poller` on Linux's epoll: a socket waiting for nothing stays registered with no events."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._data: dict[int, Any] = {}  # fd -> data
+        self._fds: dict[int, int] = {}  # id(socket) -> fd (a closed socket has no number any more)
+
+    def set(self, sock: Any, events: int, data: Any, registered: bool) -> bool:
+        mask = (select.EPOLLIN if events & selectors.EVENT_READ else 0) | (
+            select.EPOLLOUT if events & selectors.EVENT_WRITE else 0
+        )
+        fd = self._fds.setdefault(id(sock), sock.fileno())
+        if registered:
+            self._epoll.modify(fd, mask)
+        else:
+            try:
+                self._epoll.register(fd, mask)
+            except FileExistsError:  # a closed socket's number, taken again before we heard of the close
+                self._epoll.modify(fd, mask)
+        self._data[fd] = data
+        return True
+
+    def drop(self, sock: Any) -> None:
+        fd = self._fds.pop(id(sock), None)
+        if fd is not None:
+            self._data.pop(fd, None)
+            with contextlib.suppress(OSError, ValueError):  # closed: the kernel took it out already
+                self._epoll.unregister(fd)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def wait(self, timeout: float) -> list[tuple[Any, int]]:
+        data, out = self._data, []
+        for fd, event in self._epoll.poll(timeout):
+            watch = data.get(fd)
+            if watch is not None:  # as selectors maps them: errors and hang-ups wake both sides
+                mask = (selectors.EVENT_WRITE if event & ~select.EPOLLIN else 0) | (
+                    selectors.EVENT_READ if event & ~select.EPOLLOUT else 0
+                )
+                out.append((watch, mask))
+        return out
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
 class _Watch:
     """The loop's view of one client: its socket and what to wait for."""
 
-    __slots__ = ("client", "paused", "registered", "sock", "want_write")
+    __slots__ = ("client", "paused", "registered", "sock", "waiting", "want_write")
 
     def __init__(self, client: mqtt.Client) -> None:
         self.client = client
         self.sock: Any = None
         self.want_write = False
         self.paused = False
-        self.registered = 0  # the events the selector has for the socket (0: not registered)
+        self.registered = False  # the poller has the socket
+        self.waiting = 0  # the events the poller waits for on it
 
     def events(self) -> int:
         return (0 if self.paused else selectors.EVENT_READ) | (selectors.EVENT_WRITE if self.want_write else 0)
@@ -68,7 +153,7 @@ class FleetLoop:
     """Drives many paho clients and timers on the calling thread (:meth:`run`)."""
 
     def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
+        self._poller = _EpollPoller() if hasattr(select, "epoll") else _Poller()
         self._timers: list[Timer] = []
         self._seq = itertools.count()
         self._watches: dict[int, _Watch] = {}  # id(client) -> watch
@@ -116,9 +201,8 @@ class FleetLoop:
     def _forget(self, watch: _Watch) -> None:
         """The socket is gone (or going): the selector drops it."""
         if watch.sock is not None and watch.registered:
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self._selector.unregister(watch.sock)
-        watch.sock, watch.registered = None, 0
+            self._poller.drop(watch.sock)
+        watch.sock, watch.registered, watch.waiting = None, False, 0
 
     def pause_reading(self, client: mqtt.Client, paused: bool) -> None:
         """Stop (or resume) reading ``client``'s socket."""
@@ -132,18 +216,13 @@ class FleetLoop:
         if watch.sock is None:
             return
         events = watch.events()
-        if events == watch.registered:
+        if events == watch.waiting and watch.registered:
             return
         try:
-            if not events:
-                self._selector.unregister(watch.sock)
-            elif watch.registered:
-                self._selector.modify(watch.sock, events, watch)
-            else:
-                self._selector.register(watch.sock, events, watch)
-            watch.registered = events
+            watch.registered = self._poller.set(watch.sock, events, watch, watch.registered)
+            watch.waiting = events
         except (KeyError, ValueError, OSError):  # the socket closed under us: paho notices on its next call
-            watch.registered = 0
+            watch.registered, watch.waiting = False, 0
 
     @property
     def clients(self) -> int:
@@ -174,11 +253,10 @@ class FleetLoop:
                 wake = min(wake, self._timers[0].when)
             wait = wake - time.monotonic()
             wait = max(0.0, min(wait, 0.1))
-            if not self._selector.get_map():
+            if not len(self._poller):
                 time.sleep(wait)
                 continue
-            for key, mask in self._selector.select(wait):
-                watch = key.data
+            for watch, mask in self._poller.wait(wait):
                 if mask & selectors.EVENT_WRITE and watch.sock is not None:
                     watch.client.loop_write()
                 if mask & selectors.EVENT_READ and watch.sock is not None and not watch.paused:
@@ -194,4 +272,4 @@ class FleetLoop:
     def close(self) -> None:
         for watch in list(self._watches.values()):
             self.detach(watch.client)
-        self._selector.close()
+        self._poller.close()
