@@ -88,6 +88,18 @@ def test_line_splitter_keeps_partial_lines() -> None:
     assert s.end_of_input(4.0) == [(3.0, "\ufffdz")]
 
 
+def test_line_splitter_whole_lines_and_byte_chunks_agree(consoles: Path) -> None:
+    # whole-line writes take the splitter's one-decode path, single bytes its general one: same lines
+    for path in sorted(consoles.rglob("*.log")):
+        data, _ = with_garbage(path.read_bytes() + b"nul\x00 and cr\r\n\r\n")
+        whole, single = LineSplitter(), LineSplitter()
+        by_line = [line for raw in data.splitlines(keepends=True) for line in whole.feed(raw, 1.0)]
+        by_byte = [line for i in range(len(data)) for line in single.feed(data[i : i + 1], 1.0)]
+        assert by_line == by_byte, path.name
+        assert all("\r" not in text and "\x00" not in text for _, text in by_line)
+    assert LineSplitter().feed(b"a\r\n\x00b\r\n", 2.0) == [(2.0, "a"), (2.0, "b")]
+
+
 @pytest.mark.parametrize("name", ["std-p1-L3-v5.log", "adv32-v5-tampered.log"])
 def test_serial_board_reads_recorded_console_in_random_chunks(pty, consoles: Path, name: str) -> None:
     master, path = pty

@@ -264,32 +264,31 @@ class ConsoleParser:
             head, t = self._spliced
             self._spliced = None
             text = head + text
-        spliced = _SPLICED_THREAD.match(text) if "Thread '" in text else None
-        if spliced and not _US_ONLY.fullmatch(spliced.group("head")):
-            self._spliced = (spliced.group("head"), t)
-            text = spliced.group("thread")
+        if "Thread '" in text:
+            spliced = _SPLICED_THREAD.match(text)
+            if spliced and not _US_ONLY.fullmatch(spliced.group("head")):
+                self._spliced = (spliced.group("head"), t)
+                text = spliced.group("thread")
         message = text.rstrip()
-        us = None
         m = _US_PREFIX.match(message)
-        if m:
-            us = int(m.group(1))
-            message = message[m.end() :]
-        event, matched = self._match(message)
+        if m is None:
+            event, matched = self._match(message)
+            return ConsoleLine(t, text, event, dict(matched))
+        event, matched = self._match(message[m.end() :])
         fields = dict(matched)
-        if us is not None:
-            fields["us"] = us
-        return ConsoleLine(t=t, line=text, event=event, fields=fields)
+        fields["us"] = int(m.group(1))
+        return ConsoleLine(t, text, event, fields)
 
     def _match(self, message: str) -> tuple[str | None, dict[str, Any]]:
         """The first pattern matching ``message`` (sans microsecond prefix) and its fields, remembered:
         a device repeats the same messages (two per TCP segment), the prefix is what changes."""
+        hit = self._memo.get(message)
         patterns = self.patterns
+        if hit is not None and self._memo_key == (id(patterns), len(patterns)):
+            return hit
         if self._memo_key != (id(patterns), len(patterns)):  # patterns added or replaced
             self._memo.clear()
             self._memo_key = (id(patterns), len(patterns))
-        hit = self._memo.get(message)
-        if hit is not None:
-            return hit
         found: tuple[str | None, dict[str, Any]] = (None, {})
         for pattern in patterns:
             if not message.startswith(pattern._prefix):  # most patterns, without a call

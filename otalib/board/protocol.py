@@ -29,7 +29,7 @@ Expectation = Union[str, re.Pattern, Sequence[Union[str, re.Pattern]]]  # noqa: 
 _EVENT_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ConsoleLine:
     """One console line: arrival time (``time.time()``), raw text, parsed event and its fields."""
 
@@ -37,6 +37,15 @@ class ConsoleLine:
     line: str
     event: str | None = None
     fields: dict = field(default_factory=dict)
+
+    def __init__(self, t: float, line: str, event: str | None = None, fields: dict | None = None) -> None:
+        # the dataclass's frozen __init__ would call object.__setattr__ per field: a board makes
+        # two lines per TCP segment, so the instance dict is filled directly (still frozen after)
+        values = self.__dict__
+        values["t"] = t
+        values["line"] = line
+        values["event"] = event
+        values["fields"] = {} if fields is None else fields
 
     def to_json(self) -> dict:
         """A JSON-ready dict (``t``, ``event``, ``line``, ``fields``)."""
@@ -167,8 +176,14 @@ class ConsoleBuffer:
     # -- writer side --
     def push(self, line: ConsoleLine) -> None:
         """Append one line and wake waiters."""
+        self.push_many((line,))
+
+    def push_many(self, lines: Sequence[ConsoleLine]) -> None:
+        """Append lines (in order) and wake waiters once."""
+        if not lines:
+            return
         with self._cond:
-            self._lines.append(line)
+            self._lines.extend(lines)
             if len(self._lines) > self._maxlen + self._maxlen // 4:  # trim in batches, not a memmove a line
                 cut = len(self._lines) - self._maxlen
                 del self._lines[:cut]

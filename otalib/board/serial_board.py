@@ -40,6 +40,11 @@ class LineSplitter:
 
     def feed(self, data: bytes, t: float) -> list[tuple[float, str]]:
         """Add bytes received at ``t``; return ``(first-byte time, line)`` for each completed line."""
+        if not self._buf and data[-1:] == b"\n" and data.isascii():  # whole ASCII lines: one decode (the usual case)
+            text = data.decode("ascii")
+            if "\r" in text or "\x00" in text:
+                text = text.replace("\r", "").replace("\x00", "")
+            return [(t, line) for line in text.split("\n")[:-1]]
         out: list[tuple[float, str]] = []
         for piece in data.split(b"\n")[:-1] if b"\n" in data else []:
             self._buf += piece

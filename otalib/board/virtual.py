@@ -61,61 +61,91 @@ def parse_link(link: str | tuple[str, int] | None) -> tuple[str, int] | None:
     return parse_hostport(link, default_host=None, port_zero=False, what="--link")
 
 
+#: How long the pty writer lets console text gather after the first write it wakes for (s): a burst of
+#: lines (two per TCP segment) goes out in one write, not one write (and thread switch) per line; a
+#: real UART at 115200 baud takes longer than this for one line.
+PTY_GATHER_S = 0.001
+
+
 class _PtyConsole:
     """Writes console text to a pty master without ever blocking the device (a UART drops
-    output nobody reads; here a bounded queue drops the oldest text)."""
+    output nobody reads; here a bounded backlog drops the oldest text).
 
-    def __init__(self, max_pending: int = 20_000) -> None:
+    :meth:`write` only queues (no lock, no thread switch); the writer thread takes what has
+    gathered, in order, and writes it in one piece as the reader takes it. When the pty takes
+    nothing for ``stall`` s (nobody reads), its oldest unread text is dropped to make room."""
+
+    def __init__(self, max_pending: int = 20_000, gather: float = PTY_GATHER_S, stall: float = 0.2) -> None:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         os.set_blocking(self.master, False)
         self.path = os.ttyname(self.slave)
         self.dropped = 0
+        self.max_pending = max_pending
+        self.gather = gather
+        self.stall = stall
         self._closing = threading.Event()
         self._wake_r, self._wake_w = os.pipe()  # close() wakes a writer waiting for the reader
-        self._queue: queue.Queue[bytes | None] = queue.Queue(max_pending)
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # None: the end
         self._thread = threading.Thread(target=self._run, name="virtual-board-pty", daemon=True)
         self._thread.start()
 
     def write(self, data: bytes) -> None:
-        self._put(data)
-
-    def _put(self, item: bytes | None) -> None:
-        while True:
-            try:
-                self._queue.put_nowait(item)
-                return
-            except queue.Full:
-                with contextlib.suppress(queue.Empty):
-                    self._queue.get_nowait()
-                    self.dropped += 1
+        self._queue.put(data)
 
     def _run(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
         while True:
-            data = self._queue.get()
-            if data is None:
+            batch = [get()]
+            if self.gather and batch[0] is not None and not self._closing.is_set():
+                time.sleep(self.gather)  # let the rest of a burst come
+            with contextlib.suppress(queue.Empty):
+                while batch[-1] is not None:
+                    batch.append(get_nowait())
+            end = batch[-1] is None
+            if end:
+                batch.pop()
+            if len(batch) > self.max_pending:  # the oldest text goes, as a full UART buffer drops it
+                self.dropped += len(batch) - self.max_pending
+                del batch[: len(batch) - self.max_pending]
+            if (batch and not self._write_out(b"".join(batch))) or end:
                 return
-            view = memoryview(data)
-            while len(view):
-                try:
-                    # closing: what nobody reads any more is dropped at once, not drained
-                    wait = 0.0 if self._closing.is_set() else 0.2
-                    _, ready, _ = select.select([self._wake_r], [self.master], [], wait)
-                    if not ready and self._closing.is_set():
-                        return
-                    if ready:
-                        view = view[os.write(self.master, view) :]
-                    # drain our own slave copy when nobody else reads, so the writer never stalls
-                    elif select.select([self.slave], [], [], 0)[0]:
-                        os.read(self.slave, 65536)
-                        self.dropped += 1
-                except OSError:
+
+    def _write_out(self, data: bytes) -> bool:
+        """Write ``data`` as the reader takes it (False: stop, the pty is closing or gone)."""
+        view = memoryview(data)
+        while len(view):
+            self._trim()
+            try:
+                # closing: what nobody reads any more is dropped at once, not drained
+                wait = 0.0 if self._closing.is_set() else self.stall
+                _, ready, _ = select.select([self._wake_r], [self.master], [], wait)
+                if not ready and self._closing.is_set():
+                    return False
+                if ready:
+                    view = view[os.write(self.master, view) :]
+                    continue
+                # drain our own slave copy when nobody else reads, so the writer never stalls
+                if select.select([self.slave], [], [], 0)[0]:
+                    os.read(self.slave, 65536)
+                    self.dropped += 1
+            except OSError:
+                return False
+        return True
+
+    def _trim(self) -> None:
+        """While the reader is slower than the device, keep at most ``max_pending`` writes waiting (the oldest go)."""
+        with contextlib.suppress(queue.Empty):
+            while self._queue.qsize() > self.max_pending:
+                if self._queue.get_nowait() is None:  # closing: the end marker goes last anyway
+                    self._queue.put(None)
                     return
+                self.dropped += 1
 
     def close(self, timeout: float = 1.0) -> None:
         """Flush what a reader takes now, drop the rest, and stop the writer."""
         self._closing.set()
-        self._put(None)  # the end marker: it drops the oldest text if the queue is full
+        self._queue.put(None)
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         self._thread.join(timeout)
@@ -242,11 +272,12 @@ class VirtualBoard(BufferedConsole):
         data = text.encode("utf-8", "surrogateescape")  # the ROM's noise: raw bytes
         with self._write_lock:
             self._pty.write(data)
-            for t, line in self._splitter.feed(data, time.time()):
-                parsed = self._parser.parse(line, t)
+            parse = self._parser.parse
+            lines = [parse(line, t) for t, line in self._splitter.feed(data, time.time())]
+            for parsed in lines:
                 if parsed.event == "running":
                     self._version = parsed.fields.get("version")
-                self._console.push(parsed)
+            self._console.push_many(lines)
 
     # -- life cycle --
     def start(self) -> VirtualBoard:
