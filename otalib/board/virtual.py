@@ -61,6 +61,11 @@ def parse_link(link: str | tuple[str, int] | None) -> tuple[str, int] | None:
     return parse_hostport(link, default_host=None, port_zero=False, what="--link")
 
 
+#: An untimed board takes the TCP segments of one socket read in one step where the device prints nothing
+#: between them (:meth:`~otalib.board.sim.device.Device.on_segments`: the same console, flash and decision
+#: as one segment at a time; a board with a timing model spends its device time segment by segment).
+BULK_SEGMENTS = True
+
 #: How long the pty writer lets console text gather after the first write it wakes for (s): a burst of
 #: lines (two per TCP segment) goes out in one write, not one write (and thread switch) per line; a
 #: real UART at 115200 baud takes longer than this for one line.
@@ -166,6 +171,10 @@ class _DeviceSink:
     def message_data(self, chunk: bytes) -> None:
         self.board.device.on_message_data(chunk)
 
+    def message_segments(self, data: bytes, sizes: list[int], wires: list[int]) -> None:
+        """Several segments at once (an untimed board: see :data:`BULK_SEGMENTS`)."""
+        self.board.device.on_segments(data, sizes, wires)
+
     def message_end(self) -> None:
         self.board._update_done(self.board.device.on_message_end())
 
@@ -184,7 +193,8 @@ class VirtualBoard(BufferedConsole):
     ``(host, port)`` instead (a proxy). ``on_update`` is called with each
     :class:`~otalib.board.sim.device.UpdateResult` (from a background thread).
     ``tcp_mss``: the largest TCP segment the device's stack hands over (1460 on an ESP8266;
-    the Host emulator's recordings show 1390). ``banners``: the boot banners
+    the Host emulator's recordings show 1390; an untimed board takes the segments of one socket read
+    in one step where the device prints nothing between them, see :data:`BULK_SEGMENTS`). ``banners``: the boot banners
     (:class:`~otalib.board.sim.sming_console.ConsolePlatform`: the Host emulator's, or a
     real ESP8266's ROM and rBoot banners). ``console_history``: how many console lines the board
     keeps for its readers (the pty gets them all; a 1 MB update prints about 1,500 lines).
@@ -388,6 +398,7 @@ class VirtualBoard(BufferedConsole):
             tcp_mss=self.tcp_mss,
             on_segment=self.device.segment_received,
             rcvbuf=self.rcvbuf,
+            bulk=BULK_SEGMENTS and self.device.timing is None,
         )
         if self.url.username is not None:
             client.username_pw_set(self.url.username, self.url.password)
