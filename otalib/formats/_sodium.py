@@ -22,6 +22,31 @@ def ph_update(state: sodium.crypto_sign_ed25519ph_state, data: bytes) -> None:
         raise CryptoError("crypto_sign_ed25519ph_update failed")
 
 
+class Pusher:
+    """``crypto_secretstream_xchacha20poly1305_push`` of a plaintext range straight into the caller's buffer."""
+
+    def __init__(self, state: sodium.crypto_secretstream_xchacha20poly1305_state) -> None:
+        self._state = state.statebuf
+        self._keep = state  # the state buffer lives as long as this object
+
+    def push_all(self, plain: bytes, out: bytearray, at: int, chunk: int, final_tag: int, tag: int) -> int:
+        """Encrypt ``plain`` in chunks of ``chunk`` bytes into ``out`` from ``at``, each after its
+        ``u16 length - 1`` field (the last with ``final_tag``); the offset after the last."""
+        size = len(plain)
+        if size and at + size + -(-size // chunk) * (2 + ABYTES) > len(out):
+            raise ValueError("the output buffer is too small")
+        src, dst, push = ffi.from_buffer(plain), ffi.from_buffer(out), lib.crypto_secretstream_xchacha20poly1305_push
+        for offset in range(0, size, chunk):
+            n = min(chunk, size - offset)
+            cipher = n + ABYTES
+            out[at : at + 2] = (cipher - 1).to_bytes(2, "little")
+            last = offset + n >= size
+            if push(self._state, dst + at + 2, ffi.NULL, src + offset, n, ffi.NULL, 0, final_tag if last else tag):
+                raise CryptoError("crypto_secretstream_xchacha20poly1305_push failed")  # pragma: no cover
+            at += 2 + cipher
+        return at
+
+
 class Puller:
     """``crypto_secretstream_xchacha20poly1305_pull`` with one reused output buffer."""
 

@@ -9,7 +9,6 @@ pieces), reports each frame with its offset in the file and hands the plaintext 
 from __future__ import annotations
 
 import enum
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
 from otalib.errors import DeviceError, DeviceErrorCode
-from otalib.formats._sodium import Puller
+from otalib.formats._sodium import Puller, Pusher
 
 HEADER_BYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES
 ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
@@ -26,23 +25,18 @@ LENGTH_BYTES = 2
 CHUNK_PLAIN = 2048 - ABYTES
 TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
-_LENGTH_FIELD = struct.Struct("<H")
 
 
 def encrypt(plain: bytes, stream_key: bytes) -> bytes:
     """Wrap ``plain`` in the reference tool's secretstream container."""
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, stream_key)
-    push = sodium.crypto_secretstream_xchacha20poly1305_push
     size = len(plain)
-    view = memoryview(plain)
-    parts = [header]
-    for offset in range(0, size, CHUNK_PLAIN):
-        end = min(offset + CHUNK_PLAIN, size)
-        cipher = push(state, bytes(view[offset:end]), None, TAG_FINAL if end >= size else TAG_MESSAGE)
-        parts.append(_LENGTH_FIELD.pack(len(cipher) - 1))
-        parts.append(cipher)
-    return b"".join(parts)
+    out = bytearray(len(header) + size + -(-size // CHUNK_PLAIN) * (LENGTH_BYTES + ABYTES))
+    out[: len(header)] = header
+    end = Pusher(state).push_all(plain, out, len(header), CHUNK_PLAIN, TAG_FINAL, TAG_MESSAGE)
+    assert end == len(out)
+    return bytes(out)
 
 
 @dataclass(frozen=True)
