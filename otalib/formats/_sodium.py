@@ -8,6 +8,8 @@ construction (bytes of bounded length), instead of on every call.
 
 from __future__ import annotations
 
+from typing import Any
+
 from nacl import bindings as sodium
 from nacl._sodium import ffi, lib
 from nacl.exceptions import CryptoError
@@ -56,6 +58,17 @@ class Puller:
         self._out = ffi.new("unsigned char[]", MAX_CHUNK)
         self._out_len = ffi.new("unsigned long long *")
         self._tag = ffi.new("unsigned char *")
+
+    def pull_at(self, cipher: Any, size: int) -> tuple[bytes, int]:
+        """:meth:`pull` of ``size`` bytes at a cffi pointer (a staging buffer, or into the caller's data)."""
+        if not ABYTES <= size <= MAX_CHUNK:
+            raise CryptoError("bad chunk length")
+        rc = lib.crypto_secretstream_xchacha20poly1305_pull(
+            self._state, self._out, self._out_len, self._tag, cipher, size, ffi.NULL, 0
+        )
+        if rc != 0:
+            raise CryptoError("chunk did not authenticate")
+        return ffi.buffer(self._out, self._out_len[0])[:], self._tag[0]
 
     def pull(self, cipher: bytes) -> tuple[bytes, int]:
         """Decrypt one chunk; raise :class:`CryptoError` if it does not authenticate."""

@@ -11,12 +11,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
 from otalib.errors import DeviceError, DeviceErrorCode
-from otalib.formats._sodium import Puller, Pusher
+from otalib.formats._sodium import MAX_CHUNK, Puller, Pusher, ffi
 
 HEADER_BYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES
 ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
@@ -107,6 +108,9 @@ class SecretstreamReader:
         self._pull: Puller | None = None
         self._offset = 0  # file offset of the next chunk's length field
         self._index = 0
+        self._stage = bytearray(MAX_CHUNK)  # a chunk split across feeds, gathered for decryption
+        self._stage_at = ffi.from_buffer(self._stage)
+        self._staged = 0
 
     @property
     def state(self) -> ContainerState:
@@ -120,6 +124,22 @@ class SecretstreamReader:
             if state is _FINAL:
                 raise DeviceError(DeviceErrorCode.InvalidFormat, "data after the final encrypted chunk")
             need = self._need
+            if state is _CHUNK and self._pull is not None:  # ciphertext: decrypted where it lies, or staged
+                staged = self._staged
+                if not staged and size - offset >= need:  # the usual case for large feeds: no copy
+                    cipher = ffi.from_buffer(view) + offset
+                    offset += need
+                else:
+                    take = min(need - staged, size - offset)
+                    self._stage[staged : staged + take] = view[offset : offset + take]
+                    offset += take
+                    staged += take
+                    if staged < need:
+                        self._staged = staged
+                        return
+                    cipher, self._staged = self._stage_at, 0
+                self._chunk(need, cipher)
+                continue
             if self._buf or size - offset < need:  # a field split across feeds: stage it
                 take = min(need, size - offset)
                 self._buf += view[offset : offset + take]
@@ -138,24 +158,28 @@ class SecretstreamReader:
             if state is _HEADER:
                 self._on_header(block)
                 continue
-            # a whole chunk: report it, decrypt it, hand the plaintext on
-            self._state, self._need = _LENGTH, LENGTH_BYTES
-            if self._emit is not None:  # offsets are kept only for the frames reported
-                self._emit(ContainerChunk(self._index, self._offset, len(block)))
-                self._index += 1
-                self._offset += LENGTH_BYTES + len(block)
-            pull = self._pull
-            if pull is None:  # frames only
-                continue
-            try:
-                plain, tag = pull.pull(block)
-            except (CryptoError, ValueError):
-                raise DeviceError(
-                    DeviceErrorCode.DecryptionFailed, "a chunk did not decrypt (wrong key or corrupted)"
-                ) from None
-            if tag == TAG_FINAL:
-                self._state, self._need = _FINAL, 0
-            self._sink(plain)
+            self._chunk(len(block), None)  # frames only
+
+    def _chunk(self, length: int, cipher: Any) -> None:
+        """A whole chunk of ``length`` bytes at ``cipher`` (a cffi pointer; None: frames only): report
+        it, decrypt it, hand the plaintext on."""
+        self._state, self._need = _LENGTH, LENGTH_BYTES
+        if self._emit is not None:  # offsets are kept only for the frames reported
+            self._emit(ContainerChunk(self._index, self._offset, length))
+            self._index += 1
+            self._offset += LENGTH_BYTES + length
+        pull = self._pull
+        if pull is None or cipher is None:
+            return
+        try:
+            plain, tag = pull.pull_at(cipher, length)
+        except (CryptoError, ValueError):
+            raise DeviceError(
+                DeviceErrorCode.DecryptionFailed, "a chunk did not decrypt (wrong key or corrupted)"
+            ) from None
+        if tag == TAG_FINAL:
+            self._state, self._need = _FINAL, 0
+        self._sink(plain)
 
     def _on_header(self, header: bytes) -> None:
         self._state, self._need = _LENGTH, LENGTH_BYTES
