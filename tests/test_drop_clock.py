@@ -8,6 +8,7 @@ import math
 import pytest
 
 from otalib.lab import store
+from otalib.lab.analytic import trial_drops
 from otalib.lab.campaign import CampaignSpec, run_campaign
 from otalib.lab.schema import TrialConfig
 from otalib.lab.trial import Bench
@@ -17,6 +18,22 @@ pytestmark = pytest.mark.timeout(120)
 
 #: The virtual board's least wait before it reconnects (paho's reconnect_delay_set(0.2, 2)).
 RECONNECT_DELAY_S = 0.2
+
+
+def assert_drops_kept_the_connection_clock(drops: list[dict], fault: str, trial_id: str, horizon_s: float) -> None:
+    """Drop k fell at the second of connection the trial drew for it plus the board's k absences before it
+    (each at least the reconnect delay): the clock stood still while the board was away, and ran no faster."""
+    drawn = trial_drops(fault, trial_id, horizon_s)
+    assert 0 < len(drops) <= len(drawn)
+    for k, (drop, connected_s) in enumerate(zip(drops, drawn, strict=False)):
+        if k:
+            away_s = drop["t_s"] - connected_s  # the trial's seconds the drop clock did not count
+            assert away_s > k * RECONNECT_DELAY_S * 0.75, f"drop {k} at {drop['t_s']:.3f} s, drawn at {connected_s:.3f}"
+
+
+def cuts(faults_fired: str) -> int:
+    """How many connections the drops cut (a drop while the board was away cuts none)."""
+    return sum(1 for fired in faults_fired.split(";") if fired.startswith("cut@"))
 
 
 def test_connected_seconds_counts_only_open_connections_after_the_start():
@@ -47,7 +64,8 @@ def test_drops_wait_for_the_board_to_reconnect(tmp_path):
     with Bench() as bench:
         result = bench.run(config)
     drops = [e for e in result.events if e["kind"] == "drop"]
-    assert len(drops) >= 3 and result.connections >= len(drops)
+    assert len(drops) >= 3 and result.connections >= len(drops) == cuts(result.faults_fired)
+    assert_drops_kept_the_connection_clock(drops, config.fault, config.trial_id, config.timeout_s)
     for before, after in itertools.pairwise(drops):
         assert before["duration_s"] > RECONNECT_DELAY_S  # until the package flowed again on a new connection
         assert after["t_s"] - before["t_s"] > RECONNECT_DELAY_S * 0.75  # not one drop while the board was away
@@ -83,8 +101,9 @@ def test_a_drop_on_an_unlimited_link_costs_a_slow_device_its_transfer():
 
 
 def test_each_trial_takes_the_time_the_process_gives_its_own_drops(tmp_path):
-    """The trial is the no-resume process: its time to the last byte is what its drawn drop schedule,
-    replayed with the transfer time and its drops' measured costs, gives (sampling noise apart)."""
+    """The trial is the no-resume process on its own drawn drops: each fell at its drawn second of connection
+    (the board's absences not counted) on a live connection, each one mid-package cost an abandoned attempt,
+    and the time to the last byte counts the whole re-transfer after the last of them."""
     spec = CampaignSpec.from_dict(
         {
             "name": "replay",
@@ -102,6 +121,8 @@ def test_each_trial_takes_the_time_the_process_gives_its_own_drops(tmp_path):
     assert (dropped["outcome"] == "updated").all() and dropped["fault_events"].sum() >= 4
     for _, trial in dropped.iterrows():
         mine = events[(events["trial_id"] == trial["trial_id"]) & (events["kind"] == "drop")]
+        assert len(mine) == cuts(trial["faults_fired"])
+        assert_drops_kept_the_connection_clock(mine.to_dict("records"), trial["fault"], trial["trial_id"], 60.0)
         # the drops while the package was on its way: each cost an attempt the board abandoned
         mid = mine[(mine["offset"] > 0) & (mine["offset"] < trial["bytes"])]
         assert trial["board_updates"].split(";").count("abandoned@6") == len(mid)

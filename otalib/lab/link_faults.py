@@ -95,13 +95,15 @@ class LinkFaults:
         if self.spec.rate is not None and self.spec.rate.kind is RateKind.DROPS:
             clock = connected_seconds(stats, start)  # drops: R per second of connection
         for _t, kind, duration in self.plan.due(clock, self._timed_done):
-            self._timed_done += 1
             offset = payload_forwarded(stats)
             if kind == "drop":
                 held = self.proxy.cut_all(abort=True)  # the retained message comes again at the board's resubscription
-                offset = held[-1] if held else offset  # the package bytes the board's stack held (newest connection)
+                if not held:
+                    break  # the board left on its own since the clock was read: the drop waits for its return
+                offset = held[-1]  # the package bytes the board's stack held (newest connection)
             else:
                 self.proxy.stall(duration)
+            self._timed_done += 1
             self.events.append({"kind": kind, "t_s": now, "offset": offset, "duration_s": duration})
             if kind == "drop":
                 break  # the next drop falls on the next connection (two due at once: this tick came late)

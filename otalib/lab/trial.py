@@ -512,7 +512,9 @@ class Trial:
                 # what the link still held is lost with the connection; the offset: the package bytes the
                 # board's TCP stack held at the drop (read, or in its receive window)
                 held = proxy.cut_all(abort=True)
-                offset = held[-1] if held else offset  # the newest connection's
+                if not held:
+                    break  # the board left on its own since the clock was read: the drop waits for its return
+                offset = held[-1]  # the newest connection's
                 if handover is not None and not delivered:
                     handover.republish()  # the board lost the message: it takes it again at its resubscription
             else:
