@@ -60,6 +60,7 @@ import yaml
 from otalib.errors import InputError, LabError, OtaLabError
 from otalib.fileio import read_input
 from otalib.lab import store
+from otalib.lab.campaign_progress import CampaignProgress, campaign_progress
 from otalib.lab.inputs import FIRMWARE_KEYS, check_key_path, is_real_board, parse_rom_spec
 from otalib.lab.metadata import collect_metadata, utc_now
 from otalib.lab.schema import TrialConfig, TrialResult, redact_url
@@ -633,23 +634,20 @@ def run_campaign(
         meta["n_done"] = len(store.done_trial_ids(out_dir))
         store.write_metadata(out_dir, meta)
 
-    from tqdm.auto import tqdm
-
-    bar = None
+    bar: CampaignProgress | None = None
 
     def keep(result: TrialResult) -> None:
         store.write_fault_events(out_dir, result.config.trial_id, result.events)  # before the trial marks it done
         store.write_trial(out_dir, result.to_row())
         session["trials_run"] += 1
         if bar is not None:
-            bar.update(1)
             bar.set_postfix_str(result.outcome.text, refresh=False)
+            bar.update(1)
 
     try:
         save("running")
-        bar = tqdm(
-            total=len(configs), initial=len(configs) - len(todo), desc=spec.name, unit="trial", disable=not progress
-        )
+        if progress:
+            bar = campaign_progress(len(configs), len(configs) - len(todo), spec.name)
         if workers == 1 or len(todo) <= 1:
             for config in todo:
                 keep(_run_one(runner, config))
