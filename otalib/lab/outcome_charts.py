@@ -158,6 +158,20 @@ def _rate_data(df: pd.DataFrame, kind: str | None) -> tuple[pd.DataFrame, str]:
     return (data[keep & np.isfinite(data["fault_rate"])] if kind else data.iloc[:0]), kind
 
 
+def _rate_axes(
+    ax: Axes | None, df: pd.DataFrame, kind: str | None, ylabel: str, title: str
+) -> tuple[Axes, pd.DataFrame, str]:
+    """Axes against a rate fault's intensity (its label on x; ``{what}`` in ``title``: the fault's name), the
+    trials of that fault and its kind (as :func:`_rate_data`)."""
+    ax = new_axes(ax)
+    data, kind = _rate_data(df, kind)
+    label = RATE_LABELS.get(kind, "fault rate")
+    ax.set_xlabel(label)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title.format(what=label.split(" (")[0]))
+    return ax, data, kind
+
+
 def _series(data: pd.DataFrame) -> list[tuple[str, pd.DataFrame, dict[str, Any]]]:
     """One series per size × mode × link of ``data``: its legend name, its trials and its look (colour
     per mode, line style per size, marker per link; the name says only what varies)."""
@@ -186,12 +200,9 @@ def plot_failure_probability(df: pd.DataFrame, ax: Axes | None = None, *, kind: 
     point. ``kind`` picks the rate fault (``drops``, ``outages``, ``power``, ``bitflips``) when a
     frame holds several.
     """
-    ax = new_axes(ax)
-    data, kind = _rate_data(df, kind)
-    label = RATE_LABELS.get(kind, "fault rate")
-    ax.set_xlabel(label)
-    ax.set_ylabel("probability per update")
-    ax.set_title(f"P(no update) and P(bricked) vs {label.split(' (')[0]}, 95% Wilson bands")
+    ax, data, _kind = _rate_axes(
+        ax, df, kind, "probability per update", "P(no update) and P(bricked) vs {what}, 95% Wilson bands"
+    )
     ax.set_ylim(-0.02, 1.02)
     if data.empty:
         return no_data(ax, "trials with a rate fault (drops:rate=R, power:p=P, …)")
@@ -235,12 +246,9 @@ def plot_time_vs_fault_rate(df: pd.DataFrame, ax: Axes | None = None, *, kind: s
     bars), joined by a line in the size's style. Faults that stop an update do not appear here (see
     :func:`plot_failure_probability`).
     """
-    ax = new_axes(ax)
-    data, kind = _rate_data(df, kind)
-    label = RATE_LABELS.get(kind, "fault rate")
-    ax.set_xlabel(label)
-    ax.set_ylabel("publish → new version (s)")
-    ax.set_title(f"time to new version vs {label.split(' (')[0]} (updated trials)")
+    ax, data, kind = _rate_axes(
+        ax, df, kind, "publish → new version (s)", "time to new version vs {what} (updated trials)"
+    )
     data = data.assign(_time=time_to_new_version(data))
     data = data[(data["outcome"] == OutcomeKind.UPDATED) & np.isfinite(data["_time"])]
     if data.empty:
