@@ -16,6 +16,13 @@ from otalib.net.faults import connected_seconds
 
 pytestmark = pytest.mark.timeout(120)
 
+
+@pytest.fixture(scope="module")
+def bench():
+    with Bench() as shared:
+        yield shared
+
+
 #: The virtual board's least wait before it reconnects (paho's reconnect_delay_set(0.2, 2)).
 RECONNECT_DELAY_S = 0.2
 
@@ -49,7 +56,7 @@ def test_connected_seconds_counts_only_open_connections_after_the_start():
     assert connected_seconds({"per_connection": []}, 0.0, now=5.0) == 0.0
 
 
-def test_drops_wait_for_the_board_to_reconnect(tmp_path):
+def test_drops_wait_for_the_board_to_reconnect(bench):
     # a drop every half second of connection on a 3 s transfer: many drops, each after a reconnect
     config = TrialConfig(
         campaign="clock",
@@ -61,8 +68,7 @@ def test_drops_wait_for_the_board_to_reconnect(tmp_path):
         broker_backend="mosquitto",
         fault="drops:rate=2,seed=1",
     )
-    with Bench() as bench:
-        result = bench.run(config)
+    result = bench.run(config)
     drops = [e for e in result.events if e["kind"] == "drop"]
     assert len(drops) >= 3 and result.connections >= len(drops) == cuts(result.faults_fired)
     assert_drops_kept_the_connection_clock(drops, config.fault, config.trial_id, config.timeout_s)
@@ -72,7 +78,7 @@ def test_drops_wait_for_the_board_to_reconnect(tmp_path):
     assert all(math.isfinite(d["duration_s"]) for d in drops[:-1])
 
 
-def test_a_drop_on_an_unlimited_link_costs_a_slow_device_its_transfer():
+def test_a_drop_on_an_unlimited_link_costs_a_slow_device_its_transfer(bench):
     # the esp8266 model reads at flash speed, so an unlimited link (the proxy) has written the whole package
     # toward the board when the drop at ~0.9 s of connection (seed 5) comes: the board keeps only what its
     # TCP stack held, restarts the message from its first byte, and the completion includes the re-transfer
@@ -85,8 +91,7 @@ def test_a_drop_on_an_unlimited_link_costs_a_slow_device_its_transfer():
         broker_backend="mosquitto",
         fault="drops:rate=0.5,seed=5",
     )
-    with Bench() as bench:
-        result = bench.run(config)
+    result = bench.run(config)
     drop = result.events[0]
     assert drop["kind"] == "drop" and result.outcome.text == "updated"
     # the offset: the package bytes the board held at the drop (not the proxy's, already past the end)
@@ -100,7 +105,7 @@ def test_a_drop_on_an_unlimited_link_costs_a_slow_device_its_transfer():
     assert phases["t_last_byte"] >= phases["t_delivered"]
 
 
-def test_each_trial_takes_the_time_the_process_gives_its_own_drops(tmp_path):
+def test_each_trial_takes_the_time_the_process_gives_its_own_drops(bench, tmp_path):
     """The trial is the no-resume process on its own drawn drops: each fell at its drawn second of connection
     (the board's absences not counted) on a live connection, each one mid-package cost an abandoned attempt,
     and the time to the last byte counts the whole re-transfer after the last of them."""
@@ -113,8 +118,7 @@ def test_each_trial_takes_the_time_the_process_gives_its_own_drops(tmp_path):
             "grid": {"fault": ["none", "drops:rate=0.6"], "rate_Bps": [10_000.0]},
         }
     )
-    with Bench() as bench:
-        df = run_campaign(spec, tmp_path / "run", bench.run, progress=False, parallel=2, stop=bench.stop)
+    df = run_campaign(spec, tmp_path / "run", bench.run, progress=False, parallel=2, stop=bench.stop)
     events = store.read_fault_events(tmp_path / "run")
     df["T"] = df["t_last_byte"] - df["t_publish_start"]
     dropped = df[df["fault"] != "none"]

@@ -50,9 +50,25 @@ def outcome_texts(boards: pd.DataFrame) -> pd.Series:
     return boards["outcome"] + boards["error"].map(lambda e: f":{e}" if isinstance(e, str) else "")
 
 
+def fleet_session(spec: dict, **kwargs) -> FleetSession:
+    return FleetSession(FleetSpec.from_dict(spec), **kwargs)
+
+
 def run(spec: dict, **kwargs) -> tuple[FleetSession, object]:
-    session = FleetSession(FleetSpec.from_dict(spec), **kwargs)
+    session = fleet_session(spec, **kwargs)
     return session, session.run()
+
+
+def small_fleet(name: str, count: int, timeout_s: float = 30) -> dict:
+    """A spec of ``count`` plain boards taking an 8 KiB update."""
+    return {"name": name, "timeout_s": timeout_s, "update": {"size": "8KiB"}, "groups": [{"count": count}]}
+
+
+def spec_file(folder: Path, name: str, text: str) -> Path:
+    """``folder/NAME.yaml`` holding ``text`` (a spec for ``otalab fleet``)."""
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
 
 
 def test_two_groups_end_as_single_boards_do(broker, tmp_path):
@@ -137,8 +153,7 @@ def test_bad_specs_are_one_line_naming_the_problem(tmp_path):
         "timing": ("{count: 2, timing: abacus}", "unknown timing 'abacus'"),
     }
     for name, (group, message) in cases.items():
-        spec = tmp_path / f"{name}.yaml"
-        spec.write_text(f"name: bad\ngroups:\n  - {group}\n")
+        spec = spec_file(tmp_path, name, f"name: bad\ngroups:\n  - {group}\n")
         out = tmp_path / f"out-{name}"
         done = run_otalab("fleet", str(spec), "-o", str(out), cwd=tmp_path)
         assert done.returncode != 0, name
@@ -153,8 +168,7 @@ def test_more_boards_than_the_machine_holds_is_refused_with_the_estimate(tmp_pat
     def few_files() -> None:  # this child may open 4,096 files, whatever the machine allows
         resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
 
-    spec = tmp_path / "huge.yaml"
-    spec.write_text("name: huge\ngroups:\n  - {count: 20000}\n")
+    spec = spec_file(tmp_path, "huge", "name: huge\ngroups:\n  - {count: 20000}\n")
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "otalib", "fleet", str(spec), "-o", str(out)],
@@ -182,10 +196,11 @@ def test_a_fleet_larger_than_the_memory_is_refused(monkeypatch):
 
 
 def test_a_killed_fleet_stops_everything_and_keeps_partial_results(tmp_path):
-    spec = tmp_path / "slow.yaml"
-    spec.write_text(
+    spec = spec_file(
+        tmp_path,
+        "slow",
         "name: slow\ntimeout_s: 120\nupdate: {size: 256KiB, mode: signed, patch: 2}\n"
-        "groups:\n  - {count: 6, link: slow}\n  - {name: quick, count: 4, chip: esp32, app_id: q}\n"
+        "groups:\n  - {count: 6, link: slow}\n  - {name: quick, count: 4, chip: esp32, app_id: q}\n",
     )
     out = tmp_path / "out"
 
@@ -236,7 +251,7 @@ def test_a_killed_fleet_stops_everything_and_keeps_partial_results(tmp_path):
 
 def test_an_unknown_board_for_the_pty_is_refused():
     with pytest.raises(LabError, match="no board 'nope'"):
-        FleetSession(FleetSpec.from_dict({"name": "x", "groups": [{"count": 1}]}), pty_board="nope")
+        fleet_session({"name": "x", "groups": [{"count": 1}]}, pty_board="nope")
 
 
 def test_boards_the_broker_refuses_name_the_limit():
@@ -244,9 +259,9 @@ def test_boards_the_broker_refuses_name_the_limit():
     from otalib.errors import BrokerError
 
     notes: list[str] = []
-    spec = {"name": "full", "timeout_s": 20, "update": {"size": "8KiB"}, "groups": [{"count": 12}]}
+    spec = small_fleet("full", 12, timeout_s=20)
     with MosquittoBroker(max_connections=5, log_types=("error", "warning")) as small:
-        session = FleetSession(FleetSpec.from_dict(spec), broker=small.url, on_status=notes.append)
+        session = fleet_session(spec, broker=small.url, on_status=notes.append)
         with pytest.raises(BrokerError):  # the full broker refuses the publisher too
             session.run()
     boards = session.result.boards
@@ -279,7 +294,7 @@ def test_one_boards_console_on_a_pty(broker):
     import select
     import threading
 
-    spec = {"name": "pty", "timeout_s": 30, "update": {"size": "8KiB"}, "groups": [{"count": 3}]}
+    spec = small_fleet("pty", 3)
     paths: list[str] = []
     ready = threading.Event()
 
@@ -288,7 +303,7 @@ def test_one_boards_console_on_a_pty(broker):
             paths.append(text.split(": ", 1)[1])
             ready.set()
 
-    session = FleetSession(FleetSpec.from_dict(spec), broker=broker.url, pty_board="g1-0001", on_status=status)
+    session = fleet_session(spec, broker=broker.url, pty_board="g1-0001", on_status=status)
     runner = threading.Thread(target=session.run)
     runner.start()
     assert ready.wait(30), "no pty announced"
@@ -306,9 +321,8 @@ def test_one_boards_console_on_a_pty(broker):
 
 
 def test_console_logs_on_request(broker, tmp_path):
-    spec = {"name": "logs", "timeout_s": 30, "update": {"size": "8KiB"}, "groups": [{"count": 3}]}
     out = tmp_path / "fleet"
-    session = FleetSession(FleetSpec.from_dict(spec), broker=broker.url, console_logs=True, keep_consoles=("g1-0002",))
+    session = fleet_session(small_fleet("logs", 3), broker=broker.url, console_logs=True, keep_consoles=("g1-0002",))
     result = session.run(out)
     logs = sorted(p.name for p in (out / "consoles").iterdir())
     assert logs == ["g1-0000.log", "g1-0001.log", "g1-0002.log"]
@@ -328,8 +342,7 @@ def test_the_publish_works_when_the_fleet_holds_more_than_1024_files(broker):
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # as a fleet of a thousand boards' sockets
     try:
         assert max(held) > 1024
-        spec = {"name": "fds", "timeout_s": 30, "update": {"size": "8KiB"}, "groups": [{"count": 2}]}
-        _, result = run(spec, broker=broker.url)
+        _, result = run(small_fleet("fds", 2), broker=broker.url)
     finally:
         for fd in held:
             os.close(fd)
@@ -351,8 +364,9 @@ def test_the_loop_runs_timers_by_due_time_then_in_the_order_they_were_set():
 
 
 def test_cli_processes_option_runs_that_many_shard_processes(tmp_path):
-    spec = tmp_path / "small.yaml"
-    spec.write_text("name: small\nupdate: {size: 8KiB, mode: signed, patch: 2}\ngroups:\n  - {count: 4}\n")
+    spec = spec_file(
+        tmp_path, "small", "name: small\nupdate: {size: 8KiB, mode: signed, patch: 2}\ngroups:\n  - {count: 4}\n"
+    )
     bad = run_otalab("fleet", str(spec), "-o", str(tmp_path / "bad"), "--processes", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--processes" in bad.stderr and not (tmp_path / "bad").exists()
     out = tmp_path / "two"
@@ -366,8 +380,7 @@ def test_a_huge_scale_is_refused_before_any_board_is_made(tmp_path):
     from otalib.errors import LabError
     from otalib.fleet import FleetSpec
 
-    spec = tmp_path / "small.yaml"
-    spec.write_text("name: small\ngroups:\n  - {count: 25}\n")
+    spec = spec_file(tmp_path, "small", "name: small\ngroups:\n  - {count: 25}\n")
     with pytest.raises(LabError, match="25000000000 boards: at most 100000"):
         FleetSpec.load(spec).scaled(1e9)
     assert sum(g.count for g in FleetSpec.load(spec).scaled(0.2).groups) == 5
