@@ -5,6 +5,7 @@ Import with ``from board_helpers import ...``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -134,3 +135,20 @@ def split_build(kw: dict, **defaults) -> tuple[DeviceBuild, dict]:
             if value is not None:
                 build[target] = value
     return DeviceBuild(**build), given
+
+
+#: A debug line's microseconds: the only thing a board's console may print differently from one run to the next.
+MICROSECONDS = re.compile(r"^\d+ ", re.MULTILINE)
+
+
+def spy_on_bulk_steps(monkeypatch) -> list[int]:
+    """Count :meth:`Device.on_segments` calls: the list gets each call's number of segments."""
+    steps: list[int] = []
+    on_segments = Device.on_segments
+
+    def counted(self, data, sizes, wires):
+        steps.append(len(sizes))
+        return on_segments(self, data, sizes, wires)
+
+    monkeypatch.setattr(Device, "on_segments", counted)
+    return steps

@@ -63,6 +63,15 @@ def broker():
         yield running
 
 
+@pytest.fixture(scope="module")
+def bench():
+    """A trial bench (its broker and link proxies) of the test module's own, shared by its trials."""
+    from otalib.lab.trial import Bench
+
+    with Bench() as shared:
+        yield shared
+
+
 @pytest.fixture
 def board_port(request: pytest.FixtureRequest) -> str:
     """The serial port given with ``--port`` (hardware tests only)."""

@@ -11,16 +11,9 @@ from otalib.lab import store
 from otalib.lab.analytic import trial_drops
 from otalib.lab.campaign import CampaignSpec, run_campaign
 from otalib.lab.schema import TrialConfig
-from otalib.lab.trial import Bench
 from otalib.net.faults import connected_seconds
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def bench():
-    with Bench() as shared:
-        yield shared
 
 
 #: The virtual board's least wait before it reconnects (paho's reconnect_delay_set(0.2, 2)).

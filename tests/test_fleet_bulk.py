@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
+from board_helpers import MICROSECONDS, spy_on_bulk_steps
 
-from otalib.board.sim.device import Device
 from otalib.fleet import FleetSession, FleetSpec, board
-
-#: A debug line's microseconds: the only thing the two ways may print differently.
-MICROSECONDS = re.compile(r"^\d+ ", re.MULTILINE)
 
 GROUPS = {  # update mode -> groups: builds that take it, and builds that reject it (at the header or the end)
     "standard": [{"name": "ok", "count": 2}],
@@ -29,14 +24,7 @@ def run(session: FleetSession) -> tuple[dict[str, str], dict[str, tuple]]:
 
 @pytest.mark.parametrize("mode", list(GROUPS))
 def test_bulk_segments_give_the_consoles_and_outcomes_of_one_segment_at_a_time(broker, monkeypatch, mode):
-    steps: list[int] = []
-    on_segments = Device.on_segments
-
-    def counted(self, data, sizes, wires):
-        steps.append(len(sizes))
-        return on_segments(self, data, sizes, wires)
-
-    monkeypatch.setattr(Device, "on_segments", counted)
+    steps = spy_on_bulk_steps(monkeypatch)
     spec = FleetSpec.from_dict(
         {"name": f"bulk-{mode}", "timeout_s": 60, "update": {"size": "200KiB", "mode": mode}, "groups": GROUPS[mode]}
     )

@@ -21,7 +21,7 @@ from otalib.firmware.image import check_app_id
 from otalib.lab import store
 from otalib.lab.campaign import CampaignSpec, max_parallel, run_campaign
 from otalib.lab.schema import CONFIG_COLUMNS
-from otalib.lab.trial import Bench, TrialStopped, lane_app_id, lane_client_id
+from otalib.lab.trial import TrialStopped, lane_app_id, lane_client_id
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -169,12 +169,6 @@ def test_a_failing_trial_stops_the_running_ones_through_the_stop_event(tmp_path)
 
 
 # --- real trials: virtual boards on one Mosquitto ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def bench():
-    with Bench() as shared:
-        yield shared
 
 
 def _spec(**extra) -> CampaignSpec:

@@ -20,7 +20,7 @@ from otalib.errors import LabError, UsageError
 from otalib.lab import store
 from otalib.lab.campaign import CampaignSpec, run_campaign
 from otalib.lab.schema import TrialConfig, TrialResult, validate_frame
-from otalib.lab.trial import Bench, FaultSpec
+from otalib.lab.trial import FaultSpec
 from otalib.net.faults import RateFault, RateKind, trial_rng
 from otalib.net.link import LinkProxy
 
@@ -142,12 +142,6 @@ def test_bitflips_through_the_proxy_flip_the_drawn_bits(broker):
     diff = np.bitwise_xor(np.frombuffer(payload, np.uint8), np.frombuffer(message.payload, np.uint8))
     flipped = np.flatnonzero(np.unpackbits(diff))
     assert flipped.tolist() == list(plan.flipped_bits)
-
-
-@pytest.fixture(scope="module")
-def bench():
-    with Bench() as shared:
-        yield shared
 
 
 def _config(**params):

@@ -17,7 +17,6 @@ from otalib.broker import find_mosquitto
 from otalib.formats.ota import timestamp_now
 from otalib.keys import DeviceKeys
 from otalib.lab.schema import DEVICE_PHASES, TrialConfig
-from otalib.lab.trial import Bench
 from otalib.mqtt import paho_compat
 from otalib.mqtt.publish import deploy
 from otalib.mqtt.url import parse_url
@@ -28,12 +27,6 @@ pytestmark = [
     pytest.mark.timeout(180),
 ]
 WAIT = 20.0
-
-
-@pytest.fixture(scope="module")
-def bench():
-    with Bench() as shared:
-        yield shared
 
 
 def _trial(bench, **params):

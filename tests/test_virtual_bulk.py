@@ -4,14 +4,22 @@ as one segment at a time (real Mosquitto and paho; the same package, retained, t
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 
 import pytest
-from board_helpers import KEY, firmware, make_flash, signed_package, split_build, standard_package
+from board_helpers import (
+    KEY,
+    MICROSECONDS,
+    firmware,
+    make_flash,
+    signed_package,
+    split_build,
+    spy_on_bulk_steps,
+    standard_package,
+)
 
 from otalib.board import virtual
-from otalib.board.sim.device import Device, UpdateResult
+from otalib.board.sim.device import UpdateResult
 from otalib.board.virtual import VirtualBoard
 from otalib.broker import find_mosquitto
 from otalib.keys import DeviceKeys
@@ -20,8 +28,6 @@ from otalib.mqtt.publish import deploy
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
 
 WAIT = 30.0
-#: A debug line's microseconds: the only thing the two ways may print differently.
-MICROSECONDS = re.compile(r"^\d+ ")
 IMAGE = 200_000  # many reads of many segments
 _apps = itertools.count()
 
@@ -81,14 +87,7 @@ def test_bulk_segments_print_write_and_decide_as_one_at_a_time(broker, tmp_path,
     kw, make_package, decision = CASES[case]
     app = f"bulk{next(_apps)}"
     deploy(make_package(app), f"{broker.url}/a/{app}/u/4.3")  # retained: each board gets it at its SUBACK
-    steps: list[int] = []
-    on_segments = Device.on_segments
-
-    def counted(self, data, sizes, wires):
-        steps.append(len(sizes))
-        return on_segments(self, data, sizes, wires)
-
-    monkeypatch.setattr(Device, "on_segments", counted)
+    steps = spy_on_bulk_steps(monkeypatch)
     bulk = _update(broker, tmp_path, "bulk", app, kw)
     assert steps and max(steps) > 1  # reads of several segments were taken in one call
     monkeypatch.setattr(virtual, "BULK_SEGMENTS", False)
