@@ -66,9 +66,9 @@ def parse_link(link: str | tuple[str, int] | None) -> tuple[str, int] | None:
 #: as one segment at a time; a board with a timing model spends its device time segment by segment).
 BULK_SEGMENTS = True
 
-#: How long the pty writer lets console text gather after the first write it wakes for (s): a burst of
-#: lines (two per TCP segment) goes out in one write, not one write (and thread switch) per line; a
-#: real UART at 115200 baud takes longer than this for one line.
+#: How long the pty writer lets a burst of console text gather (s; a burst: more text came while it woke for
+#: the first, a lone line goes out at once): the lines of a burst (two per TCP segment) go out in one write,
+#: not one write (and thread switch) per line; a real UART at 115200 baud takes longer than this for one line.
 PTY_GATHER_S = 0.001
 
 
@@ -102,8 +102,8 @@ class _PtyConsole:
         get, get_nowait = self._queue.get, self._queue.get_nowait
         while True:
             batch = [get()]
-            if self.gather and batch[0] is not None and not self._closing.is_set():
-                time.sleep(self.gather)  # let the rest of a burst come
+            if self.gather and batch[0] is not None and self._queue.qsize() and not self._closing.is_set():
+                time.sleep(self.gather)  # more came meanwhile: a burst, let the rest of it come
             with contextlib.suppress(queue.Empty):
                 while batch[-1] is not None:
                     batch.append(get_nowait())
