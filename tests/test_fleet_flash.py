@@ -52,3 +52,19 @@ def test_a_different_sector_at_the_same_index_is_not_taken_for_the_last_one():
     assert other == b and other is not first
     assert pool.intern(bytes(bytearray(a)), 5) is first and pool.sectors == 2  # the dict still knows the first
     assert pool.intern(bytes(bytearray(b)), 9) is other  # equal content at another index: shared too
+
+
+def test_a_large_write_over_the_sector_being_written_replaces_it(tmp_path):
+    """Whole sectors of a large write are stored as they are; the sector in progress must not shadow them."""
+    rng = random.Random(9)
+    base = 0x10 * SECTOR
+    with FlashImage(tmp_path / "flash.bin", ESP8266_LAYOUT) as file_flash:
+        memory = MemoryFlash("mem", ESP8266_LAYOUT, pool=SectorPool())
+        for addr, size in ((base + 100, 50), (base - 10, 3 * SECTOR), (base + SECTOR + 7, 9), (base, 2 * SECTOR)):
+            data = rng.randbytes(size)  # a partial write (the sector in progress), then whole sectors over it
+            file_flash.write(addr, data)
+            memory.write(addr, data)
+            assert memory.read(base - SECTOR, 4 * SECTOR) == file_flash.read(base - SECTOR, 4 * SECTOR)
+        erased = bytes([0xFF]) * SECTOR
+        memory.write(base, erased)  # an erased sector written whole is not held
+        assert base // SECTOR not in memory._sectors and memory.read(base, SECTOR) == erased

@@ -74,11 +74,7 @@ class MemoryFlash(FlashImage):
         self._hot, self._hot_index = None, -1
         if hot is None:
             return
-        data = bytes(hot)
-        if data == _ERASED_SECTOR:
-            self._sectors.pop(index, None)
-        else:
-            self._sectors[index] = self._pool.intern(data, index)
+        self._store(index, bytes(hot))
 
     def _sector(self, index: int) -> bytes | bytearray:
         if index == self._hot_index and self._hot is not None:
@@ -116,9 +112,21 @@ class MemoryFlash(FlashImage):
         while len(view):
             index, offset = divmod(addr, SECTOR)
             n = min(len(view), SECTOR - offset)
-            self._mutable(index)[offset : offset + n] = view[:n]
+            if n == SECTOR:  # a whole sector (a large write): stored as it is, no private copy first
+                self._store(index, bytes(view[:n]))
+            else:
+                self._mutable(index)[offset : offset + n] = view[:n]
             view = view[n:]
             addr += n
+
+    def _store(self, index: int, data: bytes) -> None:
+        """Sector ``index`` is now ``data`` (a whole sector)."""
+        if index == self._hot_index:
+            self._hot, self._hot_index = None, -1
+        if data == _ERASED_SECTOR:
+            self._sectors.pop(index, None)
+        else:
+            self._sectors[index] = self._pool.intern(data, index)
 
     def erase_sector(self, addr: int) -> None:
         start = addr - addr % SECTOR
