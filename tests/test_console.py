@@ -509,3 +509,27 @@ def test_console_buffer_expect_semantics() -> None:
     board._console.fail(BoardError("port gone"))
     with pytest.raises(BoardError, match="port gone"):
         board.line_at(board.end, 1)
+
+
+@pytest.mark.parametrize("totals", [(), (1460, 2920, 4380)])
+def test_segments_printed_together_read_as_printed_one_by_one(totals) -> None:
+    """The lines of segments handed over at once: the per-segment lines, in their order, with
+    non-decreasing stamps (one clock reading, 2 µs apart), parsed into the same events."""
+    ticks = iter(range(1000, 10**6, 7))
+    one, together = [], []
+    single = SmingConsole(one.append, 3, clock_us=lambda: next(ticks))
+    wires = [1460, 1460, 1460]
+    for i, wire in enumerate(wires):
+        if totals:
+            single.ota_write(totals[i])
+        single.tcp_received("3fff0a28", wire)
+    SmingConsole(together.append, 3, clock_us=lambda: 5000).segments_received("3fff0a28", wires, totals)
+    assert len(together) == 1  # one write
+    lines = together[0].splitlines()
+    assert [re.sub(r"^\d+ ", "", x) for x in lines] == [re.sub(r"^\d+ ", "", x) for x in "".join(one).splitlines()]
+    stamps = [int(x.split()[0]) for x in lines]
+    assert stamps == sorted(stamps) and stamps[0] == 5000
+    parser = ConsoleParser()
+    assert [parser.parse(x, 0.0).event for x in lines] == [
+        parser.parse(x, 0.0).event for x in "".join(one).splitlines()
+    ]
