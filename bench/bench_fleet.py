@@ -12,8 +12,9 @@
    (target: ratio <= 1.2).
 
 Run: ``.venv/bin/python bench/bench_fleet.py [--boards 1000] [--size 1000000] [--timing esp8266|none]
-[--tcp-mss 1460] [--workers N] [--processes N]``; by default the fleet runs both in one process and as
-one shard process per core, printed side by side.
+[--tcp-mss 1460] [--workers N] [--processes N] [--repeat 3]``; by default the fleet runs both in one process
+and as one shard process per core, printed side by side; the untimed sides take turns ``--repeat`` times
+and their medians are compared (one run's ratio moves by +-20 % on a 2-core machine), each run's ratio shown.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import median
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -116,6 +119,10 @@ def fleet_side(broker: str, boards: int, size: int, timing: str, tcp_mss: int, w
     )
 
 
+def _runs(times: list[float]) -> str:
+    return "runs: " + ", ".join(f"{t:.2f}" for t in times)
+
+
 def _processes(n: int) -> str:
     return f"{n} process{'es' if n > 1 else ''}"
 
@@ -155,6 +162,9 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, default=0, help="the fleet's shard processes (0: both 1 and one per core)"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="untimed runs of each side, taking turns (medians compared; default 3)"
+    )
     parser.add_argument("--side", choices=("bare", "fleet"), help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
@@ -168,33 +178,53 @@ def main() -> None:
     package = next(iter(FleetSession(fleet_spec(1, args.size, "none")).packages.values())).update.package
     cores = default_processes(args.boards)
     ways = [args.processes or args.workers] if args.processes or args.workers else sorted({1, cores})
-    runs = [(t, p) for t in ["none"] + ([args.timing] if args.timing != "none" else []) for p in ways]
+    timed = [args.timing] if args.timing != "none" else []
     with MosquittoBroker(max_connections=args.boards + 32, log_types=("error", "warning")) as broker:
-        # the baselines: bare subscribers spread over as many processes as each fleet's way uses
-        bare = {p: bare_run(broker.url, package, args.boards, p) for p in ways}
-        fleets = {}
-        for timing, processes in runs:  # the fleet, same broker: instant devices, then the timing model's
+
+        def fleet_run(timing: str, processes: int) -> dict[str, Any]:
             fleet = child(
                 *("--side", "fleet", "--broker", broker.url, "--boards", str(args.boards), "--size", str(args.size)),
                 *("--timing", timing, "--tcp-mss", str(args.tcp_mss), "--workers", str(args.workers)),
                 *("--processes", str(processes)),
             )
             out, _ = fleet.communicate(timeout=1800)
-            fleets[timing, processes] = json.loads(out.strip().splitlines()[-1])
+            return json.loads(out.strip().splitlines()[-1])
+
+        # untimed: bare subscribers (spread over as many processes as the fleet uses) and the fleet, taking
+        # turns --repeat times on the same broker; then the timing model's fleet once per way
+        bare: dict[int, list[tuple[float, int]]] = {p: [] for p in ways}
+        fleets: dict[tuple[str, int], list[dict[str, Any]]] = {(t, p): [] for t in ["none", *timed] for p in ways}
+        for _ in range(args.repeat):
+            for p in ways:
+                bare[p].append(bare_run(broker.url, package, args.boards, p))
+                fleets["none", p].append(fleet_run("none", p))
+        for timing in timed:
+            for p in ways:
+                fleets[timing, p].append(fleet_run(timing, p))
     mb = len(package) / 1e6
     print(f"{args.boards} receivers, one retained {mb:.2f} MB signed update through the managed Mosquitto")
     print(f"  (fleet: TCP segments of {args.tcp_mss} bytes, {args.workers or 'no'} Dask workers)")
-    for (timing, processes), fleet in fleets.items():
-        if timing != "none":
-            continue
+    for processes in ways:
         way = f"{processes} shard process{'es' if processes > 1 else ''}" if processes > 1 else "in this process"
-        bare_s, received = bare[processes]
-        print(f"  bare paho subscribers ({_processes(processes)}), all received: {bare_s:8.2f} s ({received} received)")
-        fleet_s = fleet["all_verified_s"]
-        print(f"  fleet boards (timing none, {way}), all verified: {fleet_s:8.2f} s ({fleet['updated']} updated)")
-        print(f"    ratio fleet / bare, each in {_processes(processes)}: {fleet_s / bare_s:.2f} (target <= 1.5)")
-        print(f"    fleet peak RSS: {fleet['peak_rss_bytes'] / 2**30:.2f} GiB (target <= 1.5 GB)")
-        print(f"    fleet CPU (all its processes, the whole run): {fleet['cpu_s']:.1f} s")
+        bare_times = [t for t, _n in bare[processes]]
+        runs = fleets["none", processes]
+        fleet_times = [f["all_verified_s"] for f in runs]
+        received, updated = min(n for _t, n in bare[processes]), min(f["updated"] for f in runs)
+        print(
+            f"  bare paho subscribers ({_processes(processes)}), all received: {median(bare_times):8.2f} s median"
+            f" ({_runs(bare_times)}; {received} received)"
+        )
+        print(
+            f"  fleet boards (timing none, {way}), all verified: {median(fleet_times):8.2f} s median"
+            f" ({_runs(fleet_times)}; {updated} updated)"
+        )
+        ratios = [f / b for f, b in zip(fleet_times, bare_times, strict=True)]
+        print(
+            f"    ratio fleet / bare, each in {_processes(processes)}: {median(fleet_times) / median(bare_times):.2f}"
+            f" of the medians (target <= 1.5; run by run: {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
+        print(f"    fleet peak RSS: {max(f['peak_rss_bytes'] for f in runs) / 2**30:.2f} GiB (target <= 1.5 GB)")
+        print(f"    fleet CPU (all its processes, a whole run): {median([f['cpu_s'] for f in runs]):.1f} s median")
     if args.timing != "none":
         from otalib.board.sim.timing import update_breakdown  # the model's one board
 
@@ -203,15 +233,14 @@ def main() -> None:
         # (a fleet board does not reconnect afterwards, so reconnect_s is not part of it)
         one = sum(phases.values()) - phases["reconnect_s"] + 1.0
         print(f"  model, one {args.timing} board:            {one:8.2f} s")
-        for (timing, processes), timed in fleets.items():
-            if timing == "none":
-                continue
-            t99 = timed["t99_s"]
+        for processes in ways:
+            (run,) = fleets[args.timing, processes]
+            t99 = run["t99_s"]
             way = f"{processes} processes" if processes > 1 else "in this process"
-            print(f"  fleet ({args.timing}, {way}) time to 99 % updated: {t99:8.2f} s ({timed['updated']} updated)")
-            fan_out = bare[processes][0]  # the broker's fan-out: the bare subscribers' time, as many processes
+            print(f"  fleet ({args.timing}, {way}) time to 99 % updated: {t99:8.2f} s ({run['updated']} updated)")
+            fan_out = median([t for t, _n in bare[processes]])  # the broker's fan-out: the bare side's median time
             print(f"    ratio t99 / (one board + fan-out {fan_out:.2f} s): {t99 / (one + fan_out):.2f} (target <= 1.2)")
-            print(f"    fleet CPU (all its processes, the whole run): {timed['cpu_s']:.1f} s")
+            print(f"    fleet CPU (all its processes, the whole run): {run['cpu_s']:.1f} s")
 
 
 if __name__ == "__main__":
