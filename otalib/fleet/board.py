@@ -46,6 +46,7 @@ from otalib.board.sim.timing import TimingModel
 from otalib.board.virtual import CLIENT_ID, prepare_flash
 from otalib.fleet.flash import MemoryFlash, SectorPool
 from otalib.fleet.loop import FleetLoop, Timer
+from otalib.formats.prehash import PrehashPool
 from otalib.mqtt import paho_compat
 from otalib.mqtt.streaming import ESP_TCP_MSS, RECV_CHUNK, StreamingClient
 from otalib.net.faults import FaultPlan, trial_rng
@@ -313,7 +314,8 @@ class FleetBoard:
 
     ``expect_patch``: the patch of the update (a restart into it is ``updated``).
     ``plan``: the fault realisation drawn for this board (drops, outages, power, bit flips).
-    ``clock``: wall-clock seconds (``time.time``) for the recorded times.
+    ``clock``: wall-clock seconds (``time.time``) for the recorded times. ``pool`` and ``prehash_pool``:
+    flash sectors and signature hashing shared with the boards of the same shard (equal bytes once).
     """
 
     def __init__(
@@ -326,6 +328,7 @@ class FleetBoard:
         port: int,
         credentials: tuple[str, str | None] | None = None,
         pool: SectorPool | None = None,
+        prehash_pool: PrehashPool | None = None,
         expect_patch: int | None = None,
         plan: FaultPlan | None = None,
         cut_at: int | None = None,
@@ -365,6 +368,7 @@ class FleetBoard:
             flash_file_name=name,
             timing=self.timing,
             pacer=self.pacer,
+            prehash_pool=prehash_pool,
         )
         self.timeline: list[tuple[float, BoardEvent, str]] = []
         self.fault_events: list[dict[str, Any]] = []

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from otalib.fleet.board import BoardEvent, BoardSettings, FleetBoard
 from otalib.fleet.flash import SectorPool
 from otalib.fleet.loop import FleetLoop
+from otalib.formats.prehash import PrehashPool
 from otalib.lab.trial import FaultSpec
 from otalib.mqtt.url import parse_url
 from otalib.net.faults import FaultPlan, trial_rng
@@ -115,7 +116,7 @@ def run_shard(spec: ShardSpec, control: ShardControl) -> ShardResult:
     url = parse_url(spec.broker)
     credentials = (url.username, url.password) if url.username is not None else None
     loop = FleetLoop()
-    pool = SectorPool()
+    pool, prehash_pool = SectorPool(), PrehashPool()  # equal flash sectors stored once, equal hash steps done once
     console_dir = Path(spec.console_dir) if spec.console_dir else None
     boards: list[FleetBoard] = []
     for name, group in spec.boards:
@@ -129,6 +130,7 @@ def run_shard(spec: ShardSpec, control: ShardControl) -> ShardResult:
             port=url.port,
             credentials=credentials,
             pool=pool,
+            prehash_pool=prehash_pool,
             expect_patch=spec.expect_patch,
             plan=plan,
             cut_at=cut_at,

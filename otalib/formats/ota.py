@@ -29,6 +29,7 @@ from nacl.exceptions import BadSignatureError
 from otalib.errors import DeviceError, DeviceErrorCode, UsageError
 from otalib.formats._sodium import ph_update
 from otalib.formats.kinds import OTA_MAGIC_SIGNED, OTA_MAGIC_UNSIGNED, OTA_MAGICS, is_ota_magic
+from otalib.formats.prehash import PooledPrehash, PrehashPool
 from otalib.formats.secretstream import ContainerEvent, SecretstreamReader, encrypt
 
 if TYPE_CHECKING:  # formats is the bottom layer: it only reads a key's attributes
@@ -266,9 +267,11 @@ class Ed25519phVerifier:
     method = "ed25519ph"
     digest_size = SIGNATURE_BYTES
 
-    def __init__(self) -> None:
+    def __init__(self, pool: PrehashPool | None = None) -> None:
+        """``pool``: share the hashing with other verifiers fed the same bytes (:mod:`otalib.formats.prehash`)."""
         self._state = sodium.crypto_sign_ed25519ph_state()
-        self.update: Callable[[bytes], object] = self._update
+        self._pooled = PooledPrehash(pool) if pool is not None else None
+        self.update: Callable[[bytes], object] = self._update if pool is None else self._pooled.update  # type: ignore[union-attr]
 
     def _update(self, data: bytes) -> None:
         ph_update(self._state, data)
@@ -276,8 +279,9 @@ class Ed25519phVerifier:
     def matches(self, digest: bytes, public_key: bytes | None) -> bool:
         if public_key is None:
             return False
+        state = self._pooled.state() if self._pooled is not None else self._state
         try:
-            return bool(sodium.crypto_sign_ed25519ph_final_verify(self._state, digest, public_key))
+            return bool(sodium.crypto_sign_ed25519ph_final_verify(state, digest, public_key))
         except (BadSignatureError, ValueError, TypeError):
             return False
 
@@ -320,7 +324,9 @@ class OtaDecoder:
     (None: detect from the magic), ``expect_signed`` (None: accept both magics),
     ``current_timestamp`` for downgrade protection (None: downgrades allowed),
     ``frames`` to have the encryption container's frames reported too (off by
-    default: an event per 2 KiB chunk costs about a tenth of the decoding speed).
+    default: an event per 2 KiB chunk costs about a tenth of the decoding speed),
+    ``prehash_pool`` to share the signature's hashing with other decoders of the same
+    bytes (a fleet's boards; :mod:`otalib.formats.prehash`: the same result).
     Errors are sticky: after one, every call raises it again.
     """
 
@@ -336,6 +342,7 @@ class OtaDecoder:
         current_timestamp: int | None = None,
         hash_roms: bool = False,
         frames: bool = False,
+        prehash_pool: PrehashPool | None = None,
     ) -> None:
         self.target_address = target_address
         self.slot_size = slot_size
@@ -346,6 +353,7 @@ class OtaDecoder:
         self.current_timestamp = current_timestamp
         self.hash_roms = hash_roms
         self.frames = frames
+        self.prehash_pool = prehash_pool
         self.header: OtaHeader | None = None
         self.selected_rom: int | None = None
         self.error: DeviceError | None = None
@@ -478,7 +486,7 @@ class OtaDecoder:
         if self.expect_signed is not None and signed != self.expect_signed:
             expected = "signed" if self.expect_signed else "unsigned"
             raise DeviceError(DeviceErrorCode.InvalidFormat, f"the device expects a {expected} file")
-        verifier: Verifier = Ed25519phVerifier() if signed else Md5Verifier()
+        verifier: Verifier = Ed25519phVerifier(self.prehash_pool) if signed else Md5Verifier()
         verifier.update(block)
         self._verifier = verifier
         self.header = OtaHeader(signed, timestamp, count, bool(self.encrypted), block[13:16])

@@ -36,6 +36,7 @@ from otalib.errors import BoardError, DeviceError, DeviceErrorCode, ImageError, 
 from otalib.formats.kinds import ESP8266_V2_MAGIC, ESP_IMAGE_MAGIC, Kind, detect
 from otalib.formats.ota import OtaDecoder, OtaDone, OtaEvent, OtaHeader, RomData, RomStart, Verified
 from otalib.formats.package import PackageParser, PatchRead, PayloadData
+from otalib.formats.prehash import PrehashPool
 from otalib.formats.version import DeviceProfile, Version, topic_for
 from otalib.vocabulary import Decision, DeviceState, FirmwareParser
 
@@ -156,9 +157,12 @@ class Device:
         flash_file_name: str = "flash.bin",
         timing: TimingModel | None = None,
         pacer: Pacer | None = None,
+        prehash_pool: PrehashPool | None = None,
     ) -> None:
         """``timing``: the device's timing model (None: instant); ``pacer``: how its time is spent
-        (default a :class:`~otalib.board.sim.timing.VirtualClock`, which only counts)."""
+        (default a :class:`~otalib.board.sim.timing.VirtualClock`, which only counts);
+        ``prehash_pool``: share the signature's hashing with devices taking the same bytes (a fleet)."""
+        self.prehash_pool = prehash_pool
         build = build or DeviceBuild()
         self.build = build
         self.flash = flash
@@ -575,6 +579,7 @@ class Device:
             encrypted=self.keys.decrypt is not None,
             expect_signed=self.keys.verify is not None,
             current_timestamp=None if self.allow_downgrade else self.build_timestamp,
+            prehash_pool=self.prehash_pool,
         )
 
     def _payload(self, update: _Update, data: bytes) -> None:
