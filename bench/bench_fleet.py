@@ -169,6 +169,8 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeat < 1 or args.boards < 1:
+        parser.error("--repeat and --boards must be at least 1")
     if args.side == "bare":
         return bare_side(args.broker, args.boards, args.first)
     if args.side == "fleet":
