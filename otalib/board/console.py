@@ -250,7 +250,6 @@ class ConsoleParser:
     def add(self, pattern: Pattern) -> None:
         """Add a pattern, tried before all existing ones (so it can override a default)."""
         self.patterns.insert(0, pattern)
-        self._memo.clear()
 
     def parse(self, line: str, t: float) -> ConsoleLine:
         """Parse one line (without its newline); the microsecond prefix goes to ``fields["us"]``.
@@ -282,13 +281,14 @@ class ConsoleParser:
     def _match(self, message: str) -> tuple[str | None, dict[str, Any]]:
         """The first pattern matching ``message`` (sans microsecond prefix) and its fields, remembered:
         a device repeats the same messages (two per TCP segment), the prefix is what changes."""
-        hit = self._memo.get(message)
         patterns = self.patterns
-        if hit is not None and self._memo_key == (id(patterns), len(patterns)):
-            return hit
-        if self._memo_key != (id(patterns), len(patterns)):  # patterns added or replaced
+        key = (id(patterns), len(patterns))
+        if key != self._memo_key:  # patterns added or replaced: what was remembered no longer holds
             self._memo.clear()
-            self._memo_key = (id(patterns), len(patterns))
+            self._memo_key = key
+        hit = self._memo.get(message)
+        if hit is not None:
+            return hit
         found: tuple[str | None, dict[str, Any]] = (None, {})
         for pattern in patterns:
             if not message.startswith(pattern._prefix):  # most patterns, without a call

@@ -50,32 +50,25 @@ class Pusher:
 
 
 class Puller:
-    """``crypto_secretstream_xchacha20poly1305_pull`` with one reused output buffer."""
+    """``crypto_secretstream_xchacha20poly1305_pull`` with one reused output buffer (grown to the largest
+    chunk: 2 KiB as the reference tool writes, not the 64 KiB a chunk may have; a fleet holds one per board)."""
 
     def __init__(self, state: sodium.crypto_secretstream_xchacha20poly1305_state) -> None:
         self._state = state.statebuf
         self._keep = state  # the state buffer lives as long as this object
-        self._out = ffi.new("unsigned char[]", MAX_CHUNK)
+        self._out = ffi.new("unsigned char[]", 0)
         self._out_len = ffi.new("unsigned long long *")
         self._tag = ffi.new("unsigned char *")
 
     def pull_at(self, cipher: Any, size: int) -> tuple[bytes, int]:
-        """:meth:`pull` of ``size`` bytes at a cffi pointer (a staging buffer, or into the caller's data)."""
+        """Decrypt the chunk of ``size`` bytes at ``cipher`` (bytes, or a cffi pointer into a buffer); raise
+        :class:`CryptoError` if it does not authenticate."""
         if not ABYTES <= size <= MAX_CHUNK:
             raise CryptoError("bad chunk length")
+        if len(self._out) < size:
+            self._out = ffi.new("unsigned char[]", size)
         rc = lib.crypto_secretstream_xchacha20poly1305_pull(
             self._state, self._out, self._out_len, self._tag, cipher, size, ffi.NULL, 0
-        )
-        if rc != 0:
-            raise CryptoError("chunk did not authenticate")
-        return ffi.buffer(self._out, self._out_len[0])[:], self._tag[0]
-
-    def pull(self, cipher: bytes) -> tuple[bytes, int]:
-        """Decrypt one chunk; raise :class:`CryptoError` if it does not authenticate."""
-        if not ABYTES <= len(cipher) <= MAX_CHUNK:
-            raise CryptoError("bad chunk length")
-        rc = lib.crypto_secretstream_xchacha20poly1305_pull(
-            self._state, self._out, self._out_len, self._tag, cipher, len(cipher), ffi.NULL, 0
         )
         if rc != 0:
             raise CryptoError("chunk did not authenticate")

@@ -269,9 +269,9 @@ class Ed25519phVerifier:
 
     def __init__(self, pool: PrehashPool | None = None) -> None:
         """``pool``: share the hashing with other verifiers fed the same bytes (:mod:`otalib.formats.prehash`)."""
-        self._state = sodium.crypto_sign_ed25519ph_state()
         self._pooled = PooledPrehash(pool) if pool is not None else None
-        self.update: Callable[[bytes], object] = self._update if pool is None else self._pooled.update  # type: ignore[union-attr]
+        self._state = sodium.crypto_sign_ed25519ph_state() if self._pooled is None else None
+        self.update: Callable[[bytes], object] = self._update if self._pooled is None else self._pooled.update
 
     def _update(self, data: bytes) -> None:
         ph_update(self._state, data)
@@ -280,6 +280,7 @@ class Ed25519phVerifier:
         if public_key is None:
             return False
         state = self._pooled.state() if self._pooled is not None else self._state
+        assert state is not None
         try:
             return bool(sodium.crypto_sign_ed25519ph_final_verify(state, digest, public_key))
         except (BadSignatureError, ValueError, TypeError):

@@ -17,7 +17,7 @@ from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
 from otalib.errors import DeviceError, DeviceErrorCode
-from otalib.formats._sodium import MAX_CHUNK, Puller, Pusher, ffi
+from otalib.formats._sodium import Puller, Pusher, ffi
 
 HEADER_BYTES = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES
 ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
@@ -108,7 +108,7 @@ class SecretstreamReader:
         self._pull: Puller | None = None
         self._offset = 0  # file offset of the next chunk's length field
         self._index = 0
-        self._stage = bytearray(MAX_CHUNK)  # a chunk split across feeds, gathered for decryption
+        self._stage = bytearray()  # a chunk split across feeds, gathered for decryption (grown as needed)
         self._stage_at = ffi.from_buffer(self._stage)
         self._staged = 0
 
@@ -130,6 +130,9 @@ class SecretstreamReader:
                     cipher = ffi.from_buffer(view) + offset
                     offset += need
                 else:
+                    if len(self._stage) < need:  # at most a chunk's length (a u16): 2 KiB as the tool writes
+                        self._stage = bytearray(need)
+                        self._stage_at = ffi.from_buffer(self._stage)
                     take = min(need - staged, size - offset)
                     self._stage[staged : staged + take] = view[offset : offset + take]
                     offset += take
